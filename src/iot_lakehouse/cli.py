@@ -1,0 +1,110 @@
+"""The ``iot-lakehouse`` command (also ``python -m iot_lakehouse``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from iot_lakehouse import jvm_deps
+from iot_lakehouse.errors import LakehouseError
+from iot_lakehouse.logs import configure_logging
+from iot_lakehouse.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their options."""
+    from iot_lakehouse.generator import add_generate_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="iot-lakehouse",
+        description="Real-time IoT lakehouse: Kafka -> Spark Structured Streaming -> Delta Lake.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    deps = sub.add_parser("deps", help="resolve the JVM libraries into the local cache (once)")
+    deps.add_argument("--force", action="store_true", help="resolve again even if cached")
+
+    kafka = sub.add_parser("kafka", help="the local Kafka broker (KRaft, no Docker)")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+
+    generate = sub.add_parser("generate", help="produce sensor readings to Kafka")
+    add_generate_arguments(generate)
+
+    run = sub.add_parser("run", help="run one streaming job")
+    run.add_argument("job", choices=["bronze"])
+    run.add_argument("--available-now", action="store_true",
+                     help="process what is available now, then exit")
+    run.add_argument("--source", choices=["kafka"], default="kafka",
+                     help="where bronze reads from (default: kafka)")
+
+    sub.add_parser("status", help="print the current counts of Kafka and every table")
+
+    all_ = sub.add_parser("all", help="broker, generator and every job, with a live status line")
+    all_.add_argument("--duration", type=float, default=None,
+                      help="stop everything after this many seconds (default: until Ctrl-C)")
+    all_.add_argument("--rate", type=float, default=200.0, help="generator events/s")
+    all_.add_argument("--sensors", type=int, default=100, help="number of simulated sensors")
+    return parser
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the chosen subcommand; return the process exit status."""
+    if args.command == "deps":
+        for name in ("spark", "kafka"):
+            jars = jvm_deps.resolve(name, settings.jars_dir, settings.maven_settings_file,
+                                    force=args.force)
+            print(f"{name}: {len(jars.jars)} jars in {jars.directory}")
+        return 0
+    if args.command == "kafka":
+        from iot_lakehouse.kafka_broker import LocalKafkaBroker
+
+        broker = LocalKafkaBroker(settings)
+        if args.action == "start":
+            print(broker.start().describe())
+        elif args.action == "stop":
+            print("stopped" if broker.stop() else "not running")
+        else:
+            status = broker.status()
+            print(status.describe())
+            return 0 if status.reachable else 3
+        return 0
+    if args.command == "generate":
+        from iot_lakehouse.generator import config_from_args, run_generator
+
+        report = run_generator(config_from_args(args), settings)
+        print(f"sent={report.sent} delivered={report.delivered} failed={report.failed} "
+              f"rate={report.rate:.0f}/s")
+        return 1 if report.failed else 0
+    if args.command == "run":
+        from iot_lakehouse.jobs import run_job
+
+        run_job(args.job, settings, available_now=args.available_now)
+        return 0
+    if args.command == "status":
+        from iot_lakehouse.status import pipeline_counts
+
+        print(pipeline_counts(settings).line())
+        return 0
+    if args.command == "all":
+        from iot_lakehouse.supervisor import run_all
+
+        return run_all(settings, args.duration, args.rate, args.sensors)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, configure logging, run, and turn project errors into exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        component = args.job if args.command == "run" else args.command
+        configure_logging(component, settings.log_level, settings.log_format, settings.logs_dir)
+        return dispatch(args, settings)
+    except LakehouseError as exc:
+        logger.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

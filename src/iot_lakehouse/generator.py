@@ -1,0 +1,824 @@
+"""Sensor data generator: reproducible IoT readings as JSON, produced to Kafka.
+
+Generation is pure and vectorised. Event ``i`` depends only on the configuration (seed, start
+time, rate, fractions, …) and on ``i``: events are made in blocks of :data:`BLOCK_SIZE` with
+numpy, one random stream per block (``np.random.default_rng((seed, block_index))``), so the
+stream is the same however it is chunked for sending. Payloads are serialised with string
+formatting on top of the vectorised numbers, not with ``json.dumps`` per event.
+
+Event ``i`` has the nominal event time ``start_time + i / rate`` (a virtual clock). Besides valid
+readings the stream can carry, by configurable fractions, malformed payloads, invalid readings,
+exact duplicates and late readings, so that every downstream path (DLQ, dedup, watermark) is
+exercised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from confluent_kafka import KafkaError, Message, Producer
+
+from iot_lakehouse.errors import ConfigError
+from iot_lakehouse.logs import kv
+from iot_lakehouse.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+BLOCK_SIZE = 1024
+"""Events generated at once; also the unit of reproducibility (one random stream per block)."""
+
+FORMATS = ("wide", "long", "mixed")
+KINDS = ("valid", "malformed", "invalid", "duplicate", "late")
+LATE_MIN_SECONDS = 60.0
+NO_DELIVERY_WARNING_S = 10.0
+
+WIDE_FIELDS = (
+    "sensor_id",
+    "timestamp",
+    "temperature",
+    "humidity",
+    "pressure",
+    "location",
+    "lat",
+    "lon",
+    "battery",
+)
+LONG_FIELDS = ("timestamp", "device_id", "building", "floor", "type", "value", "unit")
+
+# Long-format metrics: (type, unit, decimals). The index is the metric code used below.
+METRICS: tuple[tuple[str, str, int], ...] = (
+    ("temperature", "°C", 2),
+    ("humidity", "%", 2),
+    ("co2", "ppm", 0),
+    ("energy_consumption", "kWh", 3),
+    ("pressure", "hPa", 2),
+)
+BUILDINGS = "ABCDE"
+FLOORS = 10
+
+# Kind codes inside a block, in the order the fractions are stacked on [0, 1).
+_MALFORMED, _INVALID, _DUPLICATE, _LATE, _VALID = range(5)
+_KIND_NAMES = ("malformed", "invalid", "duplicate", "late", "valid")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NS_PER_S = 1_000_000_000
+_NS_PER_MS = 1_000_000
+_DAY_NS = 86_400 * _NS_PER_S
+_FUTURE_SHIFT_NS = 3650 * _DAY_NS
+
+# Out-of-range values per long-format metric (same order as METRICS).
+_OUT_OF_RANGE: tuple[float, ...] = (999.0, -5.0, -50.0, -1.0, 5000.0)
+_BAD_TIMESTAMPS = ("not-a-timestamp", "2026-13-45T25:61:00Z", "", "yesterday at noon")
+_NON_OBJECT_JSON = ("[1, 2]", '"x"', "42", "null", "true")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """What to generate and how fast; validated on construction (ConfigError)."""
+
+    sensors: int = 100
+    rate: float = 1000.0
+    count: int | None = None
+    duration: float | None = None
+    seed: int = 42
+    format: str = "mixed"
+    malformed_fraction: float = 0.0
+    invalid_fraction: float = 0.0
+    duplicate_fraction: float = 0.0
+    late_fraction: float = 0.0
+    late_max_seconds: float = 900.0
+    start_time: datetime | None = None
+    topic: str | None = None
+    progress_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.sensors < 1:
+            raise ConfigError(f"sensors={self.sensors} must be at least 1")
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ConfigError(f"rate={self.rate} must be a positive number of events per second")
+        if self.count is not None and self.count < 0:
+            raise ConfigError(f"count={self.count} must be 0 or more; omit it to run until stopped")
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
+            raise ConfigError(f"duration={self.duration} must be a positive number of seconds")
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} must be 0 or more")
+        if self.format not in FORMATS:
+            raise ConfigError(f"format={self.format!r}: use one of {', '.join(FORMATS)}")
+        fractions = {
+            "malformed_fraction": self.malformed_fraction,
+            "invalid_fraction": self.invalid_fraction,
+            "duplicate_fraction": self.duplicate_fraction,
+            "late_fraction": self.late_fraction,
+        }
+        for name, value in fractions.items():
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}={value} must be between 0 and 1")
+        total = sum(fractions.values())
+        if total > 1.0 + 1e-9:
+            raise ConfigError(
+                f"malformed, invalid, duplicate and late fractions sum to {total:g}; "
+                "their sum must be at most 1"
+            )
+        if not (math.isfinite(self.late_max_seconds) and self.late_max_seconds >= LATE_MIN_SECONDS):
+            raise ConfigError(
+                f"late_max_seconds={self.late_max_seconds} must be at least {LATE_MIN_SECONDS:g} "
+                "(late events are shifted back between 60 s and this)"
+            )
+        if not self.progress_interval_s > 0:
+            raise ConfigError(f"progress_interval_s={self.progress_interval_s} must be positive")
+        if self.topic is not None and not self.topic:
+            raise ConfigError("topic must not be empty (omit it to use KAFKA_TOPIC)")
+        if self.start_time is not None:
+            # Naive datetimes are taken as UTC; aware ones are converted to UTC.
+            start = self.start_time
+            start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+            object.__setattr__(self, "start_time", start)
+
+
+class GeneratedEvent(NamedTuple):
+    """One Kafka message: key (sensor id, UTF-8), value (payload bytes) and its kind."""
+
+    key: bytes
+    value: bytes
+    kind: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """BLOCK_SIZE consecutive events, starting at event ``block_index * BLOCK_SIZE``."""
+
+    block_index: int
+    keys: list[bytes]
+    values: list[bytes]
+    kinds: list[str]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class GeneratorReport:
+    """Outcome of one run: what was sent and what the broker acknowledged."""
+
+    sent: int
+    delivered: int
+    failed: int
+    elapsed_s: float
+    rate: float
+    kinds: dict[str, int]
+    errors: list[str]
+
+
+def _uniform(seed: int, stream: int, low: float, high: float, n: int) -> npt.NDArray[np.float64]:
+    # One random stream per sensor attribute, so a sensor's attributes do not depend on how many
+    # sensors there are (sensor 42 is the same sensor with --sensors 100 or 10000).
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, stream)))
+    return rng.uniform(low, high, n)
+
+
+def _integers(seed: int, stream: int, high: int, n: int) -> npt.NDArray[np.int64]:
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, stream)))
+    return rng.integers(0, high, n)
+
+
+def _iso_ms(ns: npt.NDArray[np.int64]) -> list[str]:
+    """ISO-8601 UTC strings with milliseconds and ``Z`` for epoch nanoseconds."""
+    ms = (ns // _NS_PER_MS).astype("datetime64[ms]")
+    strings: list[str] = np.datetime_as_string(ms, unit="ms", timezone="UTC").tolist()
+    return strings
+
+
+class EventGenerator:
+    """Pure, deterministic source of sensor events (no I/O).
+
+    ``generate_event(i)`` and ``generate_block(b)`` depend only on the configuration and their
+    argument; ``start_time`` None in the configuration means "now" when the generator is built.
+    """
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        self.config = config
+        start = config.start_time if config.start_time is not None else datetime.now(UTC)
+        self.start_ns = (start - _EPOCH) // timedelta(milliseconds=1) * _NS_PER_MS
+        self.start_time = _EPOCH + timedelta(microseconds=self.start_ns // 1000)
+        self._period_ns = np.float64(_NS_PER_S / config.rate)
+        self._thresholds = np.cumsum(
+            [
+                config.malformed_fraction,
+                config.invalid_fraction,
+                config.duplicate_fraction,
+                config.late_fraction,
+            ]
+        )
+        self._cache: dict[int, Block] = {}
+        self._build_sensors()
+
+    def _build_sensors(self) -> None:
+        n, seed = self.config.sensors, self.config.seed
+        width = max(5, len(str(n - 1)))
+        self.sensor_ids: list[str] = [f"sensor-{s:0{width}d}" for s in range(n)]
+        self._keys = [sid.encode() for sid in self.sensor_ids]
+        building = _integers(seed, 0, len(BUILDINGS), n)
+        floor = _integers(seed, 1, FLOORS, n)
+        self.buildings: list[str] = [BUILDINGS[b] for b in building.tolist()]
+        self.floors: list[int] = floor.tolist()
+        self.locations = [
+            f"building-{b}/floor-{f}" for b, f in zip(self.buildings, self.floors, strict=True)
+        ]
+        lat = 52.5200 + building * 0.0020 + _uniform(seed, 2, -0.0005, 0.0005, n)
+        lon = 13.4050 + building * 0.0030 + _uniform(seed, 3, -0.0005, 0.0005, n)
+        self._lat: list[str] = [f"{x:.6f}" for x in lat.tolist()]
+        self._lon: list[str] = [f"{x:.6f}" for x in lon.tolist()]
+        self._battery0 = _uniform(seed, 4, 40.0, 100.0, n)
+        self._battery_drain_per_day = _uniform(seed, 5, 0.1, 1.0, n)
+        self._phase = _uniform(seed, 6, 0.0, 2 * math.pi, n)
+        self._temp_base = _uniform(seed, 7, 15.0, 28.0, n)
+        self._temp_amp = _uniform(seed, 8, 2.0, 4.0, n)
+        self._hum_base = _uniform(seed, 9, 30.0, 70.0, n)
+        self._hum_amp = _uniform(seed, 10, 3.0, 8.0, n)
+        self._pres_base = _uniform(seed, 11, 990.0, 1030.0, n)
+        self._co2_base = _uniform(seed, 12, 400.0, 1200.0, n)
+        self._co2_amp = _uniform(seed, 13, 50.0, 300.0, n)
+        self._energy_base = _uniform(seed, 14, 0.1, 5.0, n)
+        # Per-sensor fixed parts of the payloads, so the per-event work is one f-string.
+        self._wide_tail = [
+            f'"location": "{loc}", "lat": {la}, "lon": {lo}, "battery": '
+            for loc, la, lo in zip(self.locations, self._lat, self._lon, strict=True)
+        ]
+        self._long_mid = [
+            f'"device_id": "{sid}", "building": "{b}", "floor": {f}, "type": "'
+            for sid, b, f in zip(self.sensor_ids, self.buildings, self.floors, strict=True)
+        ]
+
+    # --- virtual clock -------------------------------------------------------------------
+    def nominal_ns(self, index: int) -> int:
+        """Nominal event time of event ``index`` in epoch nanoseconds (start + index / rate)."""
+        return self.start_ns + int(np.rint(np.float64(index) * self._period_ns))
+
+    def nominal_time(self, index: int) -> datetime:
+        """Nominal event time of event ``index`` (UTC, microsecond precision)."""
+        return _EPOCH + timedelta(microseconds=self.nominal_ns(index) // 1000)
+
+    # --- generation ----------------------------------------------------------------------
+    def generate_event(self, index: int) -> GeneratedEvent:
+        """Event number ``index`` of the stream (0-based), taken from its (cached) block."""
+        if index < 0:
+            raise ValueError(f"event index must be >= 0, got {index}")
+        block = self.generate_block(index // BLOCK_SIZE)
+        j = index % BLOCK_SIZE
+        return GeneratedEvent(block.keys[j], block.values[j], block.kinds[j])
+
+    def generate_block(self, block_index: int) -> Block:
+        """Events ``block_index * BLOCK_SIZE`` … ``+ BLOCK_SIZE - 1``, built at once."""
+        cached = self._cache.get(block_index)
+        if cached is not None:
+            return cached
+        block = self._build_block(block_index)
+        if len(self._cache) >= 4:
+            del self._cache[next(iter(self._cache))]
+        self._cache[block_index] = block
+        return block
+
+    def _build_block(self, block_index: int) -> Block:
+        if block_index < 0:
+            raise ValueError(f"block index must be >= 0, got {block_index}")
+        cfg, n = self.config, BLOCK_SIZE
+        rng = np.random.default_rng((cfg.seed, block_index))
+        # Every draw has a fixed size and order, so the block depends on nothing else.
+        sensor = rng.integers(0, cfg.sensors, n)
+        kind_u = rng.random(n)
+        format_u = rng.random(n)
+        metric = rng.integers(0, len(METRICS), n)
+        noise = rng.standard_normal((5, n))
+        late_shift_s = rng.uniform(LATE_MIN_SECONDS, cfg.late_max_seconds, n)
+        variant = rng.integers(0, 1 << 30, n)
+        aux = rng.random(n)
+
+        code = np.searchsorted(self._thresholds, kind_u, side="right")
+        # A duplicate repeats the nearest earlier reading (valid or late) of the same block;
+        # with none before it, the event is an ordinary valid one.
+        pos = np.arange(n)
+        last_reading = np.maximum.accumulate(np.where(code >= _LATE, pos, -1))
+        dup_source = np.where(code == _DUPLICATE, last_reading, -1)
+        code[(code == _DUPLICATE) & (dup_source < 0)] = _VALID
+
+        index = np.arange(block_index * n, (block_index + 1) * n, dtype=np.int64)
+        nominal = self.start_ns + np.rint(index.astype(np.float64) * self._period_ns).astype(
+            np.int64
+        )
+        shift = np.where(code == _LATE, np.rint(late_shift_s * _NS_PER_S).astype(np.int64), 0)
+        event_ns = nominal - shift
+
+        # Realistic values: per-sensor baseline + daily cycle (UTC time of day) + noise.
+        angle = (event_ns % _DAY_NS) * (2 * math.pi / _DAY_NS) + self._phase[sensor]
+        cycle = np.sin(angle)
+        temperature = self._temp_base[sensor] + self._temp_amp[sensor] * cycle + 0.3 * noise[0]
+        humidity = np.clip(
+            self._hum_base[sensor] - self._hum_amp[sensor] * cycle + 1.5 * noise[1], 5.0, 99.0
+        )
+        co2 = np.clip(
+            self._co2_base[sensor] + self._co2_amp[sensor] * np.maximum(cycle, 0) + 25 * noise[2],
+            380.0,
+            5000.0,
+        )
+        energy = np.maximum(self._energy_base[sensor] * (1 + 0.4 * cycle) + 0.05 * noise[3], 0.0)
+        pressure = self._pres_base[sensor] + 1.0 * np.sin(2 * angle) + 0.3 * noise[4]
+        days = (event_ns - self.start_ns) / _DAY_NS
+        battery = np.clip(
+            self._battery0[sensor] - self._battery_drain_per_day[sensor] * days, 1.0, 100.0
+        )
+        by_metric = np.stack([temperature, humidity, co2, energy, pressure])
+        metric_value = by_metric[metric, pos]
+
+        if cfg.format == "wide":
+            wide = np.ones(n, dtype=bool)
+        elif cfg.format == "long":
+            wide = np.zeros(n, dtype=bool)
+        else:
+            wide = format_u < 0.5
+
+        ts = _iso_ms(event_ns)
+        sensor_l: list[int] = sensor.tolist()
+        values = self._serialise(
+            sensor_l,
+            wide.tolist(),
+            ts,
+            temperature.tolist(),
+            humidity.tolist(),
+            pressure.tolist(),
+            battery.tolist(),
+            metric.tolist(),
+            metric_value.tolist(),
+        )
+        keys = [self._keys[s] for s in sensor_l]
+
+        for j in np.flatnonzero(code == _MALFORMED).tolist():
+            values[j] = self._malformed(values[j], int(variant[j]), float(aux[j]), rng)
+        for j in np.flatnonzero(code == _INVALID).tolist():
+            values[j] = self._invalid(
+                sensor_l[j],
+                bool(wide[j]),
+                int(metric[j]),
+                int(nominal[j]),
+                ts[j],
+                float(by_metric[0, j]),
+                float(by_metric[1, j]),
+                float(by_metric[4, j]),
+                float(battery[j]),
+                float(metric_value[j]),
+                int(variant[j]),
+            )
+        for j in np.flatnonzero(code == _DUPLICATE).tolist():
+            src = int(dup_source[j])
+            keys[j], values[j] = keys[src], values[src]
+
+        kinds = [_KIND_NAMES[c] for c in code.tolist()]
+        return Block(block_index, keys, values, kinds)
+
+    def _serialise(
+        self,
+        sensor: list[int],
+        wide: list[bool],
+        ts: list[str],
+        temperature: list[float],
+        humidity: list[float],
+        pressure: list[float],
+        battery: list[float],
+        metric: list[int],
+        metric_value: list[float],
+    ) -> list[bytes]:
+        ids, wide_tail, long_mid = self.sensor_ids, self._wide_tail, self._long_mid
+        long_tail = [f'{name}", "value": ' for name, _, _ in METRICS]
+        units = [f', "unit": "{unit}"}}' for _, unit, _ in METRICS]
+        digits = [d for _, _, d in METRICS]
+        out: list[bytes] = []
+        append = out.append
+        for j, s in enumerate(sensor):
+            if wide[j]:
+                append(
+                    f'{{"sensor_id": "{ids[s]}", "timestamp": "{ts[j]}", '
+                    f'"temperature": {temperature[j]:.2f}, "humidity": {humidity[j]:.2f}, '
+                    f'"pressure": {pressure[j]:.2f}, {wide_tail[s]}{battery[j]:.1f}}}'.encode()
+                )
+            else:
+                m = metric[j]
+                append(
+                    f'{{"timestamp": "{ts[j]}", {long_mid[s]}{long_tail[m]}'
+                    f"{metric_value[j]:.{digits[m]}f}{units[m]}".encode()
+                )
+        return out
+
+    def _malformed(
+        self, clean: bytes, variant: int, aux: float, rng: np.random.Generator
+    ) -> bytes:
+        """Bytes that are not a JSON object: truncated, garbage, non-object JSON or non-UTF-8."""
+        family, sub = variant % 4, variant // 4
+        if family == 0:  # truncated JSON: a proper prefix of an object is never valid JSON
+            return clean[: 1 + int(aux * (len(clean) - 2))]
+        text = clean.decode()
+        if family == 1:  # garbage text
+            record: dict[str, Any] = json.loads(text)
+            sid = record.get("sensor_id") or record.get("device_id")
+            options = (
+                f"{sid},{record['timestamp']},21.5,40.2",
+                f"temperature=21.5 humidity=40.2 sensor={sid}",
+                f"<reading sensor='{sid}'/>",
+                "ERROR: sensor offline",
+                repr(record),
+                "",
+            )
+            return options[sub % len(options)].encode()
+        if family == 2:  # valid JSON, but not an object
+            options = (*_NON_OBJECT_JSON, f"[{text}]")
+            return options[sub % len(options)].encode()
+        # Not UTF-8 at all (about a quarter of the malformed events).
+        kind = sub % 3
+        if kind == 0:
+            return b"\xff\xfe" + text.encode("utf-16-le")
+        if kind == 1:
+            return b"\x80" + clean
+        return b"\xff\xc3\x28" + rng.bytes(16)
+
+    def _invalid(
+        self,
+        sensor: int,
+        wide: bool,
+        metric: int,
+        nominal_ns: int,
+        ts: str,
+        temperature: float,
+        humidity: float,
+        pressure: float,
+        battery: float,
+        value: float,
+        variant: int,
+    ) -> bytes:
+        """A JSON object with bad content: range, type, null, missing field, NaN, timestamp."""
+        record: dict[str, Any]
+        if wide:
+            record = {
+                "sensor_id": self.sensor_ids[sensor],
+                "timestamp": ts,
+                "temperature": round(temperature, 2),
+                "humidity": round(humidity, 2),
+                "pressure": round(pressure, 2),
+                "location": self.locations[sensor],
+                "lat": float(self._lat[sensor]),
+                "lon": float(self._lon[sensor]),
+                "battery": round(battery, 1),
+            }
+            field = ("temperature", "humidity", "pressure")[(variant // 7) % 3]
+        else:
+            name, unit, digits = METRICS[metric]
+            record = {
+                "timestamp": ts,
+                "device_id": self.sensor_ids[sensor],
+                "building": self.buildings[sensor],
+                "floor": self.floors[sensor],
+                "type": name,
+                "value": round(value, digits),
+                "unit": unit,
+            }
+            field = "value"
+        problem, sub = variant % 7, variant // 7
+        if problem == 0:  # out of range
+            if wide:
+                record[field] = {"temperature": 999.0, "humidity": -5.0, "pressure": 5000.0}[field]
+            else:
+                record["value"] = _OUT_OF_RANGE[metric]
+        elif problem == 1:  # wrong type
+            record[field] = "hot"
+        elif problem == 2:  # null value
+            record[field] = None
+        elif problem == 3:  # missing required field
+            required = ("sensor_id", "timestamp", "temperature") if wide else (
+                "device_id",
+                "timestamp",
+                "value",
+                "type",
+            )
+            del record[required[sub % len(required)]]
+        elif problem == 4:  # NaN, written as a bare NaN token
+            record[field] = math.nan
+        elif problem == 5:  # far in the future
+            record["timestamp"] = _iso_ms(np.array([nominal_ns + _FUTURE_SHIFT_NS]))[0]
+        else:  # unparsable timestamp
+            record["timestamp"] = _BAD_TIMESTAMPS[sub % len(_BAD_TIMESTAMPS)]
+        return json.dumps(record, ensure_ascii=False).encode()
+
+
+# --- producing ---------------------------------------------------------------------------
+class _DeliveryTracker:
+    """Counts delivery reports and remembers (and logs once) each distinct error."""
+
+    max_errors_kept = 10
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed = 0
+        self.errors: list[str] = []
+        self.error_counts: Counter[str] = Counter()
+        self.client_errors: Counter[str] = Counter()
+
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        text = str(err)
+        if text not in self.error_counts:
+            logger.warning(kv(event="delivery_error", error=text, topic=msg.topic()))
+            if len(self.errors) < self.max_errors_kept:
+                self.errors.append(text)
+        self.error_counts[text] += 1
+
+    def on_client_error(self, err: KafkaError) -> None:
+        text = str(err)
+        if text not in self.client_errors:
+            logger.warning(kv(event="kafka_client_error", error=text))
+        self.client_errors[text] += 1
+
+
+def producer_config(settings: Settings, tracker_error_cb: Any = None) -> dict[str, Any]:
+    """The librdkafka configuration the generator uses (durable, batched, compressed)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": "iot-lakehouse-generator",
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 25,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "log.connection.close": False,
+        "logger": logging.getLogger(f"{__name__}.librdkafka"),
+    }
+    if tracker_error_cb is not None:
+        conf["error_cb"] = tracker_error_cb
+    return conf
+
+
+def _chunk_size(rate: float) -> int:
+    """Events sent per pacing step: about rate/50, a power of two in 1..BLOCK_SIZE.
+
+    A power of two divides BLOCK_SIZE, so a chunk never straddles two blocks.
+    """
+    target = max(1, min(BLOCK_SIZE, int(rate / 50)))
+    return 1 << (target.bit_length() - 1)
+
+
+def _produce_chunk(
+    producer: Producer,
+    topic: str,
+    keys: list[bytes],
+    values: list[bytes],
+    on_delivery: Any,
+    stop: threading.Event | None,
+) -> int:
+    """Queue one chunk, waiting for room on BufferError; returns how many were queued."""
+    produce, queued = producer.produce, 0
+    for key, value in zip(keys, values, strict=True):
+        while True:
+            try:
+                produce(topic, value, key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                # Local queue full: serve delivery reports to make room, then retry.
+                producer.poll(0.1)
+                if stop is not None and stop.is_set():
+                    return queued
+        queued += 1
+    return queued
+
+
+def run_generator(
+    config: GeneratorConfig, settings: Settings, stop: threading.Event | None = None
+) -> GeneratorReport:
+    """Produce the configured stream to Kafka, paced to ``config.rate``, and report delivery.
+
+    Stops after ``count`` messages, after ``duration`` seconds, when ``stop`` is set or on
+    KeyboardInterrupt; then flushes (30 s) and counts what is still undelivered as failed.
+    """
+    topic = config.topic or settings.kafka_topic
+    generator = EventGenerator(config)
+    tracker = _DeliveryTracker()
+    producer = Producer(producer_config(settings, tracker.on_client_error))
+    chunk = _chunk_size(config.rate)
+    logger.info(
+        kv(
+            event="generator_start",
+            topic=topic,
+            bootstrap=settings.kafka_bootstrap_servers,
+            sensors=config.sensors,
+            rate=config.rate,
+            count=config.count,
+            duration=config.duration,
+            format=config.format,
+            seed=config.seed,
+            start_time=generator.start_time.isoformat(),
+            chunk=chunk,
+        )
+    )
+    kinds: Counter[str] = Counter()
+    sent, reason = 0, "until_stopped"
+    t0 = time.monotonic()
+    next_progress = t0 + config.progress_interval_s
+    last_progress_t, last_progress_sent = t0, 0
+    warned_no_delivery = False
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                reason = "stop_requested"
+                break
+            if config.count is not None and sent >= config.count:
+                reason = "count_reached"
+                break
+            scheduled = sent / config.rate
+            if config.duration is not None and (
+                scheduled >= config.duration or time.monotonic() - t0 >= config.duration
+            ):
+                reason = "duration_reached"
+                break
+            wait = t0 + scheduled - time.monotonic()
+            if wait > 0:
+                producer.poll(0)
+                if stop is not None:
+                    if stop.wait(wait):
+                        continue
+                else:
+                    time.sleep(wait)
+            n = chunk if config.count is None else min(chunk, config.count - sent)
+            block = generator.generate_block(sent // BLOCK_SIZE)
+            offset = sent % BLOCK_SIZE
+            queued = _produce_chunk(
+                producer,
+                topic,
+                block.keys[offset : offset + n],
+                block.values[offset : offset + n],
+                tracker.on_delivery,
+                stop,
+            )
+            kinds.update(block.kinds[offset : offset + queued])
+            sent += queued
+            producer.poll(0)
+
+            now = time.monotonic()
+            if now >= next_progress:
+                logger.info(
+                    kv(
+                        event="generator_progress",
+                        sent=sent,
+                        rate=(sent - last_progress_sent) / max(now - last_progress_t, 1e-9),
+                        delivered=tracker.delivered,
+                        delivery_errors=tracker.failed,
+                        queued=len(producer),
+                    )
+                )
+                next_progress = now + config.progress_interval_s
+                last_progress_t, last_progress_sent = now, sent
+            if (
+                not warned_no_delivery
+                and tracker.delivered == 0
+                and now - t0 >= NO_DELIVERY_WARNING_S
+            ):
+                warned_no_delivery = True
+                logger.warning(
+                    kv(
+                        event="no_delivery_yet",
+                        after_s=now - t0,
+                        sent=sent,
+                        delivery_errors=tracker.failed,
+                        bootstrap=settings.kafka_bootstrap_servers,
+                        hint="is the broker running and KAFKA_BOOTSTRAP_SERVERS right?",
+                    )
+                )
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    send_elapsed = time.monotonic() - t0
+    logger.info(kv(event="generator_flush", reason=reason, sent=sent, queued=len(producer)))
+    try:
+        remaining = producer.flush(30)
+    except KeyboardInterrupt:
+        remaining = len(producer)
+    if remaining:
+        logger.error(
+            kv(
+                event="undelivered_after_flush",
+                undelivered=remaining,
+                delivered=tracker.delivered,
+                bootstrap=settings.kafka_bootstrap_servers,
+            )
+        )
+    elapsed = time.monotonic() - t0
+    for text, n_errors in tracker.error_counts.items():
+        logger.warning(kv(event="delivery_error_summary", error=text, count=n_errors))
+    errors = list(tracker.errors)
+    if remaining and len(errors) < _DeliveryTracker.max_errors_kept:
+        errors.append(f"{remaining} messages still undelivered after flush(30)")
+    report = GeneratorReport(
+        sent=sent,
+        delivered=tracker.delivered,
+        failed=tracker.failed + remaining,
+        elapsed_s=elapsed,
+        rate=sent / elapsed if elapsed > 0 else 0.0,
+        kinds={kind: kinds[kind] for kind in KINDS},
+        errors=errors,
+    )
+    logger.info(
+        kv(
+            event="generator_done",
+            reason=reason,
+            sent=report.sent,
+            delivered=report.delivered,
+            failed=report.failed,
+            elapsed_s=report.elapsed_s,
+            send_rate=sent / send_elapsed if send_elapsed > 0 else 0.0,
+            rate=report.rate,
+            **{f"kind_{k}": v for k, v in report.kinds.items()},
+        )
+    )
+    return report
+
+
+# --- command line ------------------------------------------------------------------------
+def _parse_start_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"start time {text!r} is not ISO-8601; use e.g. 2026-01-01T00:00:00Z"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _start_time_arg(text: str) -> datetime:
+    try:
+        return _parse_start_time(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the generator's options (``iot-lakehouse generate …``) to ``parser``."""
+    d = GeneratorConfig()
+    add = parser.add_argument
+    add("--sensors", type=int, default=d.sensors, help=f"number of sensors (default {d.sensors})")
+    add("--rate", type=float, default=d.rate, help=f"target events/s (default {d.rate:g})")
+    add("--count", type=int, default=None, help="messages to send, duplicates included")
+    add("--duration", type=float, default=None, help="seconds to run (default: until stopped)")
+    add("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    add("--format", choices=FORMATS, default=d.format, help=f"payload format (default {d.format})")
+    for kind in ("malformed", "invalid", "duplicate", "late"):
+        add(
+            f"--{kind}-fraction",
+            type=float,
+            default=0.0,
+            help=f"fraction of {kind} events, 0..1 (default 0)",
+        )
+    add(
+        "--late-max-seconds",
+        type=float,
+        default=d.late_max_seconds,
+        help=f"late events are {LATE_MIN_SECONDS:g} s to this many seconds behind "
+        f"(default {d.late_max_seconds:g})",
+    )
+    add(
+        "--start-time",
+        type=_start_time_arg,
+        default=None,
+        help="ISO-8601 time of event 0, e.g. 2026-01-01T00:00:00Z (default: now)",
+    )
+    add("--topic", default=None, help="Kafka topic (default: KAFKA_TOPIC)")
+
+
+def config_from_args(args: argparse.Namespace) -> GeneratorConfig:
+    """The GeneratorConfig the parsed options describe (ConfigError when they cannot work)."""
+    start = args.start_time
+    if isinstance(start, str):
+        start = _parse_start_time(start)
+    return GeneratorConfig(
+        sensors=args.sensors,
+        rate=args.rate,
+        count=args.count,
+        duration=args.duration,
+        seed=args.seed,
+        format=args.format,
+        malformed_fraction=args.malformed_fraction,
+        invalid_fraction=args.invalid_fraction,
+        duplicate_fraction=args.duplicate_fraction,
+        late_fraction=args.late_fraction,
+        late_max_seconds=args.late_max_seconds,
+        start_time=start,
+        topic=args.topic,
+    )

@@ -1,0 +1,77 @@
+"""Thin wiring that runs one streaming job until it ends, is told to stop, or fails."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from iot_lakehouse.bronze import start_bronze_stream
+from iot_lakehouse.errors import JobError
+from iot_lakehouse.logs import kv
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.spark_session import build_spark
+
+logger = logging.getLogger(__name__)
+
+JobStarter = Callable[[SparkSession, Settings, bool], StreamingQuery]
+
+JOBS: dict[str, JobStarter] = {
+    "bronze": start_bronze_stream,
+}
+
+
+def log_progress(job: str, query: StreamingQuery, last_batch: int) -> int:
+    """Log the newest finished micro-batch once; return its id."""
+    progress = query.lastProgress
+    if not progress or progress.get("batchId", -1) == last_batch:
+        return last_batch
+    batch_id = int(progress["batchId"])
+    logger.info("batch committed %s", kv(
+        job=job, batch_id=batch_id, input_rows=progress.get("numInputRows", 0),
+        input_rows_per_s=float(progress.get("inputRowsPerSecond") or 0.0),
+        processed_rows_per_s=float(progress.get("processedRowsPerSecond") or 0.0),
+        duration_ms=progress.get("durationMs", {}).get("triggerExecution", 0)))
+    return batch_id
+
+
+def await_query(job: str, query: StreamingQuery, stop: threading.Event) -> None:
+    """Wait for ``query`` to end; stop it gracefully when ``stop`` is set; raise if it failed."""
+    last_batch = -1
+    while query.isActive and not stop.is_set():
+        query.awaitTermination(1.0)
+        last_batch = log_progress(job, query, last_batch)
+    if query.isActive:
+        logger.info("stopping query gracefully %s", kv(job=job))
+        query.stop()
+    log_progress(job, query, last_batch)
+    error = query.exception()
+    if error is not None:
+        raise JobError(f"job {job} failed: {error}. Fix the cause and start it again; it "
+                       "resumes from its checkpoint.")
+
+
+def run_job(job: str, settings: Settings, available_now: bool = False) -> None:
+    """Run streaming job ``job`` (a key of JOBS) in this process until done or signalled."""
+    if job not in JOBS:
+        raise JobError(f"unknown job {job!r}; choose one of {sorted(JOBS)}")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal received %s", kv(job=job, signal=signal.Signals(signum).name))
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    spark = build_spark(settings, f"iot-lakehouse-{job}")
+    try:
+        query = JOBS[job](spark, settings, available_now)
+        await_query(job, query, stop)
+    finally:
+        spark.stop()
+    logger.info("job finished %s", kv(job=job, available_now=available_now))

@@ -1,0 +1,164 @@
+"""One frozen settings object, read from environment variables with local defaults.
+
+Every variable is documented in the README ("Settings"). Paths may be local folders or any
+Hadoop/Delta URI (``s3a://…``) so the same jobs run unchanged on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from iot_lakehouse.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; unset it or give e.g. {default}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def parse_bootstrap(servers: str) -> tuple[str, int]:
+    """Return (host, port) of the first broker in a ``host:port[,host:port…]`` list."""
+    first = servers.split(",")[0].strip()
+    host, sep, port = first.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(
+            f"KAFKA_BOOTSTRAP_SERVERS={servers!r} is not host:port[,host:port…]; "
+            "for the local broker use e.g. 127.0.0.1:9092"
+        )
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a job, the broker or the generator needs to know about its environment."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 0
+    kafka_topic: str = "iot-sensors"
+    kafka_alerts_topic: str = "iot-alerts"
+    kafka_topic_partitions: int = 3
+    kafka_heap: str = "512m"
+    lakehouse_path: str = "lakehouse"
+    dlq_path: str = "dlq"
+    runtime_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".runtime")
+    jars_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".runtime" / "jars")
+    maven_settings_file: Path | None = None
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "1g"
+    spark_shuffle_partitions: int = 2
+    spark_ui_enabled: bool = False
+    trigger_interval: str = "5 seconds"
+    max_offsets_per_trigger: int = 200_000
+    fail_on_data_loss: bool = True
+    log_level: str = "INFO"
+    log_format: str = "kv"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from ``env`` (default: ``os.environ``), validating every value."""
+        e: Mapping[str, str] = os.environ if env is None else env
+        d = cls()
+        runtime = Path(e.get("IOT_RUNTIME_DIR") or d.runtime_dir)
+        settings = cls(
+            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or d.kafka_bootstrap_servers,
+            kafka_controller_port=_int(e, "KAFKA_CONTROLLER_PORT", d.kafka_controller_port),
+            kafka_topic=e.get("KAFKA_TOPIC") or d.kafka_topic,
+            kafka_alerts_topic=e.get("KAFKA_ALERTS_TOPIC") or d.kafka_alerts_topic,
+            kafka_topic_partitions=_int(e, "KAFKA_TOPIC_PARTITIONS", d.kafka_topic_partitions, 1),
+            kafka_heap=e.get("KAFKA_HEAP") or d.kafka_heap,
+            lakehouse_path=e.get("LAKEHOUSE_PATH") or d.lakehouse_path,
+            dlq_path=e.get("DLQ_PATH") or d.dlq_path,
+            runtime_dir=runtime,
+            jars_dir=Path(e.get("IOT_JARS_DIR") or d.jars_dir),
+            maven_settings_file=Path(e["IOT_MAVEN_SETTINGS"]) if e.get("IOT_MAVEN_SETTINGS") else None,
+            spark_master=e.get("SPARK_MASTER") or d.spark_master,
+            spark_driver_memory=e.get("SPARK_DRIVER_MEMORY") or d.spark_driver_memory,
+            spark_shuffle_partitions=_int(
+                e, "SPARK_SHUFFLE_PARTITIONS", d.spark_shuffle_partitions, 1
+            ),
+            spark_ui_enabled=_bool(e, "SPARK_UI_ENABLED", d.spark_ui_enabled),
+            trigger_interval=e.get("TRIGGER_INTERVAL") or d.trigger_interval,
+            max_offsets_per_trigger=_int(
+                e, "MAX_OFFSETS_PER_TRIGGER", d.max_offsets_per_trigger, 1
+            ),
+            fail_on_data_loss=_bool(e, "KAFKA_FAIL_ON_DATA_LOSS", d.fail_on_data_loss),
+            log_level=(e.get("LOG_LEVEL") or d.log_level).upper(),
+            log_format=(e.get("LOG_FORMAT") or d.log_format).lower(),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first setting that cannot work."""
+        parse_bootstrap(self.kafka_bootstrap_servers)
+        if self.log_format not in {"kv", "json"}:
+            raise ConfigError(f"LOG_FORMAT={self.log_format!r}: use kv or json")
+        if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"LOG_LEVEL={self.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+        if not self.trigger_interval.split()[0].replace(".", "", 1).isdigit():
+            raise ConfigError(
+                f"TRIGGER_INTERVAL={self.trigger_interval!r}: use e.g. '5 seconds' or '500 milliseconds'"
+            )
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests, CLI overrides)."""
+        return replace(self, **changes)
+
+    # Derived locations. Table paths are strings: they may be URIs, not only local folders.
+    def table_path(self, relative: str) -> str:
+        """Location of a table below LAKEHOUSE_PATH, e.g. ``bronze/sensor_events``."""
+        return f"{self.lakehouse_path.rstrip('/')}/{relative}"
+
+    def checkpoint_path(self, job: str) -> str:
+        """Checkpoint folder of one streaming job: ``LAKEHOUSE_PATH/_checkpoints/<job>``."""
+        return self.table_path(f"_checkpoints/{job}")
+
+    @property
+    def bronze_events_path(self) -> str:
+        return self.table_path("bronze/sensor_events")
+
+    @property
+    def kafka_host(self) -> str:
+        return parse_bootstrap(self.kafka_bootstrap_servers)[0]
+
+    @property
+    def kafka_port(self) -> int:
+        return parse_bootstrap(self.kafka_bootstrap_servers)[1]
+
+    @property
+    def kafka_controller_port_effective(self) -> int:
+        """KRaft controller port: KAFKA_CONTROLLER_PORT, or the broker port + 1."""
+        return self.kafka_controller_port or self.kafka_port + 1
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.runtime_dir / "kafka"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.runtime_dir / "logs"

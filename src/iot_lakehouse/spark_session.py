@@ -1,0 +1,50 @@
+"""The one Spark session factory: Delta, the Kafka connector jars, sane local defaults."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from iot_lakehouse import jvm_deps
+from iot_lakehouse.logs import kv
+from iot_lakehouse.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def build_spark(settings: Settings, app_name: str) -> SparkSession:
+    """Create (or return) the process's SparkSession, configured for Delta and Kafka.
+
+    Jars come from the local cache (resolved once from Maven Central), so start-up needs no
+    network. Call once per entry point.
+    """
+    jars = jvm_deps.resolve("spark", settings.jars_dir, settings.maven_settings_file)
+    # The Python workers must be this interpreter (the project venv), also on a cluster worker
+    # that has the same layout.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.jars", ",".join(str(p.resolve()) for p in jars.jars))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.default.parallelism", str(max(2, settings.spark_shuffle_partitions)))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", str(settings.spark_ui_enabled).lower())
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.driver.extraJavaOptions", "-XX:+UseG1GC -Duser.timezone=UTC")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    logger.info("spark session ready %s", kv(app=app_name, master=settings.spark_master,
+                                           version=spark.version, jars=len(jars.jars)))
+    return spark

@@ -1,0 +1,104 @@
+"""``iot-lakehouse all``: broker, generator and jobs as child processes, with a live status line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iot_lakehouse.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.logs import kv
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.status import pipeline_counts
+
+logger = logging.getLogger(__name__)
+
+GRACEFUL_STOP_S = 60.0
+
+
+@dataclass
+class Child:
+    """A process this supervisor started, with the file its output goes to."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    exited_reported: bool = field(default=False)
+
+
+def spawn(name: str, args: list[str], logs_dir: Path) -> Child:
+    """Start ``python -m iot_lakehouse <args>`` in its own process group, output to a log."""
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    log = logs_dir / f"{name}.out"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "iot_lakehouse", *args], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    logger.info("started %s", kv(component=name, pid=proc.pid, log=log))
+    return Child(name, proc, log)
+
+
+def stop_children(children: list[Child], timeout: float = GRACEFUL_STOP_S) -> None:
+    """SIGTERM every child (jobs stop their queries gracefully), then SIGKILL stragglers."""
+    for child in children:
+        if child.proc.poll() is None:
+            os.killpg(child.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("did not stop in time, killing %s", kv(component=child.name))
+            os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+        logger.info("stopped %s", kv(component=child.name, exit_code=child.proc.returncode))
+
+
+def run_all(settings: Settings, duration: float | None, rate: float, sensors: int,
+            status_interval: float = 5.0) -> int:
+    """Run broker + generator + jobs until Ctrl-C, SIGTERM or ``duration`` seconds; 0 if clean."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    broker = LocalKafkaBroker(settings)
+    started_broker = not broker.status().reachable
+    broker.start()
+    children: list[Child] = []
+    failed = False
+    try:
+        children.append(spawn("bronze", ["run", "bronze"], settings.logs_dir))
+        children.append(spawn("generator", ["generate", "--rate", str(rate),
+                                            "--sensors", str(sensors), "--format", "mixed",
+                                            "--seed", str(int(time.time()))],
+                              settings.logs_dir))
+        deadline = time.monotonic() + duration if duration else None
+        tty = sys.stdout.isatty()
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            stop.wait(status_interval)
+            health = " ".join(f"{c.name}={'up' if c.proc.poll() is None else 'exited'}"
+                              for c in children)
+            line = f"{time.strftime('%H:%M:%S')} {pipeline_counts(settings).line()} {health}"
+            print(f"\r{line}\033[K" if tty else line, end="" if tty else "\n", flush=True)
+            for child in children:
+                if child.proc.poll() is not None and not child.exited_reported:
+                    child.exited_reported = True
+                    failed = failed or child.proc.returncode != 0
+                    logger.error("%s exited %s", child.name, kv(
+                        exit_code=child.proc.returncode, log=child.log))
+        if tty:
+            print()
+    finally:
+        stop_children(children)
+        if started_broker:
+            broker.stop()
+    return 1 if failed else 0

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from iot_lakehouse.kafka_broker import LocalKafkaBroker, min_heap, server_properties
+from tests.conftest import broker_settings
+
+
+def test_server_properties_single_node_kraft_on_loopback(tmp_path: Path) -> None:
+    settings = broker_settings(tmp_path)
+    props = server_properties(settings, tmp_path / "data")
+    assert "process.roles=broker,controller" in props
+    assert f"listeners=PLAINTEXT://127.0.0.1:{settings.kafka_port}," in props
+    assert f"controller.quorum.voters=1@127.0.0.1:{settings.kafka_controller_port}" in props
+    assert f"log.dirs={tmp_path / 'data'}" in props
+
+
+def test_min_heap() -> None:
+    assert min_heap("512m") == "128m"
+    assert min_heap("2g") == "1g"
+
+
+def test_start_twice_reuses_then_stop(tmp_path: Path) -> None:
+    settings = broker_settings(tmp_path).with_(kafka_topic_partitions=3)
+    broker = LocalKafkaBroker(settings)
+    try:
+        first = broker.start()
+        assert first.reachable and first.pid is not None
+        assert {"iot-sensors", "iot-alerts"} <= set(first.topics)
+        assert (tmp_path / "kafka" / "data" / "meta.properties").exists()
+        second = broker.start()
+        assert second.pid == first.pid  # reused, not a second broker
+        meta = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}).list_topics(
+            timeout=10)
+        assert len(meta.topics["iot-sensors"].partitions) == 3
+    finally:
+        assert broker.stop() is True
+    after = broker.status()
+    assert not after.reachable and not after.process_alive
+    assert broker.stop() is False  # stopping a stopped broker is harmless
