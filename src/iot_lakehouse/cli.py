@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from iot_lakehouse import jvm_deps
@@ -75,7 +77,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "generate":
         from iot_lakehouse.generator import config_from_args, run_generator
 
-        report = run_generator(config_from_args(args), settings)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+        report = run_generator(config_from_args(args), settings, stop=stop)
         print(f"sent={report.sent} delivered={report.delivered} failed={report.failed} "
               f"rate={report.rate:.0f}/s")
         return 1 if report.failed else 0

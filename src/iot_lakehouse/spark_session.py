@@ -25,6 +25,8 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
     # The Python workers must be this interpreter (the project venv), also on a cluster worker
     # that has the same layout.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if settings.spark_master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # stay on loopback
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)

@@ -45,10 +45,14 @@ def spawn(name: str, args: list[str], logs_dir: Path) -> Child:
 
 
 def stop_children(children: list[Child], timeout: float = GRACEFUL_STOP_S) -> None:
-    """SIGTERM every child (jobs stop their queries gracefully), then SIGKILL stragglers."""
+    """SIGTERM every child (jobs stop their queries gracefully), then SIGKILL stragglers.
+
+    Only the Python process gets SIGTERM: it stops its queries and then its own JVM. Signalling
+    the whole group would kill the JVM under it mid-commit.
+    """
     for child in children:
         if child.proc.poll() is None:
-            os.killpg(child.proc.pid, signal.SIGTERM)
+            child.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for child in children:
         try:

@@ -1,0 +1,486 @@
+"""Unit tests of the sensor data generator: pure generation and options (no broker needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+
+from iot_lakehouse.errors import ConfigError
+from iot_lakehouse.generator import (
+    BLOCK_SIZE,
+    KINDS,
+    LONG_FIELDS,
+    METRICS,
+    WIDE_FIELDS,
+    EventGenerator,
+    GeneratedEvent,
+    GeneratorConfig,
+    _chunk_size,
+    _DeliveryTracker,
+    _LibrdkafkaLog,
+    add_generate_arguments,
+    config_from_args,
+    run_generator,
+)
+from iot_lakehouse.settings import Settings
+
+START = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+SENSOR_RE = re.compile(r"^sensor-\d{5}$")
+LOCATION_RE = re.compile(r"^building-[A-E]/floor-\d$")
+UNITS = {name: unit for name, unit, _ in METRICS}
+# Plausible physical ranges: valid readings fall inside, "out of range" invalid ones outside.
+RANGES = {
+    "temperature": (-40.0, 85.0),
+    "humidity": (0.0, 100.0),
+    "pressure": (900.0, 1100.0),
+    "co2": (300.0, 10_000.0),
+    "energy_consumption": (0.0, 100.0),
+}
+BAD_MIX = {
+    "malformed_fraction": 0.05,
+    "invalid_fraction": 0.05,
+    "duplicate_fraction": 0.05,
+    "late_fraction": 0.05,
+}
+
+
+def make(**overrides: Any) -> EventGenerator:
+    options: dict[str, Any] = {"start_time": START, "seed": 7}
+    options.update(overrides)
+    return EventGenerator(GeneratorConfig(**options))
+
+
+def events(gen: EventGenerator, n: int) -> list[GeneratedEvent]:
+    return [gen.generate_event(i) for i in range(n)]
+
+
+def parse_ts(text: str) -> datetime:
+    assert TS_RE.match(text), text
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def problems(record: dict[str, Any], nominal: datetime) -> list[str]:
+    """What makes a parsed record unusable as a reading (empty list: a good reading)."""
+    found: list[str] = []
+    if "sensor_id" in record or "location" in record:
+        required = ["sensor_id", "timestamp", "temperature", "humidity", "pressure", "location"]
+        metrics = {m: record.get(m) for m in ("temperature", "humidity", "pressure")}
+    else:
+        required = list(LONG_FIELDS)
+        metrics = {str(record.get("type")): record.get("value")}
+        if record.get("type") in UNITS and record.get("unit") != UNITS[record["type"]]:
+            found.append("unit")
+    found += [f"missing:{name}" for name in required if name not in record]
+    for name, value in metrics.items():
+        if name not in RANGES:
+            found.append(f"type:{name}")
+        elif value is None:
+            found.append(f"null:{name}")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            found.append(f"wrong_type:{name}")
+        elif math.isnan(value):
+            found.append(f"nan:{name}")
+        elif not RANGES[name][0] <= value <= RANGES[name][1]:
+            found.append(f"range:{name}")
+    ts = record.get("timestamp")
+    if isinstance(ts, str):
+        try:
+            when = parse_ts(ts)
+        except (AssertionError, ValueError):
+            found.append("bad_timestamp")
+        else:
+            if when > nominal + timedelta(days=1):
+                found.append("future_timestamp")
+    return found
+
+
+# --- determinism ---------------------------------------------------------------------------
+def test_same_seed_and_start_give_identical_stream() -> None:
+    a, b = make(**BAD_MIX), make(**BAD_MIX)
+    first = events(a, 5000)
+    assert first == events(b, 5000)
+    assert len({e.value for e in first}) > 4000  # not a constant stream
+
+
+def test_stream_does_not_depend_on_chunking_or_access_order() -> None:
+    sequential = make(**BAD_MIX)
+    stream = events(sequential, 3 * BLOCK_SIZE)
+    fresh = make(**BAD_MIX)
+    # Random access, backwards, and straight to a late block first.
+    for i in [2 * BLOCK_SIZE + 5, 17, 3 * BLOCK_SIZE - 1, BLOCK_SIZE, 0, 1500]:
+        assert fresh.generate_event(i) == stream[i]
+    block = make(**BAD_MIX).generate_block(2)
+    assert len(block) == BLOCK_SIZE
+    for j in range(BLOCK_SIZE):
+        event = stream[2 * BLOCK_SIZE + j]
+        assert (block.keys[j], block.values[j], block.kinds[j]) == tuple(event)
+
+
+def test_different_seed_gives_different_stream() -> None:
+    a = [e.value for e in events(make(seed=1), 1000)]
+    b = [e.value for e in events(make(seed=2), 1000)]
+    assert sum(x != y for x, y in zip(a, b, strict=True)) > 950
+
+
+def test_start_time_none_means_now_and_naive_means_utc() -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    gen = EventGenerator(GeneratorConfig())
+    assert before <= gen.start_time <= datetime.now(UTC)
+    naive = GeneratorConfig(start_time=datetime(2026, 1, 1))
+    assert naive.start_time == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_negative_index_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        make().generate_event(-1)
+
+
+# --- formats ------------------------------------------------------------------------------
+def test_wide_format_has_exactly_the_documented_fields() -> None:
+    gen = make(format="wide")
+    for i, event in enumerate(events(gen, 2000)):
+        assert event.kind == "valid"
+        record = json.loads(event.value)
+        assert tuple(record) == WIDE_FIELDS
+        assert event.key == record["sensor_id"].encode()
+        assert SENSOR_RE.match(record["sensor_id"])
+        assert LOCATION_RE.match(record["location"])
+        assert parse_ts(record["timestamp"]) == gen.nominal_time(i).replace(
+            microsecond=gen.nominal_time(i).microsecond // 1000 * 1000
+        )
+        for name in ("temperature", "humidity", "pressure", "lat", "lon", "battery"):
+            assert isinstance(record[name], float), (name, record)
+        assert problems(record, gen.nominal_time(i)) == []
+        assert 0 < record["battery"] <= 100
+        assert 52 < record["lat"] < 53 and 13 < record["lon"] < 14
+
+
+def test_long_format_matches_the_real_sample_shape() -> None:
+    gen = make(format="long")
+    seen_types = set()
+    for i, event in enumerate(events(gen, 2000)):
+        record = json.loads(event.value.decode("utf-8"))
+        assert tuple(record) == LONG_FIELDS
+        assert event.key == record["device_id"].encode()
+        assert record["building"] in "ABCDE" and len(record["building"]) == 1
+        assert isinstance(record["floor"], int) and 0 <= record["floor"] <= 9
+        assert record["unit"] == UNITS[record["type"]]
+        assert problems(record, gen.nominal_time(i)) == []
+        seen_types.add(record["type"])
+        if record["type"] == "temperature":
+            assert b'"unit": "\xc2\xb0C"' in event.value  # real UTF-8, not \u00b0
+    assert seen_types == set(UNITS)
+
+
+def test_mixed_format_has_both_shapes_about_half_each() -> None:
+    records = [json.loads(e.value) for e in events(make(format="mixed"), 4000)]
+    wide = sum("sensor_id" in r for r in records)
+    assert all(tuple(r) in (WIDE_FIELDS, LONG_FIELDS) for r in records)
+    assert 0.45 < wide / len(records) < 0.55
+
+
+def test_a_sensor_keeps_its_location_and_values_are_realistic() -> None:
+    gen = make(format="mixed", sensors=20)
+    where: dict[str, set[tuple[str, int]]] = {}
+    for event in events(gen, 4000):
+        record = json.loads(event.value)
+        if "location" in record:
+            b, f = re.findall(r"building-(\w)/floor-(\d)", record["location"])[0]
+            place = (b, int(f))
+        else:
+            place = (record["building"], record["floor"])
+        where.setdefault(event.key.decode(), set()).add(place)
+    assert len(where) == 20
+    assert all(len(places) == 1 for places in where.values())
+
+
+def test_daily_cycle_moves_temperature() -> None:
+    # One event a minute for 20 blocks: about two weeks of virtual time for 3 sensors.
+    gen = make(format="wide", sensors=3, rate=1 / 60)
+    temps: dict[bytes, list[float]] = {}
+    for event in events(gen, 20 * BLOCK_SIZE):
+        temps.setdefault(event.key, []).append(json.loads(event.value)["temperature"])
+    for series in temps.values():
+        assert 15 - 5 < min(series) and max(series) < 28 + 5
+        assert max(series) - min(series) > 3.0  # amplitude 2-4 °C each side of the baseline
+
+
+def test_ten_thousand_sensors() -> None:
+    gen = make(sensors=10_000)
+    keys = [e.key.decode() for e in events(gen, 20 * BLOCK_SIZE)]
+    assert all(SENSOR_RE.match(k) for k in keys)
+    assert len(set(keys)) > 8000
+    assert max(keys) <= "sensor-09999"
+    assert gen.sensor_ids[-1] == "sensor-09999"
+
+
+# --- bad input kinds ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mixed_bad() -> tuple[EventGenerator, list[GeneratedEvent]]:
+    gen = make(**BAD_MIX, late_max_seconds=900)
+    return gen, events(gen, 20 * BLOCK_SIZE)
+
+
+def test_fractions_are_honoured(mixed_bad: tuple[EventGenerator, list[GeneratedEvent]]) -> None:
+    _, stream = mixed_bad
+    n = len(stream)
+    for kind in ("malformed", "invalid", "duplicate", "late"):
+        share = sum(e.kind == kind for e in stream) / n
+        assert 0.04 <= share <= 0.06, (kind, share)
+    assert 0.78 <= sum(e.kind == "valid" for e in stream) / n <= 0.82
+
+
+def test_no_bad_kinds_by_default() -> None:
+    assert {e.kind for e in events(make(), 5000)} == {"valid"}
+
+
+def test_malformed_payloads_are_not_json_objects(
+    mixed_bad: tuple[EventGenerator, list[GeneratedEvent]],
+) -> None:
+    _, stream = mixed_bad
+    outcomes = {"non_utf8": 0, "not_json": 0, "not_object": 0, "empty": 0}
+    malformed = [e for e in stream if e.kind == "malformed"]
+    for event in malformed:
+        assert SENSOR_RE.match(event.key.decode())
+        if event.value == b"":
+            outcomes["empty"] += 1
+        try:
+            text = event.value.decode("utf-8")
+        except UnicodeDecodeError:
+            outcomes["non_utf8"] += 1
+            # Even decoded leniently (as Spark's CAST does) it must stay unparsable.
+            with pytest.raises(ValueError):
+                json.loads(event.value.decode("utf-8", errors="replace"))
+            continue
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            outcomes["not_json"] += 1
+            continue
+        assert not isinstance(parsed, dict), event.value
+        outcomes["not_object"] += 1
+    assert all(count > 0 for count in outcomes.values()), outcomes
+    assert 0.15 <= outcomes["non_utf8"] / len(malformed) <= 0.35, outcomes
+
+
+def test_invalid_payloads_are_objects_with_bad_content(
+    mixed_bad: tuple[EventGenerator, list[GeneratedEvent]],
+) -> None:
+    gen, stream = mixed_bad
+    categories: set[str] = set()
+    for i, event in enumerate(stream):
+        if event.kind != "invalid":
+            continue
+        record = json.loads(event.value.decode("utf-8"))
+        assert isinstance(record, dict)
+        found = problems(record, gen.nominal_time(i))
+        assert found, record
+        categories.update(p.split(":")[0] for p in found)
+    assert {
+        "missing",
+        "null",
+        "wrong_type",
+        "nan",
+        "range",
+        "bad_timestamp",
+        "future_timestamp",
+    } <= categories
+    assert any(b"NaN" in e.value for e in stream if e.kind == "invalid")  # bare NaN token
+
+
+def test_valid_late_and_duplicate_payloads_parse_and_are_good(
+    mixed_bad: tuple[EventGenerator, list[GeneratedEvent]],
+) -> None:
+    gen, stream = mixed_bad
+    for i, event in enumerate(stream):
+        if event.kind in ("valid", "late", "duplicate"):
+            record = json.loads(event.value.decode("utf-8"))
+            assert isinstance(record, dict)
+            assert problems(record, gen.nominal_time(i)) == [], record
+
+
+def test_duplicates_repeat_an_earlier_event_of_the_block(
+    mixed_bad: tuple[EventGenerator, list[GeneratedEvent]],
+) -> None:
+    _, stream = mixed_bad
+    duplicates = 0
+    for i, event in enumerate(stream):
+        if event.kind != "duplicate":
+            continue
+        duplicates += 1
+        block_start = i - i % BLOCK_SIZE
+        earlier = stream[block_start:i]
+        assert any(
+            (e.key, e.value) == (event.key, event.value) and e.kind in ("valid", "late")
+            for e in earlier
+        )
+    assert duplicates > 0
+    # The first event of a block has nothing earlier to repeat.
+    assert all(stream[b].kind != "duplicate" for b in range(0, len(stream), BLOCK_SIZE))
+
+
+def test_late_events_are_shifted_back_between_60s_and_the_maximum(
+    mixed_bad: tuple[EventGenerator, list[GeneratedEvent]],
+) -> None:
+    gen, stream = mixed_bad
+    lags = []
+    for i, event in enumerate(stream):
+        record = json.loads(event.value) if event.kind in ("valid", "late") else None
+        if record is None:
+            continue
+        lag = (gen.nominal_time(i) - parse_ts(record["timestamp"])).total_seconds()
+        if event.kind == "late":
+            assert 60.0 <= lag <= 900.0 + 0.001, lag
+            lags.append(lag)
+        else:
+            assert 0.0 <= lag < 0.001, lag
+    assert min(lags) < 200 and max(lags) > 760  # spread over the whole interval
+
+
+def test_timestamps_follow_the_virtual_clock() -> None:
+    gen = make(rate=250.0)
+    assert gen.nominal_time(0) == START
+    assert gen.nominal_time(1000) == START + timedelta(seconds=4)
+    record = json.loads(gen.generate_event(1001).value)
+    assert record["timestamp"] == "2026-11-21T10:00:04.004Z"
+
+
+# --- configuration -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"malformed_fraction": 0.5, "invalid_fraction": 0.3, "late_fraction": 0.3}, "sum"),
+        ({"rate": 0.0}, "rate"),
+        ({"rate": -5.0}, "rate"),
+        ({"rate": math.nan}, "rate"),
+        ({"duplicate_fraction": -0.1}, "duplicate_fraction"),
+        ({"late_fraction": 1.5}, "late_fraction"),
+        ({"sensors": 0}, "sensors"),
+        ({"format": "csv"}, "format"),
+        ({"late_max_seconds": 30.0}, "late_max_seconds"),
+        ({"count": -1}, "count"),
+        ({"duration": 0.0}, "duration"),
+        ({"topic": ""}, "topic"),
+    ],
+)
+def test_config_validation(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        GeneratorConfig(**options)
+
+
+def test_fractions_may_sum_to_exactly_one() -> None:
+    config = GeneratorConfig(
+        malformed_fraction=0.25, invalid_fraction=0.25, duplicate_fraction=0.25, late_fraction=0.25
+    )
+    kinds = {e.kind for e in events(EventGenerator(config), 2000)}
+    assert {"malformed", "invalid", "duplicate", "late"} <= kinds
+
+
+def test_command_line_options_build_the_config() -> None:
+    parser = argparse.ArgumentParser()
+    add_generate_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--sensors",
+            "10000",
+            "--rate",
+            "5000",
+            "--count",
+            "20",
+            "--format",
+            "long",
+            "--malformed-fraction",
+            "0.1",
+            "--late-fraction",
+            "0.2",
+            "--late-max-seconds",
+            "120",
+            "--start-time",
+            "2026-01-01T00:00:00Z",
+            "--topic",
+            "t1",
+        ]
+    )
+    config = config_from_args(args)
+    assert config == GeneratorConfig(
+        sensors=10_000,
+        rate=5000.0,
+        count=20,
+        format="long",
+        malformed_fraction=0.1,
+        late_fraction=0.2,
+        late_max_seconds=120.0,
+        start_time=datetime(2026, 1, 1, tzinfo=UTC),
+        topic="t1",
+    )
+    defaults = config_from_args(parser.parse_args([]))
+    assert defaults == GeneratorConfig()
+
+
+def test_command_line_rejects_bad_values() -> None:
+    parser = argparse.ArgumentParser()
+    add_generate_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--start-time", "next tuesday"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--format", "xml"])
+    args = parser.parse_args(["--invalid-fraction", "0.7", "--duplicate-fraction", "0.7"])
+    with pytest.raises(ConfigError, match="sum"):
+        config_from_args(args)
+
+
+@pytest.mark.parametrize(
+    ("rate", "chunk"), [(1.0, 1), (100.0, 2), (1000.0, 16), (50_000.0, 512), (1e9, 1024)]
+)
+def test_chunk_size_is_a_power_of_two_near_rate_over_50(rate: float, chunk: int) -> None:
+    assert _chunk_size(rate) == chunk
+    assert BLOCK_SIZE % chunk == 0
+
+
+# --- producer-side helpers (no broker) -------------------------------------------------------
+class _FakeMessage:
+    def topic(self) -> str:
+        return "iot-sensors"
+
+
+def test_delivery_tracker_counts_and_logs_each_distinct_error_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tracker = _DeliveryTracker()
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    with caplog.at_level(logging.WARNING, logger="iot_lakehouse.generator"):
+        for err in [None, None, timed_out, timed_out, None, too_large, timed_out]:
+            tracker.on_delivery(err, _FakeMessage())
+    assert (tracker.delivered, tracker.failed) == (3, 4)
+    assert tracker.errors == [str(timed_out), str(too_large)]
+    assert tracker.error_counts[str(timed_out)] == 3
+    warnings = [r.getMessage() for r in caplog.records if "delivery_error" in r.getMessage()]
+    assert len(warnings) == 2
+
+
+def test_librdkafka_log_repeats_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    log = _LibrdkafkaLog()
+    with caplog.at_level(logging.DEBUG, logger="iot_lakehouse.generator.librdkafka"):
+        for ms in (0, 3, 12):
+            log.log(logging.ERROR, "%s [%s] %s", "FAIL", "p-1", f"refused (after {ms}ms)")
+        log.log(logging.ERROR, "%s [%s] %s", "FAIL", "p-1", "other failure")
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.ERROR, logging.DEBUG, logging.DEBUG, logging.ERROR]
+
+
+def test_run_generator_with_count_zero_returns_an_empty_report() -> None:
+    # Nothing to send: no broker is contacted for delivery, flush returns at once.
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9")
+    report = run_generator(GeneratorConfig(count=0), settings)
+    assert (report.sent, report.delivered, report.failed, report.errors) == (0, 0, 0, [])
+    assert report.kinds == dict.fromkeys(KINDS, 0)
