@@ -24,7 +24,9 @@ from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.status import delta_row_count
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-KAFKA_ROWS_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+KAFKA_ROWS_SCHEMA = (
+    "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+)
 
 
 def kafka_rows(spark: SparkSession) -> list[tuple[object, ...]]:
@@ -43,14 +45,23 @@ def test_to_bronze_events_keeps_every_record_and_its_bytes(spark: SparkSession) 
     bronze = source.transform(to_bronze_events).transform(conform)
     assert bronze.schema.simpleString() == BRONZE_EVENTS.simpleString()
     got = bronze.select("raw_value", "payload", "key", "topic", "partition", "offset")
-    expected = spark.createDataFrame([
-        (bytearray(b'{"sensor_id":"sensor-00001","temperature":21.5}'),
-         '{"sensor_id":"sensor-00001","temperature":21.5}', "sensor-00001", "t", 0, 0),
-        (bytearray(b'{"truncated":'), '{"truncated":', "sensor-00002", "t", 0, 1),
-        (bytearray(b"\xff\xfe\x00not utf-8"), None, None, "t", 1, 0),
-        (None, None, "sensor-00003", "t", 1, 1),
-        (bytearray(b""), "", None, "t", 2, 0),
-    ], got.schema)
+    expected = spark.createDataFrame(
+        [
+            (
+                bytearray(b'{"sensor_id":"sensor-00001","temperature":21.5}'),
+                '{"sensor_id":"sensor-00001","temperature":21.5}',
+                "sensor-00001",
+                "t",
+                0,
+                0,
+            ),
+            (bytearray(b'{"truncated":'), '{"truncated":', "sensor-00002", "t", 0, 1),
+            (bytearray(b"\xff\xfe\x00not utf-8"), None, None, "t", 1, 0),
+            (None, None, "sensor-00003", "t", 1, 1),
+            (bytearray(b""), "", None, "t", 2, 0),
+        ],
+        got.schema,
+    )
     assertDataFrameEqual(got, expected)
     row = bronze.select("ingest_time", "ingest_date", "kafka_timestamp").first()
     assert row is not None and row.ingest_time is not None
@@ -65,9 +76,17 @@ def test_missing_kafka_columns_are_reported(spark: SparkSession) -> None:
 
 def produce(settings: Settings, count: int, seed: int = 7) -> GeneratorConfig:
     config = GeneratorConfig(
-        sensors=200, rate=1_000_000.0, count=count, seed=seed, format="mixed",
-        malformed_fraction=0.05, invalid_fraction=0.05, duplicate_fraction=0.05,
-        late_fraction=0.05, start_time=START, topic=settings.kafka_topic,
+        sensors=200,
+        rate=1_000_000.0,
+        count=count,
+        seed=seed,
+        format="mixed",
+        malformed_fraction=0.05,
+        invalid_fraction=0.05,
+        duplicate_fraction=0.05,
+        late_fraction=0.05,
+        start_time=START,
+        topic=settings.kafka_topic,
     )
     report = run_generator(config, settings)
     assert (report.sent, report.delivered, report.failed) == (count, count, 0)
@@ -80,7 +99,8 @@ def expected_values(config: GeneratorConfig, count: int) -> list[bytes]:
 
 
 def test_10k_events_with_bad_input_land_in_bronze_exactly_once(
-        spark: SparkSession, settings: Settings) -> None:
+    spark: SparkSession, settings: Settings
+) -> None:
     config = produce(settings, 10_000)
     query = start_bronze_stream(spark, settings, available_now=True)
     query.awaitTermination(300)
@@ -113,17 +133,19 @@ def test_10k_events_with_bad_input_land_in_bronze_exactly_once(
 
 def job_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "KAFKA_TOPIC": settings.kafka_topic,
-        "LAKEHOUSE_PATH": settings.lakehouse_path,
-        "DLQ_PATH": settings.dlq_path,
-        "IOT_RUNTIME_DIR": str(settings.runtime_dir),
-        "SPARK_MASTER": "local[1]",
-        "SPARK_DRIVER_MEMORY": "1g",
-        "TRIGGER_INTERVAL": "1 second",
-        "MAX_OFFSETS_PER_TRIGGER": "1500",
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "KAFKA_TOPIC": settings.kafka_topic,
+            "LAKEHOUSE_PATH": settings.lakehouse_path,
+            "DLQ_PATH": settings.dlq_path,
+            "IOT_RUNTIME_DIR": str(settings.runtime_dir),
+            "SPARK_MASTER": "local[1]",
+            "SPARK_DRIVER_MEMORY": "1g",
+            "TRIGGER_INTERVAL": "1 second",
+            "MAX_OFFSETS_PER_TRIGGER": "1500",
+        }
+    )
     return env
 
 
@@ -133,13 +155,19 @@ def committed_versions(table_path: str) -> int:
 
 
 def test_bronze_job_killed_with_sigkill_and_restarted_loses_and_duplicates_nothing(
-        settings: Settings, spark: SparkSession) -> None:
+    settings: Settings, spark: SparkSession
+) -> None:
     total = 20_000
     produce(settings, total, seed=11)
     cmd = [sys.executable, "-m", "iot_lakehouse", "run", "bronze"]
-    job = subprocess.Popen(cmd, env=job_env(settings), cwd=PROJECT_ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)
+    job = subprocess.Popen(
+        cmd,
+        env=job_env(settings),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while committed_versions(settings.bronze_events_path) < 3:
@@ -152,8 +180,14 @@ def test_bronze_job_killed_with_sigkill_and_restarted_loses_and_duplicates_nothi
     partial = delta_row_count(settings.bronze_events_path)
     assert partial is not None and 0 < partial < total, partial
 
-    rerun = subprocess.run([*cmd, "--available-now"], env=job_env(settings), cwd=PROJECT_ROOT,
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [*cmd, "--available-now"],
+        env=job_env(settings),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     bronze = spark.read.format("delta").load(settings.bronze_events_path)
     assert bronze.count() == total

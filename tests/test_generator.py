@@ -8,7 +8,7 @@ import logging
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import KafkaError
@@ -460,7 +460,7 @@ def test_delivery_tracker_counts_and_logs_each_distinct_error_once(
     too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
     with caplog.at_level(logging.WARNING, logger="iot_lakehouse.generator"):
         for err in [None, None, timed_out, timed_out, None, too_large, timed_out]:
-            tracker.on_delivery(err, _FakeMessage())
+            tracker.on_delivery(err, cast(Any, _FakeMessage()))
     assert (tracker.delivered, tracker.failed) == (3, 4)
     assert tracker.errors == [str(timed_out), str(too_large)]
     assert tracker.error_counts[str(timed_out)] == 3
@@ -484,3 +484,54 @@ def test_run_generator_with_count_zero_returns_an_empty_report() -> None:
     report = run_generator(GeneratorConfig(count=0), settings)
     assert (report.sent, report.delivered, report.failed, report.errors) == (0, 0, 0, [])
     assert report.kinds == dict.fromkeys(KINDS, 0)
+
+
+def test_generate_command_produces_exactly_count_to_the_real_broker(
+    kafka_settings: Settings,
+) -> None:
+    """``iot-lakehouse generate`` end to end: exit 0, every message acknowledged and in Kafka."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from iot_lakehouse.kafka_broker import LocalKafkaBroker
+    from iot_lakehouse.settings import PROJECT_ROOT
+    from iot_lakehouse.status import kafka_end_offsets
+
+    settings = kafka_settings.with_(kafka_topic=f"gen-{uuid.uuid4().hex[:8]}")
+    LocalKafkaBroker(settings).create_topics()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "KAFKA_TOPIC": settings.kafka_topic,
+        "IOT_RUNTIME_DIR": str(settings.runtime_dir),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iot_lakehouse",
+            "generate",
+            "--count",
+            "2500",
+            "--rate",
+            "5000",
+            "--format",
+            "long",
+            "--malformed-fraction",
+            "0.1",
+            "--seed",
+            "3",
+        ],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "sent=2500 delivered=2500 failed=0" in run.stdout
+    offsets = kafka_end_offsets(settings)
+    assert offsets is not None and sum(offsets.values()) == 2500
+    assert len([p for p, end in offsets.items() if end > 0]) == settings.kafka_topic_partitions

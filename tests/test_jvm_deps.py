@@ -12,7 +12,9 @@ from iot_lakehouse.settings import Settings
 def test_artifact_name_drops_versions() -> None:
     assert jvm_deps.artifact_name("jackson-core-2.13.5.jar") == "jackson-core"
     assert jvm_deps.artifact_name("zstd-jni-1.5.7-3.jar") == "zstd-jni"
-    assert jvm_deps.artifact_name("spark-sql-kafka-0-10_2.13-4.2.0.jar") == "spark-sql-kafka-0-10_2.13"
+    assert (
+        jvm_deps.artifact_name("spark-sql-kafka-0-10_2.13-4.2.0.jar") == "spark-sql-kafka-0-10_2.13"
+    )
     assert jvm_deps.artifact_name("delta-spark_4.2_2.13-4.4.0.jar") == "delta-spark_4.2_2.13"
 
 
@@ -21,8 +23,9 @@ def test_spark_jars_match_installed_pyspark_and_are_not_duplicated() -> None:
     names = [p.name for p in jars.jars]
     version = jars.properties["spark.version"]
     assert f"spark-sql-kafka-0-10_2.13-{version}.jar" in names
-    assert any(n.startswith(f"delta-spark_{jars.properties['spark.binary.version']}_2.13-")
-               for n in names)
+    assert any(
+        n.startswith(f"delta-spark_{jars.properties['spark.binary.version']}_2.13-") for n in names
+    )
     shipped = {jvm_deps.artifact_name(p.name) for p in jvm_deps.pyspark_jars_dir().glob("*.jar")}
     assert not [n for n in names if jvm_deps.artifact_name(n) in shipped]
 

@@ -33,7 +33,8 @@ def test_start_twice_reuses_then_stop(tmp_path: Path) -> None:
         second = broker.start()
         assert second.pid == first.pid  # reused, not a second broker
         meta = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}).list_topics(
-            timeout=10)
+            timeout=10
+        )
         assert len(meta.topics["iot-sensors"].partitions) == 3
     finally:
         assert broker.stop() is True

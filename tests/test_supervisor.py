@@ -22,23 +22,32 @@ def port_open(port: int) -> bool:
 def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: Path) -> None:
     port, controller = free_port(), free_port()
     env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-        "KAFKA_CONTROLLER_PORT": str(controller),
-        "IOT_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "LAKEHOUSE_PATH": str(tmp_path / "lakehouse"),
-        "DLQ_PATH": str(tmp_path / "dlq"),
-        "TRIGGER_INTERVAL": "2 seconds",
-        "SPARK_DRIVER_MEMORY": "1g",
-        "KAFKA_HEAP": "384m",
-    })
-    run = subprocess.run([str(PROJECT_ROOT / "start_all.sh"), "--duration", "75", "--rate", "300"],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "KAFKA_CONTROLLER_PORT": str(controller),
+            "IOT_RUNTIME_DIR": str(tmp_path / "runtime"),
+            "LAKEHOUSE_PATH": str(tmp_path / "lakehouse"),
+            "DLQ_PATH": str(tmp_path / "dlq"),
+            "TRIGGER_INTERVAL": "2 seconds",
+            "SPARK_DRIVER_MEMORY": "1g",
+            "KAFKA_HEAP": "384m",
+        }
+    )
+    run = subprocess.run(
+        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "75", "--rate", "300"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
 
-    status_lines = re.findall(r"kafka=(\d+) bronze=(\d+|-) bronze_lag=\S+ bronze=up generator=up",
-                              run.stdout)
+    status_lines = re.findall(
+        r"kafka=(\d+) bronze=(\d+|-) bronze_lag=\S+ bronze=up generator=up", run.stdout
+    )
     assert len(status_lines) >= 5, run.stdout[-2000:]
     bronze_seen = [int(b) for _, b in status_lines if b != "-"]
     assert bronze_seen and bronze_seen[-1] > 0, "bronze never grew"

@@ -4,7 +4,8 @@ Launch (from the project root):
 
     uv run python spark/jobs/kafka_to_bronze.py [--available-now]
 
-which is the same as ``uv run iot-lakehouse run bronze [--available-now]`` and ``./start_bronze.sh``.
+which is the same as ``uv run iot-lakehouse run bronze [--available-now]`` and
+``./start_bronze.sh``.
 Settings come from environment variables (README, "Settings").
 """
 

@@ -11,7 +11,7 @@ import logging
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
@@ -71,8 +71,9 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-def start_bronze_stream(spark: SparkSession, settings: Settings,
-                        available_now: bool = False) -> StreamingQuery:
+def start_bronze_stream(
+    spark: SparkSession, settings: Settings, available_now: bool = False
+) -> StreamingQuery:
     """Start the Kafka -> bronze query; its checkpoint makes the Delta sink exactly-once."""
     events = read_kafka(spark, settings).transform(to_bronze_events).transform(conform)
     writer = (
@@ -82,10 +83,20 @@ def start_bronze_stream(spark: SparkSession, settings: Settings,
         .option("checkpointLocation", settings.checkpoint_path(JOB_NAME))
         .partitionBy(*BRONZE_PARTITION_COLUMNS)
     )
-    writer = (writer.trigger(availableNow=True) if available_now
-              else writer.trigger(processingTime=settings.trigger_interval))
+    writer = (
+        writer.trigger(availableNow=True)
+        if available_now
+        else writer.trigger(processingTime=settings.trigger_interval)
+    )
     query = writer.start(settings.bronze_events_path)
-    logger.info("bronze stream started %s", kv(
-        job=JOB_NAME, topic=settings.kafka_topic, table=settings.bronze_events_path,
-        checkpoint=settings.checkpoint_path(JOB_NAME), available_now=available_now))
+    logger.info(
+        "bronze stream started %s",
+        kv(
+            job=JOB_NAME,
+            topic=settings.kafka_topic,
+            table=settings.bronze_events_path,
+            checkpoint=settings.checkpoint_path(JOB_NAME),
+            available_now=available_now,
+        ),
+    )
     return query

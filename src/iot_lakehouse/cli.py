@@ -38,16 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one streaming job")
     run.add_argument("job", choices=["bronze"])
-    run.add_argument("--available-now", action="store_true",
-                     help="process what is available now, then exit")
-    run.add_argument("--source", choices=["kafka"], default="kafka",
-                     help="where bronze reads from (default: kafka)")
+    run.add_argument(
+        "--available-now", action="store_true", help="process what is available now, then exit"
+    )
+    run.add_argument(
+        "--source",
+        choices=["kafka"],
+        default="kafka",
+        help="where bronze reads from (default: kafka)",
+    )
 
     sub.add_parser("status", help="print the current counts of Kafka and every table")
 
     all_ = sub.add_parser("all", help="broker, generator and every job, with a live status line")
-    all_.add_argument("--duration", type=float, default=None,
-                      help="stop everything after this many seconds (default: until Ctrl-C)")
+    all_.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop everything after this many seconds (default: until Ctrl-C)",
+    )
     all_.add_argument("--rate", type=float, default=200.0, help="generator events/s")
     all_.add_argument("--sensors", type=int, default=100, help="number of simulated sensors")
     return parser
@@ -57,8 +66,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     """Run the chosen subcommand; return the process exit status."""
     if args.command == "deps":
         for name in ("spark", "kafka"):
-            jars = jvm_deps.resolve(name, settings.jars_dir, settings.maven_settings_file,
-                                    force=args.force)
+            jars = jvm_deps.resolve(
+                name, settings.jars_dir, settings.maven_settings_file, force=args.force
+            )
             print(f"{name}: {len(jars.jars)} jars in {jars.directory}")
         return 0
     if args.command == "kafka":
@@ -80,8 +90,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
         report = run_generator(config_from_args(args), settings, stop=stop)
-        print(f"sent={report.sent} delivered={report.delivered} failed={report.failed} "
-              f"rate={report.rate:.0f}/s")
+        print(
+            f"sent={report.sent} delivered={report.delivered} failed={report.failed} "
+            f"rate={report.rate:.0f}/s"
+        )
         return 1 if report.failed else 0
     if args.command == "run":
         from iot_lakehouse.jobs import run_job

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -41,7 +42,7 @@ BLOCK_SIZE = 1024
 FORMATS = ("wide", "long", "mixed")
 KINDS = ("valid", "malformed", "invalid", "duplicate", "late")
 LATE_MIN_SECONDS = 60.0
-NO_DELIVERY_WARNING_S = 10.0
+NO_DELIVERY_S = 10.0
 
 WIDE_FIELDS = (
     "sensor_id",
@@ -347,36 +348,45 @@ class EventGenerator:
         else:
             wide = format_u < 0.5
 
+        # Python lists: element access on them is much faster than on numpy arrays.
         ts = _iso_ms(event_ns)
         sensor_l: list[int] = sensor.tolist()
+        wide_l: list[bool] = wide.tolist()
+        temperature_l: list[float] = temperature.tolist()
+        humidity_l: list[float] = humidity.tolist()
+        pressure_l: list[float] = pressure.tolist()
+        battery_l: list[float] = battery.tolist()
+        metric_l: list[int] = metric.tolist()
+        metric_value_l: list[float] = metric_value.tolist()
         values = self._serialise(
             sensor_l,
-            wide.tolist(),
+            wide_l,
             ts,
-            temperature.tolist(),
-            humidity.tolist(),
-            pressure.tolist(),
-            battery.tolist(),
-            metric.tolist(),
-            metric_value.tolist(),
+            temperature_l,
+            humidity_l,
+            pressure_l,
+            battery_l,
+            metric_l,
+            metric_value_l,
         )
         keys = [self._keys[s] for s in sensor_l]
 
+        variant_l: list[int] = variant.tolist()
         for j in np.flatnonzero(code == _MALFORMED).tolist():
-            values[j] = self._malformed(values[j], int(variant[j]), float(aux[j]), rng)
+            values[j] = self._malformed(values[j], variant_l[j], float(aux[j]), rng)
         for j in np.flatnonzero(code == _INVALID).tolist():
             values[j] = self._invalid(
                 sensor_l[j],
-                bool(wide[j]),
-                int(metric[j]),
+                wide_l[j],
+                metric_l[j],
                 int(nominal[j]),
                 ts[j],
-                float(by_metric[0, j]),
-                float(by_metric[1, j]),
-                float(by_metric[4, j]),
-                float(battery[j]),
-                float(metric_value[j]),
-                int(variant[j]),
+                temperature_l[j],
+                humidity_l[j],
+                pressure_l[j],
+                battery_l[j],
+                metric_value_l[j],
+                variant_l[j],
             )
         for j in np.flatnonzero(code == _DUPLICATE).tolist():
             src = int(dup_source[j])
@@ -418,9 +428,7 @@ class EventGenerator:
                 )
         return out
 
-    def _malformed(
-        self, clean: bytes, variant: int, aux: float, rng: np.random.Generator
-    ) -> bytes:
+    def _malformed(self, clean: bytes, variant: int, aux: float, rng: np.random.Generator) -> bytes:
         """Bytes that are not a JSON object: truncated, garbage, non-object JSON or non-UTF-8."""
         family, sub = variant % 4, variant // 4
         if family == 0:  # truncated JSON: a proper prefix of an object is never valid JSON
@@ -501,17 +509,22 @@ class EventGenerator:
         elif problem == 2:  # null value
             record[field] = None
         elif problem == 3:  # missing required field
-            required = ("sensor_id", "timestamp", "temperature") if wide else (
-                "device_id",
-                "timestamp",
-                "value",
-                "type",
+            required = (
+                ("sensor_id", "timestamp", "temperature")
+                if wide
+                else (
+                    "device_id",
+                    "timestamp",
+                    "value",
+                    "type",
+                )
             )
             del record[required[sub % len(required)]]
         elif problem == 4:  # NaN, written as a bare NaN token
             record[field] = math.nan
         elif problem == 5:  # far in the future
-            record["timestamp"] = _iso_ms(np.array([nominal_ns + _FUTURE_SHIFT_NS]))[0]
+            future = _EPOCH + timedelta(milliseconds=(nominal_ns + _FUTURE_SHIFT_NS) // _NS_PER_MS)
+            record["timestamp"] = future.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         else:  # unparsable timestamp
             record["timestamp"] = _BAD_TIMESTAMPS[sub % len(_BAD_TIMESTAMPS)]
         return json.dumps(record, ensure_ascii=False).encode()
@@ -549,7 +562,29 @@ class _DeliveryTracker:
         self.client_errors[text] += 1
 
 
-def producer_config(settings: Settings, tracker_error_cb: Any = None) -> dict[str, Any]:
+class _LibrdkafkaLog:
+    """librdkafka's ``logger``: forwards each distinct message once, repeats only at DEBUG.
+
+    Without this an unreachable broker logs the same connect failure twice a second.
+    """
+
+    _volatile = re.compile(r"\d+(\.\d+)?\s*ms")
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(f"{__name__}.librdkafka")
+        self._seen: set[str] = set()
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
+        key = self._volatile.sub("", text)
+        if key in self._seen:
+            self._logger.debug(text)
+            return
+        self._seen.add(key)
+        self._logger.log(level, text)
+
+
+def producer_config(settings: Settings, error_cb: Any = None) -> dict[str, Any]:
     """The librdkafka configuration the generator uses (durable, batched, compressed)."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -562,10 +597,10 @@ def producer_config(settings: Settings, tracker_error_cb: Any = None) -> dict[st
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
         "log.connection.close": False,
-        "logger": logging.getLogger(f"{__name__}.librdkafka"),
+        "logger": _LibrdkafkaLog(),
     }
-    if tracker_error_cb is not None:
-        conf["error_cb"] = tracker_error_cb
+    if error_cb is not None:
+        conf["error_cb"] = error_cb
     return conf
 
 
@@ -585,21 +620,29 @@ def _produce_chunk(
     values: list[bytes],
     on_delivery: Any,
     stop: threading.Event | None,
-) -> int:
-    """Queue one chunk, waiting for room on BufferError; returns how many were queued."""
+) -> tuple[int, bool]:
+    """Queue one chunk, waiting for room on BufferError.
+
+    Returns how many messages were queued and whether a KeyboardInterrupt came meanwhile.
+    (``produce()`` in a loop measured faster than ``produce_batch()``, which needs a dict per
+    message.)
+    """
     produce, queued = producer.produce, 0
-    for key, value in zip(keys, values, strict=True):
-        while True:
-            try:
-                produce(topic, value, key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                # Local queue full: serve delivery reports to make room, then retry.
-                producer.poll(0.1)
-                if stop is not None and stop.is_set():
-                    return queued
-        queued += 1
-    return queued
+    try:
+        for key, value in zip(keys, values, strict=True):
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    # Local queue full: serve delivery reports to make room, then retry.
+                    producer.poll(0.1)
+                    if stop is not None and stop.is_set():
+                        return queued, False
+            queued += 1
+    except KeyboardInterrupt:
+        return queued, True
+    return queued, False
 
 
 def run_generator(
@@ -631,48 +674,13 @@ def run_generator(
         )
     )
     kinds: Counter[str] = Counter()
-    sent, reason = 0, "until_stopped"
+    sent, reason = 0, "stopped"
     t0 = time.monotonic()
     next_progress = t0 + config.progress_interval_s
     last_progress_t, last_progress_sent = t0, 0
     warned_no_delivery = False
     try:
         while True:
-            if stop is not None and stop.is_set():
-                reason = "stop_requested"
-                break
-            if config.count is not None and sent >= config.count:
-                reason = "count_reached"
-                break
-            scheduled = sent / config.rate
-            if config.duration is not None and (
-                scheduled >= config.duration or time.monotonic() - t0 >= config.duration
-            ):
-                reason = "duration_reached"
-                break
-            wait = t0 + scheduled - time.monotonic()
-            if wait > 0:
-                producer.poll(0)
-                if stop is not None:
-                    if stop.wait(wait):
-                        continue
-                else:
-                    time.sleep(wait)
-            n = chunk if config.count is None else min(chunk, config.count - sent)
-            block = generator.generate_block(sent // BLOCK_SIZE)
-            offset = sent % BLOCK_SIZE
-            queued = _produce_chunk(
-                producer,
-                topic,
-                block.keys[offset : offset + n],
-                block.values[offset : offset + n],
-                tracker.on_delivery,
-                stop,
-            )
-            kinds.update(block.kinds[offset : offset + queued])
-            sent += queued
-            producer.poll(0)
-
             now = time.monotonic()
             if now >= next_progress:
                 logger.info(
@@ -687,11 +695,7 @@ def run_generator(
                 )
                 next_progress = now + config.progress_interval_s
                 last_progress_t, last_progress_sent = now, sent
-            if (
-                not warned_no_delivery
-                and tracker.delivered == 0
-                and now - t0 >= NO_DELIVERY_WARNING_S
-            ):
+            if not warned_no_delivery and tracker.delivered == 0 and now - t0 >= NO_DELIVERY_S:
                 warned_no_delivery = True
                 logger.warning(
                     kv(
@@ -703,6 +707,45 @@ def run_generator(
                         hint="is the broker running and KAFKA_BOOTSTRAP_SERVERS right?",
                     )
                 )
+            if stop is not None and stop.is_set():
+                reason = "stop_requested"
+                break
+            if config.count is not None and sent >= config.count:
+                reason = "count_reached"
+                break
+            scheduled = sent / config.rate  # virtual time of the next event
+            if config.duration is not None and (
+                scheduled >= config.duration or now - t0 >= config.duration
+            ):
+                reason = "duration_reached"
+                break
+            wait = t0 + scheduled - now
+            if wait > 0:
+                # Ahead of schedule: serve callbacks, then sleep (in short steps, so progress
+                # logs and the stop event are handled even at very low rates).
+                producer.poll(0)
+                pause = min(wait, 0.5)
+                if stop is not None:
+                    stop.wait(pause)
+                else:
+                    time.sleep(pause)
+                continue
+            n = chunk if config.count is None else min(chunk, config.count - sent)
+            block = generator.generate_block(sent // BLOCK_SIZE)
+            offset = sent % BLOCK_SIZE
+            queued, interrupted = _produce_chunk(
+                producer,
+                topic,
+                block.keys[offset : offset + n],
+                block.values[offset : offset + n],
+                tracker.on_delivery,
+                stop,
+            )
+            kinds.update(block.kinds[offset : offset + queued])
+            sent += queued
+            if interrupted:
+                raise KeyboardInterrupt
+            producer.poll(0)
     except KeyboardInterrupt:
         reason = "interrupted"
     send_elapsed = time.monotonic() - t0

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.bronze import start_bronze_stream
 from iot_lakehouse.errors import JobError
@@ -32,11 +32,17 @@ def log_progress(job: str, query: StreamingQuery, last_batch: int) -> int:
     if not progress or progress.get("batchId", -1) == last_batch:
         return last_batch
     batch_id = int(progress["batchId"])
-    logger.info("batch committed %s", kv(
-        job=job, batch_id=batch_id, input_rows=progress.get("numInputRows", 0),
-        input_rows_per_s=float(progress.get("inputRowsPerSecond") or 0.0),
-        processed_rows_per_s=float(progress.get("processedRowsPerSecond") or 0.0),
-        duration_ms=progress.get("durationMs", {}).get("triggerExecution", 0)))
+    logger.info(
+        "batch committed %s",
+        kv(
+            job=job,
+            batch_id=batch_id,
+            input_rows=progress.get("numInputRows", 0),
+            input_rows_per_s=float(progress.get("inputRowsPerSecond") or 0.0),
+            processed_rows_per_s=float(progress.get("processedRowsPerSecond") or 0.0),
+            duration_ms=progress.get("durationMs", {}).get("triggerExecution", 0),
+        ),
+    )
     return batch_id
 
 
@@ -44,7 +50,7 @@ def await_query(job: str, query: StreamingQuery, stop: threading.Event) -> None:
     """Wait for ``query`` to end; stop it gracefully when ``stop`` is set; raise if it failed."""
     last_batch = -1
     while query.isActive and not stop.is_set():
-        query.awaitTermination(1.0)
+        query.awaitTermination(1)
         last_batch = log_progress(job, query, last_batch)
     if query.isActive:
         logger.info("stopping query gracefully %s", kv(job=job))
@@ -52,8 +58,10 @@ def await_query(job: str, query: StreamingQuery, stop: threading.Event) -> None:
     log_progress(job, query, last_batch)
     error = query.exception()
     if error is not None:
-        raise JobError(f"job {job} failed: {error}. Fix the cause and start it again; it "
-                       "resumes from its checkpoint.")
+        raise JobError(
+            f"job {job} failed: {error}. Fix the cause and start it again; it "
+            "resumes from its checkpoint."
+        )
 
 
 def run_job(job: str, settings: Settings, available_now: bool = False) -> None:

@@ -113,8 +113,16 @@ def _run_maven(name: str, properties: dict[str, str], out: Path, settings_file: 
             "./start_all.sh / ./run_tests.sh, which install it."
         )
     cmd = [
-        mvn, "-B", "-q", "-Dstyle.color=never", "-s", str(settings_file), "-f", str(_pom(name)),
-        f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime",
+        mvn,
+        "-B",
+        "-q",
+        "-Dstyle.color=never",
+        "-s",
+        str(settings_file),
+        "-f",
+        str(_pom(name)),
+        f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+        "-DincludeScope=runtime",
         f"-DoutputDirectory={out.resolve()}",
         *[f"-D{key}={value}" for key, value in properties.items()],
     ]
@@ -126,22 +134,33 @@ def _run_maven(name: str, properties: dict[str, str], out: Path, settings_file: 
 def _explain_maven_failure(name: str, output: str) -> DependencyError:
     errors = [line for line in output.splitlines() if "[ERROR]" in line][:3]
     detail = "\n  ".join(errors) or output.strip()[-800:]
-    offline = any(s in output for s in (
-        "Unknown host", "Connection refused", "timed out", "Network is unreachable",
-        "transfer failed", "Could not transfer", "No plugin found", "Connect to"))
+    offline = any(
+        s in output
+        for s in (
+            "Unknown host",
+            "Connection refused",
+            "timed out",
+            "Network is unreachable",
+            "transfer failed",
+            "Could not transfer",
+            "No plugin found",
+            "Connect to",
+        )
+    )
     hint = (
         "Maven Central could not be reached and nothing is cached. Connect to the network "
         "(or set IOT_MAVEN_SETTINGS to a settings.xml with your mirror) and run "
         "`iot-lakehouse deps` once; after that the jars are used offline."
-        if offline else
-        "Maven could not resolve the libraries. Check the versions in pyproject.toml "
+        if offline
+        else "Maven could not resolve the libraries. Check the versions in pyproject.toml "
         "(pyspark and delta-spark must be a supported pair) and run `iot-lakehouse deps` again."
     )
     return DependencyError(f"Could not resolve the {name} JVM libraries:\n  {detail}\n{hint}")
 
 
-def resolve(name: str, jars_dir: Path, settings_file: Path | None = None,
-            force: bool = False) -> JarSet:
+def resolve(
+    name: str, jars_dir: Path, settings_file: Path | None = None, force: bool = False
+) -> JarSet:
     """Resolve jar set ``name`` ("spark" or "kafka") into ``jars_dir/name`` unless cached."""
     if name not in {"spark", "kafka"}:
         raise ValueError(f"unknown jar set {name!r}")
@@ -158,7 +177,8 @@ def resolve(name: str, jars_dir: Path, settings_file: Path | None = None,
     if failure and name == "spark" and "spark-token-provider-kafka" in failure:
         logger.warning(
             "spark-token-provider-kafka %s is not in the repository; using %s %s",
-            properties["spark.version"], TOKEN_PROVIDER_FALLBACK,
+            properties["spark.version"],
+            TOKEN_PROVIDER_FALLBACK,
             kv(reason="missing_on_mirror", connector=properties["spark.version"]),
         )
         properties = {**properties, "token.provider.version": TOKEN_PROVIDER_FALLBACK}
@@ -170,9 +190,16 @@ def resolve(name: str, jars_dir: Path, settings_file: Path | None = None,
         raise _explain_maven_failure(name, failure)
     if name == "spark":
         _drop_jars_shipped_by_pyspark(staging)
-    (staging / MANIFEST).write_text(json.dumps(
-        {"fingerprint": fingerprint, "properties": properties,
-         "jars": sorted(p.name for p in staging.glob("*.jar"))}, indent=2))
+    (staging / MANIFEST).write_text(
+        json.dumps(
+            {
+                "fingerprint": fingerprint,
+                "properties": properties,
+                "jars": sorted(p.name for p in staging.glob("*.jar")),
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     logger.info("resolved JVM libraries %s", kv(set=name, jars=len(list(out.glob("*.jar")))))

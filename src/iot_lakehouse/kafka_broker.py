@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from iot_lakehouse import jvm_deps
 from iot_lakehouse.errors import BrokerError, DependencyError
@@ -72,42 +73,51 @@ class BrokerStatus:
         return self.reachable
 
     def describe(self) -> str:
-        state = "running" if self.reachable else ("starting/unresponsive" if self.process_alive
-                                                   else "stopped")
-        return kv(state=state, pid=self.pid or "-", bootstrap=self.bootstrap_servers,
-                  topics=",".join(self.topics) or "-")
+        state = (
+            "running"
+            if self.reachable
+            else ("starting/unresponsive" if self.process_alive else "stopped")
+        )
+        return kv(
+            state=state,
+            pid=self.pid or "-",
+            bootstrap=self.bootstrap_servers,
+            topics=",".join(self.topics) or "-",
+        )
 
 
 def server_properties(settings: Settings, data_dir: Path) -> str:
     """The broker's ``server.properties`` for a one-node KRaft cluster on 127.0.0.1."""
     port = settings.kafka_port
     controller = settings.kafka_controller_port_effective
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{controller}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        f"log.dirs={data_dir}",
-        f"num.partitions={settings.kafka_topic_partitions}",
-        "auto.create.topics.enable=false",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=3",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "transaction.state.log.num.partitions=3",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "log.retention.hours=168",
-        "log.segment.bytes=268435456",
-        "num.network.threads=2",
-        "num.io.threads=4",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data_dir}",
+            f"num.partitions={settings.kafka_topic_partitions}",
+            "auto.create.topics.enable=false",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=3",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=3",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=168",
+            "log.segment.bytes=268435456",
+            "num.network.threads=2",
+            "num.io.threads=4",
+            "",
+        ]
+    )
 
 
 class LocalKafkaBroker:
@@ -145,14 +155,19 @@ class LocalKafkaBroker:
             return True
 
     def _admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                            "socket.connection.setup.timeout.ms": 2000,
-                            "log_level": 0})
+        return AdminClient(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                "socket.connection.setup.timeout.ms": 2000,
+                "log_level": 0,
+            }
+        )
 
     def _port_open(self) -> bool:
         try:
-            with socket.create_connection((self.settings.kafka_host, self.settings.kafka_port),
-                                          timeout=1.0):
+            with socket.create_connection(
+                (self.settings.kafka_host, self.settings.kafka_port), timeout=1.0
+            ):
                 return True
         except OSError:
             return False
@@ -171,9 +186,13 @@ class LocalKafkaBroker:
         """Look at the pid file and ask the broker for its topics."""
         pid = self._pid()
         topics = self.list_topics()
-        return BrokerStatus(pid=pid, process_alive=self._alive(pid), reachable=topics is not None,
-                            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                            topics=topics or ())
+        return BrokerStatus(
+            pid=pid,
+            process_alive=self._alive(pid),
+            reachable=topics is not None,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            topics=topics or (),
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: float = START_TIMEOUT_S) -> BrokerStatus:
@@ -191,10 +210,11 @@ class LocalKafkaBroker:
             )
         java = shutil.which("java")
         if java is None:
-            raise DependencyError("Java is not installed: the Kafka broker needs Java 17 "
-                                  "(Debian/Ubuntu: apt-get install -y openjdk-17-jre-headless).")
-        jars = jvm_deps.resolve("kafka", self.settings.jars_dir,
-                                self.settings.maven_settings_file)
+            raise DependencyError(
+                "Java is not installed: the Kafka broker needs Java 17 "
+                "(Debian/Ubuntu: apt-get install -y openjdk-17-jre-headless)."
+            )
+        jars = jvm_deps.resolve("kafka", self.settings.jars_dir, self.settings.maven_settings_file)
         self.home.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(server_properties(self.settings, self.data_dir.resolve()))
         log4j = self.home / "log4j2.yaml"
@@ -204,14 +224,29 @@ class LocalKafkaBroker:
         if not (self.data_dir / "meta.properties").exists():
             self._format_storage(base_cmd)
         heap = self.settings.kafka_heap
-        cmd = [java, f"-Xms{min_heap(heap)}", f"-Xmx{heap}", "-XX:+UseG1GC",
-               "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true", *base_cmd[1:],
-               "kafka.Kafka", str(self.config_file.resolve())]
-        logger.info("starting kafka broker %s", kv(bootstrap=self.settings.kafka_bootstrap_servers,
-                                                  home=self.home, log=self.log_file))
+        cmd = [
+            java,
+            f"-Xms{min_heap(heap)}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            *base_cmd[1:],
+            "kafka.Kafka",
+            str(self.config_file.resolve()),
+        ]
+        logger.info(
+            "starting kafka broker %s",
+            kv(bootstrap=self.settings.kafka_bootstrap_servers, home=self.home, log=self.log_file),
+        )
         with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -226,8 +261,10 @@ class LocalKafkaBroker:
             time.sleep(0.5)
         else:
             self.stop()
-            raise BrokerError(f"The Kafka broker did not accept clients within {timeout:.0f} s. "
-                              f"Last lines of {self.log_file}:\n{self._log_tail()}")
+            raise BrokerError(
+                f"The Kafka broker did not accept clients within {timeout:.0f} s. "
+                f"Last lines of {self.log_file}:\n{self._log_tail()}"
+            )
         self.create_topics()
         status = self.status()
         logger.info("kafka broker ready %s", status.describe())
@@ -235,22 +272,36 @@ class LocalKafkaBroker:
 
     def _format_storage(self, base_cmd: list[str]) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        cmd = [*base_cmd, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-               "-c", str(self.config_file.resolve())]
+        cmd = [
+            *base_cmd,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.config_file.resolve()),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BrokerError("Formatting the broker storage failed:\n"
-                              f"{(proc.stdout + proc.stderr).strip()[-1500:]}\n"
-                              f"Remove {self.data_dir} and try again.")
+            raise BrokerError(
+                "Formatting the broker storage failed:\n"
+                f"{(proc.stdout + proc.stderr).strip()[-1500:]}\n"
+                f"Remove {self.data_dir} and try again."
+            )
         logger.info("formatted kafka storage %s", kv(dir=self.data_dir, cluster_id=cluster_id))
 
     def create_topics(self) -> None:
         """Create the sensor and alert topics if they do not exist yet."""
-        wanted = {self.settings.kafka_topic: self.settings.kafka_topic_partitions,
-                  self.settings.kafka_alerts_topic: 1}
+        wanted = {
+            self.settings.kafka_topic: self.settings.kafka_topic_partitions,
+            self.settings.kafka_alerts_topic: 1,
+        }
         existing = set(self.list_topics() or ())
-        new = [NewTopic(name, num_partitions=n, replication_factor=1)
-               for name, n in wanted.items() if name not in existing]
+        new = [
+            NewTopic(name, num_partitions=n, replication_factor=1)
+            for name, n in wanted.items()
+            if name not in existing
+        ]
         if not new:
             return
         admin = self._admin()  # keep a reference: the futures die with their client
@@ -311,5 +362,5 @@ def _reap(pid: int) -> None:
 def min_heap(heap: str) -> str:
     """Initial heap: a quarter of the maximum (``512m`` -> ``128m``)."""
     digits = "".join(c for c in heap if c.isdigit())
-    unit = heap[len(digits):] or "m"
+    unit = heap[len(digits) :] or "m"
     return f"{max(1, int(digits) // 4)}{unit}" if digits else heap

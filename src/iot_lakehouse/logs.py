@@ -39,8 +39,9 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(component: str, level: str = "INFO", fmt: str = "kv",
-                      logs_dir: Path | None = None) -> None:
+def configure_logging(
+    component: str, level: str = "INFO", fmt: str = "kv", logs_dir: Path | None = None
+) -> None:
     """Send this process's logs to stderr and, if ``logs_dir`` is given, ``<component>.log``."""
     formatter: logging.Formatter
     if fmt == "json":

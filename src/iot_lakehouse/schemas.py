@@ -14,18 +14,20 @@ from pyspark.sql.types import (
 )
 
 # bronze/sensor_events: the record exactly as received, plus where and when it came from.
-BRONZE_EVENTS = StructType([
-    StructField("raw_value", BinaryType(), nullable=True),  # bytes as received (any encoding)
-    StructField("payload", StringType(), nullable=True),  # the same, decoded; null if not UTF-8
-    StructField("key", StringType(), nullable=True),
-    StructField("topic", StringType(), nullable=False),
-    StructField("partition", IntegerType(), nullable=False),
-    StructField("offset", LongType(), nullable=False),
-    StructField("kafka_timestamp", TimestampType(), nullable=True),
-    StructField("source_file", StringType(), nullable=True),  # file source only
-    StructField("ingest_time", TimestampType(), nullable=False),
-    StructField("ingest_date", DateType(), nullable=False),
-])
+BRONZE_EVENTS = StructType(
+    [
+        StructField("raw_value", BinaryType(), nullable=True),  # bytes as received (any encoding)
+        StructField("payload", StringType(), nullable=True),  # the same, decoded; null if not UTF-8
+        StructField("key", StringType(), nullable=True),
+        StructField("topic", StringType(), nullable=False),
+        StructField("partition", IntegerType(), nullable=False),
+        StructField("offset", LongType(), nullable=False),
+        StructField("kafka_timestamp", TimestampType(), nullable=True),
+        StructField("source_file", StringType(), nullable=True),  # file source only
+        StructField("ingest_time", TimestampType(), nullable=False),
+        StructField("ingest_date", DateType(), nullable=False),
+    ]
+)
 
 BRONZE_PARTITION_COLUMNS = ("ingest_date",)
 

@@ -24,7 +24,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; unset it or give e.g. {default}") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number; unset it or give e.g. {default}"
+        ) from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
     return value
@@ -95,7 +97,9 @@ class Settings:
             dlq_path=e.get("DLQ_PATH") or d.dlq_path,
             runtime_dir=runtime,
             jars_dir=Path(e.get("IOT_JARS_DIR") or d.jars_dir),
-            maven_settings_file=Path(e["IOT_MAVEN_SETTINGS"]) if e.get("IOT_MAVEN_SETTINGS") else None,
+            maven_settings_file=Path(e["IOT_MAVEN_SETTINGS"])
+            if e.get("IOT_MAVEN_SETTINGS")
+            else None,
             spark_master=e.get("SPARK_MASTER") or d.spark_master,
             spark_driver_memory=e.get("SPARK_DRIVER_MEMORY") or d.spark_driver_memory,
             spark_shuffle_partitions=_int(
@@ -122,7 +126,8 @@ class Settings:
             raise ConfigError(f"LOG_LEVEL={self.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
         if not self.trigger_interval.split()[0].replace(".", "", 1).isdigit():
             raise ConfigError(
-                f"TRIGGER_INTERVAL={self.trigger_interval!r}: use e.g. '5 seconds' or '500 milliseconds'"
+                f"TRIGGER_INTERVAL={self.trigger_interval!r}: "
+                "use e.g. '5 seconds' or '500 milliseconds'"
             )
 
     def with_(self, **changes: Any) -> Settings:

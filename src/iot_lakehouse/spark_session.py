@@ -32,21 +32,27 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
         .master(settings.spark_master)
         .config("spark.jars", ",".join(str(p.resolve()) for p in jars.jars))
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.default.parallelism", str(max(2, settings.spark_shuffle_partitions)))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", str(settings.spark_ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.streaming.stateStore.providerClass",
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config(
+            "spark.sql.streaming.stateStore.providerClass",
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        )
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.driver.extraJavaOptions", "-XX:+UseG1GC -Duser.timezone=UTC")
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    logger.info("spark session ready %s", kv(app=app_name, master=settings.spark_master,
-                                           version=spark.version, jars=len(jars.jars)))
+    logger.info(
+        "spark session ready %s",
+        kv(app=app_name, master=settings.spark_master, version=spark.version, jars=len(jars.jars)),
+    )
     return spark

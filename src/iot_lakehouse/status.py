@@ -15,18 +15,27 @@ from iot_lakehouse.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def kafka_end_offsets(settings: Settings, topic: str | None = None,
-                      timeout: float = 5.0) -> dict[int, int] | None:
+def kafka_end_offsets(
+    settings: Settings, topic: str | None = None, timeout: float = 5.0
+) -> dict[int, int] | None:
     """High watermark of each partition of ``topic``; None if the broker does not answer."""
     topic = topic or settings.kafka_topic
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "group.id": "iot-lakehouse-status", "enable.auto.commit": False,
-                         "socket.connection.setup.timeout.ms": 2000, "log_level": 0})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": "iot-lakehouse-status",
+            "enable.auto.commit": False,
+            "socket.connection.setup.timeout.ms": 2000,
+            "log_level": 0,
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=timeout)
         partitions = meta.topics[topic].partitions if topic in meta.topics else {}
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-                for p in partitions}
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in partitions
+        }
     except KafkaException:
         return None
     finally:
@@ -60,8 +69,12 @@ class PipelineCounts:
     def line(self) -> str:
         def show(value: int | None) -> str:
             return "-" if value is None else f"{value}"
-        return kv(kafka=show(self.kafka_messages), bronze=show(self.bronze_rows),
-                  bronze_lag=show(self.bronze_lag))
+
+        return kv(
+            kafka=show(self.kafka_messages),
+            bronze=show(self.bronze_rows),
+            bronze_lag=show(self.bronze_lag),
+        )
 
 
 def pipeline_counts(settings: Settings) -> PipelineCounts:

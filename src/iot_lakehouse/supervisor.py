@@ -37,9 +37,13 @@ def spawn(name: str, args: list[str], logs_dir: Path) -> Child:
     logs_dir.mkdir(parents=True, exist_ok=True)
     log = logs_dir / f"{name}.out"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "iot_lakehouse", *args], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "iot_lakehouse", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     logger.info("started %s", kv(component=name, pid=proc.pid, log=log))
     return Child(name, proc, log)
 
@@ -64,8 +68,13 @@ def stop_children(children: list[Child], timeout: float = GRACEFUL_STOP_S) -> No
         logger.info("stopped %s", kv(component=child.name, exit_code=child.proc.returncode))
 
 
-def run_all(settings: Settings, duration: float | None, rate: float, sensors: int,
-            status_interval: float = 5.0) -> int:
+def run_all(
+    settings: Settings,
+    duration: float | None,
+    rate: float,
+    sensors: int,
+    status_interval: float = 5.0,
+) -> int:
     """Run broker + generator + jobs until Ctrl-C, SIGTERM or ``duration`` seconds; 0 if clean."""
     stop = threading.Event()
 
@@ -81,24 +90,41 @@ def run_all(settings: Settings, duration: float | None, rate: float, sensors: in
     failed = False
     try:
         children.append(spawn("bronze", ["run", "bronze"], settings.logs_dir))
-        children.append(spawn("generator", ["generate", "--rate", str(rate),
-                                            "--sensors", str(sensors), "--format", "mixed",
-                                            "--seed", str(int(time.time()))],
-                              settings.logs_dir))
+        children.append(
+            spawn(
+                "generator",
+                [
+                    "generate",
+                    "--rate",
+                    str(rate),
+                    "--sensors",
+                    str(sensors),
+                    "--format",
+                    "mixed",
+                    "--seed",
+                    str(int(time.time())),
+                ],
+                settings.logs_dir,
+            )
+        )
         deadline = time.monotonic() + duration if duration else None
         tty = sys.stdout.isatty()
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             stop.wait(status_interval)
-            health = " ".join(f"{c.name}={'up' if c.proc.poll() is None else 'exited'}"
-                              for c in children)
+            health = " ".join(
+                f"{c.name}={'up' if c.proc.poll() is None else 'exited'}" for c in children
+            )
             line = f"{time.strftime('%H:%M:%S')} {pipeline_counts(settings).line()} {health}"
             print(f"\r{line}\033[K" if tty else line, end="" if tty else "\n", flush=True)
             for child in children:
                 if child.proc.poll() is not None and not child.exited_reported:
                     child.exited_reported = True
                     failed = failed or child.proc.returncode != 0
-                    logger.error("%s exited %s", child.name, kv(
-                        exit_code=child.proc.returncode, log=child.log))
+                    logger.error(
+                        "%s exited %s",
+                        child.name,
+                        kv(exit_code=child.proc.returncode, log=child.log),
+                    )
         if tty:
             print()
     finally:
