@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_arguments(generate)
 
     run = sub.add_parser("run", help="run one streaming job")
-    run.add_argument("job", choices=["bronze"])
+    run.add_argument("job", choices=["bronze", "silver"])
     run.add_argument(
         "--available-now", action="store_true", help="process what is available now, then exit"
     )
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("status", help="print the current counts of Kafka and every table")
+    sub.add_parser("reconcile", help="ledger per layer; exit 1 on any unexplained record")
 
     all_ = sub.add_parser("all", help="broker, generator and every job, with a live status line")
     all_.add_argument(
@@ -105,6 +106,17 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         print(pipeline_counts(settings).line())
         return 0
+    if args.command == "reconcile":
+        from iot_lakehouse.reconcile import format_ledgers, reconcile
+        from iot_lakehouse.spark_session import build_spark
+
+        spark = build_spark(settings, "iot-lakehouse-reconcile")
+        try:
+            ledgers = reconcile(spark, settings)
+        finally:
+            spark.stop()
+        print(format_ledgers(ledgers))
+        return 0 if all(ledger.ok for ledger in ledgers) else 1
     if args.command == "all":
         from iot_lakehouse.supervisor import run_all
 

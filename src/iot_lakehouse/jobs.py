@@ -15,6 +15,7 @@ from iot_lakehouse.bronze import start_bronze_stream
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
+from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.spark_session import build_spark
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ JobStarter = Callable[[SparkSession, Settings, bool], StreamingQuery]
 
 JOBS: dict[str, JobStarter] = {
     "bronze": start_bronze_stream,
+    "silver": start_silver_stream,
 }
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pyspark.sql import SparkSession
 from pyspark.sql.types import (
+    ArrayType,
     BinaryType,
     DateType,
+    DoubleType,
     IntegerType,
     LongType,
     StringType,
@@ -33,3 +36,77 @@ BRONZE_PARTITION_COLUMNS = ("ingest_date",)
 
 # Columns of the Kafka source (Spark's fixed schema for format("kafka")).
 KAFKA_SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
+
+# silver/readings: one row per sensor, metric and instant.
+SILVER_READINGS = StructType(
+    [
+        StructField("sensor_id", StringType(), nullable=True),
+        StructField("metric", StringType(), nullable=True),
+        StructField("value", DoubleType(), nullable=True),
+        StructField("unit", StringType(), nullable=True),
+        StructField("event_time", TimestampType(), nullable=True),
+        StructField("event_date", DateType(), nullable=True),
+        StructField("location", StringType(), nullable=True),
+        StructField("record_format", StringType(), nullable=True),  # wide | long
+        StructField("quality_flags", ArrayType(StringType()), nullable=True),  # warn rule codes
+        StructField("alert_type", StringType(), nullable=True),  # static flags: HIGH_TEMP, …
+        StructField("severity", StringType(), nullable=True),
+        StructField("bronze_topic", StringType(), nullable=True),
+        StructField("bronze_partition", IntegerType(), nullable=True),
+        StructField("bronze_offset", LongType(), nullable=True),
+        StructField("bronze_ingest_time", TimestampType(), nullable=True),
+        StructField("rule_version", StringType(), nullable=True),
+        StructField("processed_at", TimestampType(), nullable=True),
+    ]
+)
+
+# dlq/silver_rejects: one row per rejected reading (or per record that gave none).
+DLQ_REJECTS = StructType(
+    [
+        StructField("raw_value", BinaryType(), nullable=True),
+        StructField("payload", StringType(), nullable=True),
+        StructField("reasons", ArrayType(StringType()), nullable=False),
+        StructField("detail", StringType(), nullable=True),
+        StructField("sensor_id", StringType(), nullable=True),
+        StructField("metric", StringType(), nullable=True),
+        StructField("value_raw", StringType(), nullable=True),
+        StructField("timestamp_raw", StringType(), nullable=True),
+        StructField("rule_version", StringType(), nullable=True),
+        StructField("bronze_topic", StringType(), nullable=True),
+        StructField("bronze_partition", IntegerType(), nullable=True),
+        StructField("bronze_offset", LongType(), nullable=True),
+        StructField("bronze_ingest_time", TimestampType(), nullable=True),
+        StructField("batch_id", LongType(), nullable=True),
+        StructField("rejected_at", TimestampType(), nullable=True),
+        StructField("rejected_date", DateType(), nullable=True),
+    ]
+)
+
+# _ops/silver_duplicates: readings not written to silver because their key was already there.
+SILVER_DUPLICATES = StructType(
+    [
+        StructField("sensor_id", StringType(), nullable=True),
+        StructField("metric", StringType(), nullable=True),
+        StructField("event_time", TimestampType(), nullable=True),
+        StructField("bronze_topic", StringType(), nullable=True),
+        StructField("bronze_partition", IntegerType(), nullable=True),
+        StructField("bronze_offset", LongType(), nullable=True),
+        StructField("kept_topic", StringType(), nullable=True),
+        StructField("kept_partition", IntegerType(), nullable=True),
+        StructField("kept_offset", LongType(), nullable=True),
+        StructField("batch_id", LongType(), nullable=True),
+        StructField("detected_at", TimestampType(), nullable=True),
+    ]
+)
+
+
+def create_table_if_missing(
+    spark: SparkSession, path: str, schema: StructType, partition_by: list[str]
+) -> None:
+    """Create an empty Delta table at ``path`` with ``schema`` unless one exists."""
+    from delta.tables import DeltaTable
+
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
+    builder.execute()

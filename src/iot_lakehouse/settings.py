@@ -77,6 +77,10 @@ class Settings:
     trigger_interval: str = "5 seconds"
     max_offsets_per_trigger: int = 200_000
     fail_on_data_loss: bool = True
+    silver_rules_file: Path | None = None
+    silver_max_future_seconds: int | None = None
+    silver_max_files_per_trigger: int = 50
+    quality_every_n_batches: int = 1
     log_level: str = "INFO"
     log_format: str = "kv"
 
@@ -111,6 +115,18 @@ class Settings:
                 e, "MAX_OFFSETS_PER_TRIGGER", d.max_offsets_per_trigger, 1
             ),
             fail_on_data_loss=_bool(e, "KAFKA_FAIL_ON_DATA_LOSS", d.fail_on_data_loss),
+            silver_rules_file=Path(e["SILVER_RULES_FILE"]) if e.get("SILVER_RULES_FILE") else None,
+            silver_max_future_seconds=(
+                _int(e, "SILVER_MAX_FUTURE_SECONDS", 0)
+                if e.get("SILVER_MAX_FUTURE_SECONDS")
+                else None
+            ),
+            silver_max_files_per_trigger=_int(
+                e, "SILVER_MAX_FILES_PER_TRIGGER", d.silver_max_files_per_trigger, 1
+            ),
+            quality_every_n_batches=_int(
+                e, "QUALITY_EVERY_N_BATCHES", d.quality_every_n_batches, 0
+            ),
             log_level=(e.get("LOG_LEVEL") or d.log_level).upper(),
             log_format=(e.get("LOG_FORMAT") or d.log_format).lower(),
         )
@@ -146,6 +162,22 @@ class Settings:
     @property
     def bronze_events_path(self) -> str:
         return self.table_path("bronze/sensor_events")
+
+    @property
+    def silver_readings_path(self) -> str:
+        return self.table_path("silver/readings")
+
+    @property
+    def silver_duplicates_path(self) -> str:
+        return self.table_path("_ops/silver_duplicates")
+
+    @property
+    def quality_results_path(self) -> str:
+        return self.table_path("_ops/quality")
+
+    @property
+    def dlq_rejects_path(self) -> str:
+        return f"{self.dlq_path.rstrip('/')}/silver_rejects"
 
     @property
     def kafka_host(self) -> str:

@@ -1,0 +1,18 @@
+"""bronze -> silver: parse, validate (rules file), deduplicate; rejects to the DLQ.
+
+Launch (from the project root):
+
+    uv run python spark/jobs/bronze_to_silver.py [--available-now]
+
+which is the same as ``uv run iot-lakehouse run silver [--available-now]`` and
+``./start_silver.sh``. Settings come from environment variables (README, "Settings").
+"""
+
+from __future__ import annotations
+
+import sys
+
+from iot_lakehouse.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", "silver", *sys.argv[1:]]))

@@ -1,0 +1,180 @@
+"""``iot-lakehouse reconcile``: prove that nothing was lost between the layers.
+
+- kafka -> bronze: every offset Kafka still holds is in bronze exactly once.
+- bronze -> silver: every bronze record's candidate readings (as the silver parser sees them)
+  each ended in exactly one of silver, the DLQ or the duplicate ledger.
+
+Run it when the jobs have caught up (e.g. after ``run silver --available-now``): a record the
+silver job has not reached yet shows as missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from iot_lakehouse.rules import load_rules
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.silver import explode_readings, parse_records
+
+logger = logging.getLogger(__name__)
+
+COORDS = ("topic", "partition", "offset")
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """One layer boundary: what came in, where it went, and what is unexplained."""
+
+    name: str
+    source: int
+    parts: dict[str, int]
+    missing: int
+    extra: int
+
+    @property
+    def unexplained(self) -> int:
+        return self.missing + self.extra
+
+    @property
+    def ok(self) -> bool:
+        return self.unexplained == 0
+
+
+def kafka_offset_ranges(settings: Settings, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """(low, high) watermark of every partition of the sensor topic."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": "iot-lakehouse-reconcile",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    try:
+        meta = consumer.list_topics(settings.kafka_topic, timeout=timeout)
+        partitions = meta.topics[settings.kafka_topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(settings.kafka_topic, p), timeout=timeout
+            )
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def kafka_bronze_ledger(
+    spark: SparkSession, settings: Settings, ranges: dict[int, tuple[int, int]]
+) -> Ledger:
+    """Compare Kafka's retained offsets with bronze's (topic, partition, offset) rows."""
+    kafka_rows = sum(high - low for low, high in ranges.values())
+    bronze = (
+        spark.read.format("delta")
+        .load(settings.bronze_events_path)
+        .where(F.col("topic") == settings.kafka_topic)
+    )
+    retained = F.lit(False)
+    for partition, (low, high) in ranges.items():
+        retained = retained | (
+            (F.col("partition") == partition) & (F.col("offset") >= low) & (F.col("offset") < high)
+        )
+    counts = bronze.where(retained).groupBy(*COORDS).count()
+    row = counts.agg(F.count("*").alias("distinct"), F.sum("count").alias("rows")).first()
+    distinct = int(row["distinct"] or 0) if row else 0
+    rows = int(row["rows"] or 0) if row else 0
+    return Ledger(
+        "kafka -> bronze",
+        kafka_rows,
+        {"bronze": rows},
+        missing=kafka_rows - distinct,
+        extra=rows - distinct,
+    )
+
+
+def _outcomes(df: DataFrame, prefix: str, name: str) -> DataFrame:
+    return df.groupBy(
+        F.col(f"{prefix}topic").alias("topic"),
+        F.col(f"{prefix}partition").alias("partition"),
+        F.col(f"{prefix}offset").alias("offset"),
+    ).agg(F.count("*").alias(name))
+
+
+def bronze_silver_ledger(spark: SparkSession, settings: Settings) -> Ledger:
+    """Per bronze record: expected candidate readings vs rows in silver + DLQ + duplicates."""
+    ruleset = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
+    bronze = spark.read.format("delta").load(settings.bronze_events_path)
+    expected = (
+        explode_readings(parse_records(bronze), ruleset)
+        .groupBy(*COORDS)
+        .agg(F.count("*").alias("expected"))
+    )
+    silver = _outcomes(
+        spark.read.format("delta").load(settings.silver_readings_path), "bronze_", "silver"
+    )
+    dlq = _outcomes(spark.read.format("delta").load(settings.dlq_rejects_path), "bronze_", "dlq")
+    dups = _outcomes(
+        spark.read.format("delta").load(settings.silver_duplicates_path), "bronze_", "duplicates"
+    )
+    joined = (
+        expected.join(silver, list(COORDS), "full")
+        .join(dlq, list(COORDS), "full")
+        .join(dups, list(COORDS), "full")
+        .fillna(0)
+    )
+    actual = F.col("silver") + F.col("dlq") + F.col("duplicates")
+    totals = joined.agg(
+        F.sum(F.when(F.col("expected") > 0, 1).otherwise(0)).alias("records"),
+        F.sum("expected").alias("readings"),
+        F.sum("silver").alias("silver"),
+        F.sum("dlq").alias("dlq"),
+        F.sum("duplicates").alias("duplicates"),
+        F.sum(F.greatest(F.col("expected") - actual, F.lit(0))).alias("missing"),
+        F.sum(F.greatest(actual - F.col("expected"), F.lit(0))).alias("extra"),
+    ).first()
+    assert totals is not None
+    value = {k: int(totals[k] or 0) for k in totals.asDict()}
+    return Ledger(
+        "bronze -> silver",
+        value["records"],
+        {
+            "readings": value["readings"],
+            "silver": value["silver"],
+            "dlq": value["dlq"],
+            "duplicates": value["duplicates"],
+        },
+        missing=value["missing"],
+        extra=value["extra"],
+    )
+
+
+def reconcile(spark: SparkSession, settings: Settings) -> list[Ledger]:
+    """Every ledger that can be computed now (Kafka's needs a reachable broker)."""
+    ledgers = []
+    try:
+        ranges = kafka_offset_ranges(settings)
+    except (KafkaException, KeyError) as exc:
+        logger.warning("kafka -> bronze ledger skipped: broker or topic not reachable (%s)", exc)
+    else:
+        ledgers.append(kafka_bronze_ledger(spark, settings, ranges))
+    ledgers.append(bronze_silver_ledger(spark, settings))
+    return ledgers
+
+
+def format_ledgers(ledgers: list[Ledger]) -> str:
+    """A fixed-width table, one line per ledger."""
+    header = (
+        f"{'ledger':<18}{'source':>10}  {'where it went':<58}{'missing':>9}{'extra':>7}  status"
+    )
+    lines = [header, "-" * len(header)]
+    for ledger in ledgers:
+        parts = " ".join(f"{k}={v}" for k, v in ledger.parts.items())
+        lines.append(
+            f"{ledger.name:<18}{ledger.source:>10}  {parts:<58}{ledger.missing:>9}"
+            f"{ledger.extra:>7}  {'OK' if ledger.ok else 'UNEXPLAINED'}"
+        )
+    return "\n".join(lines)

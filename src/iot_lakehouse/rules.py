@@ -1,0 +1,282 @@
+"""Validation rules as data: load the YAML contract, evaluate it on Spark, split good from bad.
+
+The same ``Check`` objects drive the row-level split here and the Great Expectations suite in
+``quality.py``; both give nulls in the checked column a pass (except ``not_null``), so their
+unexpected counts agree rule by rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import reduce
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from iot_lakehouse.errors import ConfigError
+
+CRITICALITIES = ("error", "warn")
+EXPECTATIONS = ("not_null", "be_null", "between", "in_set", "not_in_set", "match_regex")
+DOUBLE_MAX = 1.7976931348623157e308
+
+
+@dataclass(frozen=True)
+class Check:
+    """One column check, the unit both Spark and Great Expectations evaluate."""
+
+    expectation: str
+    column: str
+    condition: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    values: tuple[str, ...] = ()
+    regex: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A reason code with its criticality and the checks whose failure raises it."""
+
+    code: str
+    criticality: str
+    description: str
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Unit and physical range of one metric."""
+
+    name: str
+    unit: str
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+@dataclass(frozen=True)
+class StaticAlert:
+    """A threshold flag set on silver rows (HIGH_TEMP, …)."""
+
+    alert_type: str
+    metric: str
+    severity: str
+    above: float | None = None
+    below: float | None = None
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The whole contract of one rule file."""
+
+    version: str
+    max_future_seconds: int
+    metrics: dict[str, MetricSpec]
+    rules: tuple[Rule, ...]
+    static_alerts: tuple[StaticAlert, ...] = field(default=())
+
+    @property
+    def error_codes(self) -> tuple[str, ...]:
+        return tuple(r.code for r in self.rules if r.criticality == "error")
+
+    @property
+    def warn_codes(self) -> tuple[str, ...]:
+        return tuple(r.code for r in self.rules if r.criticality == "warn")
+
+
+def default_rules_file() -> Path:
+    return Path(str(files("iot_lakehouse") / "rules" / "silver_rules.yml"))
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a number") from None
+
+
+def _expand(
+    raw: dict[str, Any], metrics: dict[str, MetricSpec], max_future: int
+) -> tuple[Check, ...]:
+    """Turn one YAML rule into its checks (metric_range/metric_unit give one per metric)."""
+    code = raw.get("code", "?")
+    check = raw.get("check")
+    column = raw.get("column")
+    when = raw.get("when")
+    if not isinstance(column, str) or not column:
+        raise ConfigError(f"rule {code}: 'column' is required")
+    finite = f"abs({column}) <= {DOUBLE_MAX!r}"
+    if check == "metric_range":
+        return tuple(
+            Check("between", column, f"metric = '{m.name}' AND {finite}", m.min_value, m.max_value)
+            for m in metrics.values()
+            if m.min_value is not None or m.max_value is not None
+        )
+    if check == "metric_unit":
+        return tuple(
+            Check("in_set", column, f"metric = '{m.name}'", values=(m.unit,))
+            for m in metrics.values()
+        )
+    if check not in EXPECTATIONS:
+        raise ConfigError(
+            f"rule {code}: check {check!r} is not one of "
+            f"{[*EXPECTATIONS, 'metric_range', 'metric_unit']}"
+        )
+    params = {"max_future_seconds": float(max_future)}
+    values = raw.get("values", ())
+    if values == "known_metrics":
+        values = list(metrics)
+    min_raw, max_raw = raw.get("min_value"), raw.get("max_value")
+    return (
+        Check(
+            check,
+            column,
+            when,
+            min_value=_number(
+                params.get(min_raw, min_raw) if isinstance(min_raw, str) else min_raw,
+                f"rule {code} min_value",
+            ),
+            max_value=_number(
+                params.get(max_raw, max_raw) if isinstance(max_raw, str) else max_raw,
+                f"rule {code} max_value",
+            ),
+            values=tuple(str(v) for v in values),
+            regex=raw.get("regex"),
+        ),
+    )
+
+
+def load_rules(path: Path | None = None, max_future_seconds: int | None = None) -> RuleSet:
+    """Read and validate a rule file (default: the packaged ``silver_rules.yml``)."""
+    path = path or default_rules_file()
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the rule file {path}: {exc}") from exc
+    if not isinstance(doc, dict) or "version" not in doc or "rules" not in doc:
+        raise ConfigError(f"{path}: a rule file needs 'version' and 'rules'")
+    metrics = {
+        name: MetricSpec(
+            name,
+            str(spec["unit"]),
+            _number(spec.get("min_value"), name),
+            _number(spec.get("max_value"), name),
+        )
+        for name, spec in (doc.get("metrics") or {}).items()
+    }
+    max_future = int(
+        max_future_seconds if max_future_seconds is not None else doc.get("max_future_seconds", 300)
+    )
+    rules = []
+    for raw in doc["rules"]:
+        code, criticality = raw.get("code"), raw.get("criticality")
+        if not code or criticality not in CRITICALITIES:
+            raise ConfigError(
+                f"{path}: rule {raw!r} needs a code and a criticality in {CRITICALITIES}"
+            )
+        rules.append(
+            Rule(
+                code,
+                criticality,
+                str(raw.get("description", code)),
+                _expand(raw, metrics, max_future),
+            )
+        )
+    codes = [r.code for r in rules]
+    if len(codes) != len(set(codes)):
+        raise ConfigError(f"{path}: rule codes must be unique, got {codes}")
+    alerts = tuple(
+        StaticAlert(
+            a["alert_type"],
+            a["metric"],
+            a.get("severity", "warning"),
+            _number(a.get("above"), a["alert_type"]),
+            _number(a.get("below"), a["alert_type"]),
+        )
+        for a in doc.get("static_alerts") or ()
+    )
+    return RuleSet(str(doc["version"]), max_future, metrics, tuple(rules), alerts)
+
+
+# -- Spark evaluation ---------------------------------------------------------------------------
+def _literal(value: float) -> Column:
+    return F.lit(value) if math.isfinite(value) else F.lit(value).cast("double")
+
+
+def check_fails(check: Check) -> Column:
+    """True where ``check`` applies and the value is unexpected; never null."""
+    col = F.col(check.column)
+    if check.expectation == "not_null":
+        bad = col.isNull()
+    elif check.expectation == "be_null":
+        bad = col.isNotNull()
+    elif check.expectation == "between":
+        ok = F.lit(True)
+        if check.min_value is not None:
+            ok = ok & (col >= _literal(check.min_value))
+        if check.max_value is not None:
+            ok = ok & (col <= _literal(check.max_value))
+        bad = col.isNotNull() & ~ok
+    elif check.expectation == "in_set":
+        bad = col.isNotNull() & ~col.isin(list(check.values))
+    elif check.expectation == "not_in_set":
+        bad = col.isNotNull() & col.isin(list(check.values))
+    elif check.expectation == "match_regex":
+        bad = col.isNotNull() & ~col.rlike(check.regex or "")
+    else:  # pragma: no cover - load_rules rejects other names
+        raise ConfigError(f"unknown expectation {check.expectation}")
+    applies = F.expr(check.condition) if check.condition else F.lit(True)
+    return F.coalesce(applies & bad, F.lit(False))
+
+
+def rule_fails(rule: Rule) -> Column:
+    """True where any check of ``rule`` fails."""
+    return reduce(lambda a, b: a | b, [check_fails(c) for c in rule.checks], F.lit(False))
+
+
+def _codes(rules: list[Rule]) -> Column:
+    return F.filter(
+        F.array(*[F.when(rule_fails(r), F.lit(r.code)) for r in rules], F.lit(None).cast("string")),
+        lambda c: c.isNotNull(),
+    )
+
+
+def with_rule_results(df: DataFrame, ruleset: RuleSet) -> DataFrame:
+    """Add ``reasons`` (failed error rules) and ``quality_flags`` (failed warn rules)."""
+    errors = [r for r in ruleset.rules if r.criticality == "error"]
+    warns = [r for r in ruleset.rules if r.criticality == "warn"]
+    details = [
+        F.when(
+            rule_fails(r),
+            F.concat(
+                F.lit(f"{r.code}: {r.description} ("),
+                F.lit(f"{r.checks[0].column}="),
+                F.coalesce(F.col(r.checks[0].column).cast("string"), F.lit("null")),
+                F.lit(")"),
+            ),
+        )
+        for r in errors
+    ]
+    return (
+        df.withColumn("reasons", _codes(errors))
+        .withColumn("quality_flags", _codes(warns))
+        .withColumn("reason_detail", F.concat_ws("; ", *details))
+    )
+
+
+def split_judged(judged: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Split rows already judged by ``with_rule_results`` into (valid, rejected)."""
+    valid = judged.where(F.size("reasons") == 0).drop("reasons", "reason_detail")
+    rejected = judged.where(F.size("reasons") > 0)
+    return valid, rejected
+
+
+def split_valid_invalid(df: DataFrame, ruleset: RuleSet) -> tuple[DataFrame, DataFrame]:
+    """Judge every row; return (valid rows, rejected rows with reasons and a readable detail)."""
+    return split_judged(with_rule_results(df, ruleset))

@@ -1,0 +1,406 @@
+"""bronze -> silver: parse both input formats into one narrow table of readings, judge each
+reading against the rule file, route rejects to the DLQ and count duplicates.
+
+Pure transforms (``parse_records``, ``explode_readings``, ``with_static_alerts``, …) are
+``DataFrame -> DataFrame``; ``SilverBatchWriter`` owns the writes of one micro-batch and
+``start_silver_stream`` the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.query import StreamingQuery
+
+from iot_lakehouse.bronze import require_columns
+from iot_lakehouse.logs import kv
+from iot_lakehouse.rules import RuleSet, load_rules, split_judged, with_rule_results
+from iot_lakehouse.schemas import (
+    DLQ_REJECTS,
+    SILVER_DUPLICATES,
+    SILVER_READINGS,
+    create_table_if_missing,
+)
+from iot_lakehouse.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+JOB_NAME = "silver"
+FIELDS_SCHEMA = "map<string,string>"
+WIDE_REQUIRED = ("sensor_id", "timestamp")
+LONG_REQUIRED = ("device_id", "timestamp", "type", "value")
+LONG_MARKERS = ("device_id", "type", "value", "building", "floor")
+DEDUP_KEY = ("sensor_id", "metric", "event_time")
+LINEAGE = ("bronze_topic", "bronze_partition", "bronze_offset")
+EPOCH_MILLIS_FROM = 1e11  # numbers at or above this are epoch milliseconds, below: seconds
+EPOCH_LIMIT = 1e14  # beyond any plausible epoch (ms): unparsable
+
+
+def has(fields: Column, key: str | Column) -> Column:
+    """True where the JSON object has ``key`` (even with a null value)."""
+    return F.map_contains_key(fields, F.lit(key) if isinstance(key, str) else key)
+
+
+def json_kind(raw: Column, payload: Column, fields: Column) -> Column:
+    """What the payload is: empty, not_utf8, object, not_object (other JSON) or malformed."""
+    trimmed = F.trim(payload)
+    return (
+        F.when(raw.isNull() | (F.length(raw) == 0), F.lit("empty"))
+        .when(payload.isNull(), F.lit("not_utf8"))
+        .when(trimmed == "", F.lit("empty"))
+        .when(fields.isNotNull(), F.lit("object"))
+        .when(trimmed.startswith("{"), F.lit("malformed"))
+        .when(
+            F.get_json_object(payload, "$").isNotNull() | (trimmed == "null"), F.lit("not_object")
+        )
+        .otherwise(F.lit("malformed"))
+    )
+
+
+def parse_event_time(raw: Column) -> Column:
+    """ISO-8601 (any offset; naive = UTC) or epoch seconds / milliseconds -> timestamp."""
+    number = raw.try_cast("double")
+    finite = number.isNotNull() & (F.abs(number) < F.lit(EPOCH_LIMIT))
+    seconds = F.when(F.abs(number) >= F.lit(EPOCH_MILLIS_FROM), number / 1000).otherwise(number)
+    return F.when(finite, F.timestamp_seconds(seconds)).when(
+        number.isNull(), raw.try_cast("timestamp")
+    )
+
+
+def parse_records(bronze: DataFrame) -> DataFrame:
+    """Bronze rows -> one row per record with its JSON fields, format and common columns."""
+    require_columns(
+        bronze, ("raw_value", "payload", "topic", "partition", "offset", "ingest_time"), "bronze"
+    )
+    fields = F.from_json(F.col("payload"), FIELDS_SCHEMA)
+    df = bronze.withColumn("_fields", fields).withColumn(
+        "json_kind", json_kind(F.col("raw_value"), F.col("payload"), F.col("_fields"))
+    )
+    f = F.col("_fields")
+    is_long = reduce_or([has(f, k) for k in LONG_MARKERS])
+    record_format = (
+        F.when(F.col("json_kind") != "object", F.lit(None))
+        .when(is_long, F.lit("long"))
+        .otherwise(F.lit("wide"))
+    )
+    building, floor = f.getItem("building"), f.getItem("floor")
+    long_location = F.when(
+        building.isNotNull(),
+        F.concat(
+            F.lit("building-"),
+            building,
+            F.when(floor.isNotNull(), F.concat(F.lit("/floor-"), floor)).otherwise(F.lit("")),
+        ),
+    )
+    return (
+        df.withColumn("record_format", record_format)
+        .withColumn(
+            "sensor_id",
+            F.when(F.col("record_format") == "long", f.getItem("device_id")).otherwise(
+                f.getItem("sensor_id")
+            ),
+        )
+        .withColumn("timestamp_raw", f.getItem("timestamp"))
+        .withColumn("event_time", parse_event_time(F.col("timestamp_raw")))
+        .withColumn(
+            "seconds_ahead",
+            (F.unix_micros("event_time") - F.unix_micros("ingest_time")) / 1_000_000,
+        )
+        .withColumn(
+            "location",
+            F.when(F.col("record_format") == "long", long_location).otherwise(
+                f.getItem("location")
+            ),
+        )
+    )
+
+
+def reduce_or(columns: list[Column]) -> Column:
+    result = columns[0]
+    for column in columns[1:]:
+        result = result | column
+    return result
+
+
+def missing_field(metrics: tuple[str, ...]) -> Column:
+    """Name of the first required field absent from the record, or null."""
+    f = F.col("_fields")
+
+    def absent(key: str) -> Column:  # a null id or timestamp is as good as none
+        return f.getItem(key).isNull() if key != "value" else ~has(f, key)
+
+    wide = [F.when(absent(k), F.lit(k)) for k in WIDE_REQUIRED]
+    wide.append(F.when(~reduce_or([has(f, m) for m in metrics]), F.lit("/".join(metrics[:3]))))
+    long = [F.when(absent(k), F.lit(k)) for k in LONG_REQUIRED]
+    return F.when(F.col("record_format") == "long", F.coalesce(*long)).when(
+        F.col("record_format") == "wide", F.coalesce(*wide)
+    )
+
+
+def explode_readings(records: DataFrame, ruleset: RuleSet) -> DataFrame:
+    """One row per candidate reading: a wide record gives one per metric field it has, a long
+    record one; a record with none (or that is not a JSON object) gives one row, metric null."""
+    metrics = tuple(ruleset.metrics)
+    f = F.col("_fields")
+    wide_candidates = F.filter(
+        F.array(
+            *[
+                F.struct(
+                    F.lit(m).alias("metric"),
+                    f.getItem(m).alias("value_raw"),
+                    F.lit(True).alias("value_present"),
+                    F.lit(None).cast("string").alias("unit_raw"),
+                )
+                for m in metrics
+            ]
+        ),
+        lambda c: has(f, c.getField("metric")),
+    )
+    long_candidate = F.array(
+        F.struct(
+            F.lower(f.getItem("type")).alias("metric"),
+            f.getItem("value").alias("value_raw"),
+            has(f, "value").alias("value_present"),
+            f.getItem("unit").alias("unit_raw"),
+        )
+    )
+    candidates = F.when(F.col("record_format") == "wide", wide_candidates).when(
+        F.col("record_format") == "long", long_candidate
+    )
+    units = F.create_map(
+        *[x for m in ruleset.metrics.values() for x in (F.lit(m.name), F.lit(m.unit))]
+    )
+    return (
+        records.withColumn("missing_field", missing_field(metrics))
+        .withColumn("_reading", F.explode_outer(candidates))
+        .withColumn("metric", F.col("_reading.metric"))
+        .withColumn("value_raw", F.col("_reading.value_raw"))
+        .withColumn("value_present", F.coalesce(F.col("_reading.value_present"), F.lit(False)))
+        .withColumn("unit_raw", F.col("_reading.unit_raw"))
+        .withColumn("value", number_value(F.col("value_raw")))
+        .withColumn("unit", F.coalesce(units[F.col("metric")], F.col("unit_raw")))
+        .drop("_reading")
+    )
+
+
+def number_value(raw: Column) -> Column:
+    """The reading as a double (numbers or numeric strings); null if it is not a number.
+
+    Spark's JSON reader hands non-finite numbers (bare NaN, Infinity, 1e309) over as quoted
+    text; unquote them so they are judged as non-finite, not as the wrong type.
+    """
+    return F.regexp_replace(raw, r'^"(NaN|-?Infinity)"$', "$1").try_cast("double")
+
+
+def with_static_alerts(df: DataFrame, ruleset: RuleSet) -> DataFrame:
+    """alert_type and severity of the first static threshold a reading crosses (else null)."""
+    alert_type: Column = F.lit(None).cast("string")
+    severity: Column = F.lit(None).cast("string")
+    for alert in reversed(ruleset.static_alerts):
+        hit = F.col("metric") == alert.metric
+        if alert.above is not None:
+            hit = hit & (F.col("value") > alert.above)
+        if alert.below is not None:
+            hit = hit & (F.col("value") < alert.below)
+        alert_type = F.when(hit, F.lit(alert.alert_type)).otherwise(alert_type)
+        severity = F.when(hit, F.lit(alert.severity)).otherwise(severity)
+    return df.withColumn("alert_type", alert_type).withColumn("severity", severity)
+
+
+def judge(bronze: DataFrame, ruleset: RuleSet) -> DataFrame:
+    """Bronze rows -> judged candidate readings (``reasons``, ``quality_flags`` added)."""
+    candidates = explode_readings(parse_records(bronze), ruleset)
+    return with_rule_results(candidates, ruleset)
+
+
+def to_silver_rows(valid: DataFrame, ruleset: RuleSet) -> DataFrame:
+    """Valid judged readings -> the silver/readings contract."""
+    return with_static_alerts(valid, ruleset).select(
+        F.col("sensor_id"),
+        F.col("metric"),
+        F.col("value"),
+        F.col("unit"),
+        F.col("event_time"),
+        F.to_date("event_time").alias("event_date"),
+        F.col("location"),
+        F.col("record_format"),
+        F.col("quality_flags"),
+        F.col("alert_type"),
+        F.col("severity"),
+        F.col("topic").alias("bronze_topic"),
+        F.col("partition").alias("bronze_partition"),
+        F.col("offset").alias("bronze_offset"),
+        F.col("ingest_time").alias("bronze_ingest_time"),
+        F.lit(ruleset.version).alias("rule_version"),
+        F.current_timestamp().alias("processed_at"),
+    )
+
+
+def to_dlq_rows(rejected: DataFrame, ruleset: RuleSet, batch_id: int) -> DataFrame:
+    """Rejected judged readings -> the dlq/silver_rejects contract."""
+    now = F.current_timestamp()
+    return rejected.select(
+        F.col("raw_value"),
+        F.col("payload"),
+        F.col("reasons"),
+        F.col("reason_detail").alias("detail"),
+        F.col("sensor_id"),
+        F.col("metric"),
+        F.col("value_raw"),
+        F.col("timestamp_raw"),
+        F.lit(ruleset.version).alias("rule_version"),
+        F.col("topic").alias("bronze_topic"),
+        F.col("partition").alias("bronze_partition"),
+        F.col("offset").alias("bronze_offset"),
+        F.col("ingest_time").alias("bronze_ingest_time"),
+        F.lit(batch_id).cast("long").alias("batch_id"),
+        now.alias("rejected_at"),
+        F.to_date(now).alias("rejected_date"),
+    )
+
+
+def split_batch_duplicates(silver_rows: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Within one batch keep the first reading per key (lowest bronze coordinates)."""
+    order = Window.partitionBy(*DEDUP_KEY).orderBy(*LINEAGE)
+    ranked = silver_rows.withColumn("_rank", F.row_number().over(order))
+    first = ranked.where(F.col("_rank") == 1).drop("_rank")
+    later = ranked.where(F.col("_rank") > 1).drop("_rank")
+    return first, later
+
+
+def to_duplicate_rows(dups: DataFrame, batch_id: int) -> DataFrame:
+    """Duplicates -> the _ops/silver_duplicates ledger (key, own and kept lineage)."""
+    return dups.select(
+        *DEDUP_KEY,
+        *LINEAGE,
+        F.col("kept_topic"),
+        F.col("kept_partition"),
+        F.col("kept_offset"),
+        F.lit(batch_id).cast("long").alias("batch_id"),
+        F.current_timestamp().alias("detected_at"),
+    )
+
+
+@dataclass
+class SilverBatchWriter:
+    """Writes one micro-batch to silver, the DLQ and the duplicate ledger, exactly once.
+
+    Every write is an append carrying ``txnAppId``/``txnVersion`` = batch id, so Delta skips a
+    write that an earlier attempt of the same batch already committed. A reading is inserted
+    only if its key is not in silver yet; a key already there with this very bronze lineage
+    (an earlier attempt of the same batch) is not counted as a duplicate, so the classification
+    and therefore every table are the same whether a batch runs once or is replayed.
+    """
+
+    spark: SparkSession
+    settings: Settings
+    ruleset: RuleSet
+    app_id: str = "iot-lakehouse-silver"
+
+    def __call__(self, bronze_batch: DataFrame, batch_id: int) -> None:
+        self.write_batch(bronze_batch, batch_id)
+
+    def write_batch(self, bronze_batch: DataFrame, batch_id: int) -> dict[str, int]:
+        """Judge and write one batch; return the counts of valid, rejected and duplicates."""
+        # Materialise the judged batch once: every later step reads it instead of re-parsing,
+        # and the truncated plan keeps planning cheap.
+        judged = judge(bronze_batch, self.ruleset).localCheckpoint(eager=True)
+        valid, rejected = split_judged(judged)
+        rows = to_silver_rows(valid, self.ruleset)
+        first, later = split_batch_duplicates(rows)
+        first = first.localCheckpoint(eager=True)
+        to_insert, against_table = self._lookup_existing(first)
+        later = later.alias("l").join(first.alias("f"), list(DEDUP_KEY)).select(
+            *[F.col(f"l.{c}") for c in rows.columns if c not in DEDUP_KEY], *DEDUP_KEY,
+            F.col("f.bronze_topic").alias("kept_topic"),
+            F.col("f.bronze_partition").alias("kept_partition"),
+            F.col("f.bronze_offset").alias("kept_offset"))
+        duplicates = to_duplicate_rows(
+            later.unionByName(against_table.select(later.columns)), batch_id
+        ).localCheckpoint(eager=True)
+        to_insert = to_insert.localCheckpoint(eager=True)
+        s = self.settings
+        self._append(to_dlq_rows(rejected, self.ruleset, batch_id), s.dlq_rejects_path, batch_id)
+        self._append(duplicates, s.silver_duplicates_path, batch_id)
+        self._append(to_insert, s.silver_readings_path, batch_id)
+        counts = {"valid": to_insert.count(), "rejected": rejected.count(),
+                  "duplicates": duplicates.count()}
+        logger.info("silver batch %s", kv(job=JOB_NAME, batch_id=batch_id, **counts))
+        return counts
+
+    def _lookup_existing(self, first: DataFrame) -> tuple[DataFrame, DataFrame]:
+        """Split a batch's first readings into (to insert, duplicates of silver rows)."""
+        bounds = first.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"),
+                           F.collect_set("event_date").alias("dates")).first()
+        columns = first.columns
+        if bounds is None or bounds["lo"] is None:
+            empty = first.withColumns({"kept_topic": F.lit(None).cast("string"),
+                                       "kept_partition": F.lit(None).cast("int"),
+                                       "kept_offset": F.lit(None).cast("long")})
+            return first, empty.limit(0)
+        # Partition pruning on event_date and data skipping on event_time keep this lookup to
+        # the few files that can hold the batch's keys.
+        existing = (
+            self.spark.read.format("delta").load(self.settings.silver_readings_path)
+            .where(F.col("event_date").isin(list(bounds["dates"]))
+                   & F.col("event_time").between(bounds["lo"], bounds["hi"]))
+            .select(*DEDUP_KEY, *[F.col(c).alias(c.replace("bronze_", "kept_")) for c in LINEAGE])
+        )
+        looked_up = first.join(existing, list(DEDUP_KEY), "left")
+        own_write = ((F.col("kept_topic") == F.col("bronze_topic"))
+                     & (F.col("kept_partition") == F.col("bronze_partition"))
+                     & (F.col("kept_offset") == F.col("bronze_offset")))
+        new_or_own = F.col("kept_offset").isNull() | own_write
+        return (looked_up.where(new_or_own).select(*columns),
+                looked_up.where(~new_or_own))
+
+    def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
+        (df.write.format("delta").mode("append")
+         .option("txnAppId", f"{self.app_id}:{path}").option("txnVersion", batch_id)
+         .save(path))
+
+
+def create_silver_tables(spark: SparkSession, settings: Settings) -> None:
+    """Create silver, the DLQ and the duplicate ledger if they do not exist yet."""
+    create_table_if_missing(spark, settings.silver_readings_path, SILVER_READINGS, ["event_date"])
+    create_table_if_missing(spark, settings.dlq_rejects_path, DLQ_REJECTS, ["rejected_date"])
+    create_table_if_missing(spark, settings.silver_duplicates_path, SILVER_DUPLICATES, [])
+
+
+def start_silver_stream(
+    spark: SparkSession, settings: Settings, available_now: bool = False
+) -> StreamingQuery:
+    """Start the bronze -> silver query (Delta source, foreachBatch writer, own checkpoint)."""
+    ruleset = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
+    create_silver_tables(spark, settings)
+    source = (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", settings.silver_max_files_per_trigger)
+        .load(settings.bronze_events_path)
+    )
+    writer = (
+        source.writeStream.queryName(JOB_NAME)
+        .option("checkpointLocation", settings.checkpoint_path(JOB_NAME))
+        .foreachBatch(SilverBatchWriter(spark, settings, ruleset))
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if available_now
+        else writer.trigger(processingTime=settings.trigger_interval)
+    )
+    query = writer.start()
+    logger.info(
+        "silver stream started %s",
+        kv(
+            job=JOB_NAME,
+            source=settings.bronze_events_path,
+            table=settings.silver_readings_path,
+            dlq=settings.dlq_rejects_path,
+            rule_version=ruleset.version,
+            available_now=available_now,
+        ),
+    )
+    return query

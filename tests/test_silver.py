@@ -1,0 +1,402 @@
+"""bronze -> silver: parsing, one test per reason code, alerts, dedup, exactly-once, reconcile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from iot_lakehouse.bronze import start_bronze_stream
+from iot_lakehouse.generator import GeneratorConfig, run_generator
+from iot_lakehouse.reconcile import bronze_silver_ledger, reconcile
+from iot_lakehouse.rules import RuleSet, load_rules
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.silver import (
+    SilverBatchWriter,
+    create_silver_tables,
+    judge,
+    start_silver_stream,
+)
+
+INGEST = datetime(2026, 1, 5, 8, 0, 30, tzinfo=UTC)
+BRONZE_COLUMNS = (
+    "raw_value binary, payload string, topic string, partition int, offset long, "
+    "ingest_time timestamp"
+)
+WIDE_OK = (
+    b'{"sensor_id":"sensor-00001","timestamp":"2026-01-05T08:00:00Z","temperature":21.5,'
+    b'"humidity":40,"pressure":1000.5,"location":"building-A/floor-1","battery":88}'
+)
+LONG_OK = (
+    '{"timestamp":"2026-01-05T08:00:00Z","device_id":"sensor-temp-003","building":"B",'
+    '"floor":3,"type":"temperature","value":27.5,"unit":"°C"}'
+).encode()
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> RuleSet:
+    return load_rules()
+
+
+def bronze_df(
+    spark: SparkSession,
+    payloads: list[bytes | None],
+    first_offset: int = 0,
+    ingest: datetime = INGEST,
+) -> DataFrame:
+    def decode(p: bytes | None) -> str | None:
+        try:
+            return p.decode("utf-8") if p is not None else None
+        except UnicodeDecodeError:
+            return None
+
+    rows = [(p, decode(p), "t", 0, first_offset + i, ingest) for i, p in enumerate(payloads)]
+    return spark.createDataFrame(rows, BRONZE_COLUMNS)
+
+
+def judged_rows(spark: SparkSession, ruleset: RuleSet, payload: bytes | None) -> list[dict]:
+    df = judge(bronze_df(spark, [payload]), ruleset)
+    return [
+        r.asDict()
+        for r in df.select(
+            "metric", "value", "reasons", "quality_flags", "event_time", "sensor_id", "location"
+        ).collect()
+    ]
+
+
+def test_valid_wide_record_gives_three_readings(spark: SparkSession, ruleset: RuleSet) -> None:
+    rows = judged_rows(spark, ruleset, WIDE_OK)
+    assert sorted((r["metric"], r["value"]) for r in rows) == [
+        ("humidity", 40.0),
+        ("pressure", 1000.5),
+        ("temperature", 21.5),
+    ]
+    assert all(r["reasons"] == [] and r["sensor_id"] == "sensor-00001" for r in rows)
+    assert {r["location"] for r in rows} == {"building-A/floor-1"}
+
+
+def test_valid_long_record_gives_one_reading_with_location(
+    spark: SparkSession, ruleset: RuleSet
+) -> None:
+    rows = judged_rows(spark, ruleset, LONG_OK)
+    assert len(rows) == 1
+    assert rows[0]["metric"] == "temperature" and rows[0]["value"] == 27.5
+    assert rows[0]["reasons"] == [] and rows[0]["location"] == "building-B/floor-3"
+
+
+REASON_CASES: list[tuple[bytes | None, str]] = [
+    (b'{"sensor_id":"s-1","timestamp":', "MALFORMED_JSON"),
+    (b"not json at all", "MALFORMED_JSON"),
+    (b"", "MALFORMED_JSON"),
+    (None, "MALFORMED_JSON"),
+    (b"[1, 2, 3]", "NOT_AN_OBJECT"),
+    (b'"just a string"', "NOT_AN_OBJECT"),
+    (b"null", "NOT_AN_OBJECT"),
+    (b"\xff\xfe\x00\x01 binary", "NOT_UTF8"),
+    (b'{"timestamp":"2026-01-05T08:00:00Z","temperature":21}', "MISSING_FIELD"),
+    (b'{"sensor_id":"s-1","temperature":21}', "MISSING_FIELD"),
+    (b'{"sensor_id":"s-1","timestamp":null,"temperature":21}', "MISSING_FIELD"),
+    (b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","location":"x"}', "MISSING_FIELD"),
+    (b'{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z","type":"co2"}', "MISSING_FIELD"),
+    (b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":"hot"}', "WRONG_TYPE"),
+    (b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":true}', "WRONG_TYPE"),
+    (b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":{"c":1}}', "WRONG_TYPE"),
+    (b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":999}', "OUT_OF_RANGE"),
+    (
+        b'{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z","type":"energy_consumption",'
+        b'"value":-1,"unit":"kWh"}',
+        "OUT_OF_RANGE",
+    ),
+    (
+        b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":NaN}',
+        "NON_FINITE_VALUE",
+    ),
+    (
+        b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":Infinity}',
+        "NON_FINITE_VALUE",
+    ),
+    (
+        b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":1e309}',
+        "NON_FINITE_VALUE",
+    ),
+    (b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":null}', "NULL_VALUE"),
+    (
+        b'{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z","type":"co2","value":null}',
+        "NULL_VALUE",
+    ),
+    (
+        b'{"sensor_id":"s-1","timestamp":"2026-01-05T09:00:00Z","temperature":20}',
+        "FUTURE_TIMESTAMP",
+    ),
+    (b'{"sensor_id":"s-1","timestamp":"next tuesday","temperature":20}', "UNPARSABLE_TIMESTAMP"),
+    (
+        b'{"sensor_id":"s-1","timestamp":"2026-13-45T99:00:00Z","temperature":20}',
+        "UNPARSABLE_TIMESTAMP",
+    ),
+    (b'{"sensor_id":"","timestamp":"2026-01-05T08:00:00Z","temperature":20}', "INVALID_SENSOR_ID"),
+    (
+        b'{"sensor_id":"' + b"x" * 65 + b'","timestamp":"2026-01-05T08:00:00Z","temperature":20}',
+        "INVALID_SENSOR_ID",
+    ),
+    (
+        b'{"sensor_id":"bad id!","timestamp":"2026-01-05T08:00:00Z","temperature":20}',
+        "INVALID_SENSOR_ID",
+    ),
+    (
+        b'{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z","type":"radiation","value":1}',
+        "UNKNOWN_METRIC",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def judged_cases(spark: SparkSession, ruleset: RuleSet) -> dict[int, list[list[str]]]:
+    """Every reason case judged in one Spark job: offset -> reasons of each of its readings."""
+    df = judge(bronze_df(spark, [p for p, _ in REASON_CASES]), ruleset)
+    result: dict[int, list[list[str]]] = {}
+    for row in df.select("offset", "reasons").collect():
+        result.setdefault(row.offset, []).append(list(row.reasons))
+    return result
+
+
+@pytest.mark.parametrize(
+    "case",
+    range(len(REASON_CASES)),
+    ids=[f"{code}-{i}" for i, (_, code) in enumerate(REASON_CASES)],
+)
+def test_each_reason_code(judged_cases: dict[int, list[list[str]]], case: int) -> None:
+    payload, code = REASON_CASES[case]
+    readings = judged_cases.get(case)
+    assert readings, "every record must give at least one row"
+    assert all(code in reasons for reasons in readings), (payload, readings)
+
+
+def test_one_bad_value_rejects_only_that_reading(spark: SparkSession, ruleset: RuleSet) -> None:
+    rows = judged_rows(
+        spark,
+        ruleset,
+        b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z",'
+        b'"temperature":999,"humidity":45,"pressure":1000}',
+    )
+    by_metric = {r["metric"]: r["reasons"] for r in rows}
+    assert by_metric == {"temperature": ["OUT_OF_RANGE"], "humidity": [], "pressure": []}
+
+
+def test_unit_mismatch_is_a_warning_kept_in_silver(spark: SparkSession, ruleset: RuleSet) -> None:
+    rows = judged_rows(
+        spark,
+        ruleset,
+        b'{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z",'
+        b'"type":"temperature","value":70,"unit":"F"}',
+    )
+    assert rows[0]["reasons"] == ["OUT_OF_RANGE"] or rows[0]["quality_flags"] == ["UNIT_MISMATCH"]
+    rows = judged_rows(
+        spark,
+        ruleset,
+        b'{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z",'
+        b'"type":"co2","value":700,"unit":"ppb"}',
+    )
+    assert rows[0]["reasons"] == [] and rows[0]["quality_flags"] == ["UNIT_MISMATCH"]
+
+
+TIMESTAMP_CASES = [
+    ('"2026-01-05T08:00:00Z"', datetime(2026, 1, 5, 8, 0)),
+    ('"2026-01-05T10:00:00+02:00"', datetime(2026, 1, 5, 8, 0)),
+    ('"2026-01-05T03:00:00-05:00"', datetime(2026, 1, 5, 8, 0)),
+    ('"2026-01-05T08:00:00.250"', datetime(2026, 1, 5, 8, 0, 0, 250000)),  # naive = UTC
+    ('"2026-01-05 08:00:00"', datetime(2026, 1, 5, 8, 0)),
+    ("1767600000", datetime(2026, 1, 5, 8, 0)),  # epoch seconds
+    ("1767600000.5", datetime(2026, 1, 5, 8, 0, 0, 500000)),
+    ("1767600000123", datetime(2026, 1, 5, 8, 0, 0, 123000)),  # epoch milliseconds
+    ('"1767600000"', datetime(2026, 1, 5, 8, 0)),  # numeric string
+]
+
+
+def test_timestamp_formats(spark: SparkSession, ruleset: RuleSet) -> None:
+    payloads = [
+        f'{{"sensor_id":"s-1","timestamp":{ts},"temperature":20}}'.encode()
+        for ts, _ in TIMESTAMP_CASES
+    ]
+    rows = (
+        judge(bronze_df(spark, payloads), ruleset)
+        .select("offset", "event_time", "reasons")
+        .collect()
+    )
+    got = {r.offset: (r.event_time, list(r.reasons)) for r in rows}
+    expected = {i: (ts, []) for i, (_, ts) in enumerate(TIMESTAMP_CASES)}
+    assert got == expected  # the session time zone is UTC: naive datetimes are UTC
+
+
+def test_static_alert_flags(
+    spark: SparkSession, ruleset: RuleSet, tmp_path: Path, kafka_settings: Settings
+) -> None:
+    settings = kafka_settings.with_(
+        lakehouse_path=str(tmp_path / "lh"), dlq_path=str(tmp_path / "dlq")
+    )
+    create_silver_tables(spark, settings)
+    payloads = [
+        b'{"sensor_id":"s-1","timestamp":"2026-01-05T08:00:00Z","temperature":35,"humidity":85}',
+        b'{"sensor_id":"s-2","timestamp":"2026-01-05T08:00:00Z","temperature":5,"humidity":50}',
+        b'{"sensor_id":"s-3","timestamp":"2026-01-05T08:00:00Z","temperature":20}',
+    ]
+    SilverBatchWriter(spark, settings, ruleset).write_batch(bronze_df(spark, payloads), 0)
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    got = {(r.sensor_id, r.metric): (r.alert_type, r.severity) for r in silver.collect()}
+    assert got == {
+        ("s-1", "temperature"): ("HIGH_TEMP", "warning"),
+        ("s-1", "humidity"): ("HIGH_HUMIDITY", "warning"),
+        ("s-2", "temperature"): ("LOW_TEMP", "warning"),
+        ("s-2", "humidity"): (None, None),
+        ("s-3", "temperature"): (None, None),
+    }
+
+
+def table_rows(spark: SparkSession, path: str, drop: tuple[str, ...]) -> list[tuple]:
+    return sorted(tuple(r) for r in spark.read.format("delta").load(path).drop(*drop).collect())
+
+
+def test_batch_written_twice_changes_nothing_and_duplicates_are_counted(
+    spark: SparkSession, ruleset: RuleSet, tmp_path: Path, kafka_settings: Settings
+) -> None:
+    settings = kafka_settings.with_(
+        lakehouse_path=str(tmp_path / "lh"), dlq_path=str(tmp_path / "dlq")
+    )
+    create_silver_tables(spark, settings)
+    writer = SilverBatchWriter(spark, settings, ruleset)
+    batch0 = bronze_df(spark, [WIDE_OK, WIDE_OK, b"garbage", LONG_OK], first_offset=0)
+    counts = writer.write_batch(batch0, 0)
+    assert counts == {"valid": 4, "rejected": 1, "duplicates": 3}
+
+    def snapshot() -> tuple[list[tuple], list[tuple], list[tuple]]:
+        return (
+            table_rows(spark, settings.silver_readings_path, ("processed_at",)),
+            table_rows(spark, settings.dlq_rejects_path, ("rejected_at", "rejected_date")),
+            table_rows(spark, settings.silver_duplicates_path, ("detected_at",)),
+        )
+
+    before = snapshot()
+    writer.write_batch(batch0, 0)  # replay of the same micro-batch
+    assert snapshot() == before
+
+    # A later batch resending the same readings: duplicates of silver, not new rows.
+    counts = writer.write_batch(bronze_df(spark, [LONG_OK, WIDE_OK], first_offset=10), 1)
+    assert counts == {"valid": 0, "rejected": 0, "duplicates": 4}
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    assert silver.count() == 4
+    assert (
+        silver.groupBy("sensor_id", "metric", "event_time").count().where("count > 1").count() == 0
+    )
+    dups = spark.read.format("delta").load(settings.silver_duplicates_path)
+    assert dups.count() == 7
+    assert dups.where("bronze_offset = 10").first()["kept_offset"] == 3
+
+
+def duplicate_keys(silver: DataFrame) -> int:
+    """Keys (sensor_id, metric, event_time) present more than once."""
+    return silver.groupBy("sensor_id", "metric", "event_time").count().where("count > 1").count()
+
+
+def produce(settings: Settings, count: int, seed: int) -> None:
+    config = GeneratorConfig(
+        sensors=300,
+        rate=1000.0,
+        count=count,
+        seed=seed,
+        format="mixed",
+        malformed_fraction=0.0125,
+        invalid_fraction=0.0125,
+        duplicate_fraction=0.0125,
+        late_fraction=0.0125,
+        start_time=datetime(2026, 1, 5, 8, 0, tzinfo=UTC),
+        topic=settings.kafka_topic,
+    )
+    report = run_generator(config, settings)
+    assert report.failed == 0 and report.sent == count
+
+
+def test_generated_stream_with_bad_input_reconciles_exactly(
+    spark: SparkSession, settings: Settings
+) -> None:
+    produce(settings, 8000, seed=21)  # 5 % bad input in all
+    start_bronze_stream(spark, settings, available_now=True).awaitTermination(300)
+    query = start_silver_stream(spark, settings, available_now=True)
+    query.awaitTermination(600)
+    assert query.exception() is None
+    ledgers = reconcile(spark, settings)
+    assert [ledger.name for ledger in ledgers] == ["kafka -> bronze", "bronze -> silver"]
+    assert all(ledger.ok for ledger in ledgers), ledgers
+    silver_ledger = ledgers[1]
+    assert silver_ledger.source == 8000
+    assert silver_ledger.parts["dlq"] > 0 and silver_ledger.parts["duplicates"] > 0
+    dlq = spark.read.format("delta").load(settings.dlq_rejects_path)
+    reasons = {
+        r.reason for r in dlq.select(F.explode("reasons").alias("reason")).distinct().collect()
+    }
+    assert {"MALFORMED_JSON", "NOT_UTF8", "OUT_OF_RANGE"} <= reasons
+    assert dlq.where(F.col("detail").isNull() | (F.col("detail") == "")).count() == 0
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    assert (
+        silver.groupBy("sensor_id", "metric", "event_time").count().where("count > 1").count() == 0
+    )
+    for column in ("sensor_id", "metric", "value", "event_time", "event_date"):
+        assert silver.where(F.col(column).isNull()).count() == 0, column
+
+
+def test_silver_job_killed_mid_stream_leaves_no_duplicate_and_no_gap(
+    spark: SparkSession, settings: Settings
+) -> None:
+    produce(settings, 12000, seed=5)
+    start_bronze_stream(spark, settings, available_now=True).awaitTermination(300)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "KAFKA_TOPIC": settings.kafka_topic,
+        "LAKEHOUSE_PATH": settings.lakehouse_path,
+        "DLQ_PATH": settings.dlq_path,
+        "IOT_RUNTIME_DIR": str(settings.runtime_dir),
+        "SPARK_MASTER": "local[1]",
+        "TRIGGER_INTERVAL": "1 second",
+        "SILVER_MAX_FILES_PER_TRIGGER": "1",
+    }
+    cmd = [sys.executable, "-m", "iot_lakehouse", "run", "silver"]
+    job = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    silver_log = Path(settings.silver_readings_path) / "_delta_log"
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(silver_log.glob("*.json"))) < 3:  # table creation + 2 batches
+            assert job.poll() is None, job.stderr.read().decode()[-3000:] if job.stderr else ""
+            assert time.monotonic() < deadline, "silver job made no progress"
+            time.sleep(0.2)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    rerun = subprocess.run(
+        [*cmd, "--available-now"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    ledger = bronze_silver_ledger(spark, settings)
+    assert ledger.ok and ledger.source == 12000, ledger
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    assert (
+        silver.groupBy("sensor_id", "metric", "event_time").count().where("count > 1").count() == 0
+    )
