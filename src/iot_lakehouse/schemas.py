@@ -6,6 +6,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
+    BooleanType,
     DateType,
     DoubleType,
     IntegerType,
@@ -110,3 +111,24 @@ def create_table_if_missing(
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     builder.execute()
+
+
+# _ops/quality: one row per Great Expectations check per validated micro-batch.
+QUALITY_RESULTS = StructType(
+    [
+        StructField("job", StringType(), nullable=True),
+        StructField("batch_id", LongType(), nullable=True),
+        StructField("rule_version", StringType(), nullable=True),
+        StructField("rule_code", StringType(), nullable=True),
+        StructField("criticality", StringType(), nullable=True),
+        StructField("expectation", StringType(), nullable=True),
+        StructField("column", StringType(), nullable=True),
+        StructField("condition", StringType(), nullable=True),
+        StructField("element_count", LongType(), nullable=True),
+        StructField("unexpected_count", LongType(), nullable=True),
+        StructField("success", BooleanType(), nullable=True),
+        StructField("error", StringType(), nullable=True),
+        StructField("suite_duration_ms", LongType(), nullable=True),
+        StructField("validated_at", TimestampType(), nullable=True),
+    ]
+)

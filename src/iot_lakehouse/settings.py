@@ -80,7 +80,7 @@ class Settings:
     silver_rules_file: Path | None = None
     silver_max_future_seconds: int | None = None
     silver_max_files_per_trigger: int = 50
-    quality_every_n_batches: int = 1
+    quality_every_n_batches: int = 10
     log_level: str = "INFO"
     log_format: str = "kv"
 

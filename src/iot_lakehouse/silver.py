@@ -17,6 +17,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.bronze import require_columns
 from iot_lakehouse.logs import kv
+from iot_lakehouse.quality import QualityValidator, validate_and_record
 from iot_lakehouse.rules import RuleSet, load_rules, split_judged, with_rule_results
 from iot_lakehouse.schemas import (
     DLQ_REJECTS,
@@ -299,6 +300,11 @@ class SilverBatchWriter:
     settings: Settings
     ruleset: RuleSet
     app_id: str = "iot-lakehouse-silver"
+    validator: QualityValidator | None = None
+
+    def __post_init__(self) -> None:
+        if self.validator is None and self.settings.quality_every_n_batches > 0:
+            self.validator = QualityValidator(self.ruleset)
 
     def __call__(self, bronze_batch: DataFrame, batch_id: int) -> None:
         self.write_batch(bronze_batch, batch_id)
@@ -308,16 +314,33 @@ class SilverBatchWriter:
         # Materialise the judged batch once: every later step reads it instead of re-parsing,
         # and the truncated plan keeps planning cheap.
         judged = judge(bronze_batch, self.ruleset).localCheckpoint(eager=True)
+        every = self.settings.quality_every_n_batches
+        if self.validator is not None and every > 0 and batch_id % every == 0:
+            validate_and_record(
+                self.spark,
+                self.validator,
+                judged,
+                JOB_NAME,
+                batch_id,
+                self.settings.quality_results_path,
+                self.app_id,
+            )
         valid, rejected = split_judged(judged)
         rows = to_silver_rows(valid, self.ruleset)
         first, later = split_batch_duplicates(rows)
         first = first.localCheckpoint(eager=True)
         to_insert, against_table = self._lookup_existing(first)
-        later = later.alias("l").join(first.alias("f"), list(DEDUP_KEY)).select(
-            *[F.col(f"l.{c}") for c in rows.columns if c not in DEDUP_KEY], *DEDUP_KEY,
-            F.col("f.bronze_topic").alias("kept_topic"),
-            F.col("f.bronze_partition").alias("kept_partition"),
-            F.col("f.bronze_offset").alias("kept_offset"))
+        later = (
+            later.alias("l")
+            .join(first.alias("f"), list(DEDUP_KEY))
+            .select(
+                *[F.col(f"l.{c}") for c in rows.columns if c not in DEDUP_KEY],
+                *DEDUP_KEY,
+                F.col("f.bronze_topic").alias("kept_topic"),
+                F.col("f.bronze_partition").alias("kept_partition"),
+                F.col("f.bronze_offset").alias("kept_offset"),
+            )
+        )
         duplicates = to_duplicate_rows(
             later.unionByName(against_table.select(later.columns)), batch_id
         ).localCheckpoint(eager=True)
@@ -326,41 +349,59 @@ class SilverBatchWriter:
         self._append(to_dlq_rows(rejected, self.ruleset, batch_id), s.dlq_rejects_path, batch_id)
         self._append(duplicates, s.silver_duplicates_path, batch_id)
         self._append(to_insert, s.silver_readings_path, batch_id)
-        counts = {"valid": to_insert.count(), "rejected": rejected.count(),
-                  "duplicates": duplicates.count()}
+        counts = {
+            "valid": to_insert.count(),
+            "rejected": rejected.count(),
+            "duplicates": duplicates.count(),
+        }
         logger.info("silver batch %s", kv(job=JOB_NAME, batch_id=batch_id, **counts))
         return counts
 
     def _lookup_existing(self, first: DataFrame) -> tuple[DataFrame, DataFrame]:
         """Split a batch's first readings into (to insert, duplicates of silver rows)."""
-        bounds = first.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"),
-                           F.collect_set("event_date").alias("dates")).first()
+        bounds = first.agg(
+            F.min("event_time").alias("lo"),
+            F.max("event_time").alias("hi"),
+            F.collect_set("event_date").alias("dates"),
+        ).first()
         columns = first.columns
         if bounds is None or bounds["lo"] is None:
-            empty = first.withColumns({"kept_topic": F.lit(None).cast("string"),
-                                       "kept_partition": F.lit(None).cast("int"),
-                                       "kept_offset": F.lit(None).cast("long")})
+            empty = first.withColumns(
+                {
+                    "kept_topic": F.lit(None).cast("string"),
+                    "kept_partition": F.lit(None).cast("int"),
+                    "kept_offset": F.lit(None).cast("long"),
+                }
+            )
             return first, empty.limit(0)
         # Partition pruning on event_date and data skipping on event_time keep this lookup to
         # the few files that can hold the batch's keys.
         existing = (
-            self.spark.read.format("delta").load(self.settings.silver_readings_path)
-            .where(F.col("event_date").isin(list(bounds["dates"]))
-                   & F.col("event_time").between(bounds["lo"], bounds["hi"]))
+            self.spark.read.format("delta")
+            .load(self.settings.silver_readings_path)
+            .where(
+                F.col("event_date").isin(list(bounds["dates"]))
+                & F.col("event_time").between(bounds["lo"], bounds["hi"])
+            )
             .select(*DEDUP_KEY, *[F.col(c).alias(c.replace("bronze_", "kept_")) for c in LINEAGE])
         )
         looked_up = first.join(existing, list(DEDUP_KEY), "left")
-        own_write = ((F.col("kept_topic") == F.col("bronze_topic"))
-                     & (F.col("kept_partition") == F.col("bronze_partition"))
-                     & (F.col("kept_offset") == F.col("bronze_offset")))
+        own_write = (
+            (F.col("kept_topic") == F.col("bronze_topic"))
+            & (F.col("kept_partition") == F.col("bronze_partition"))
+            & (F.col("kept_offset") == F.col("bronze_offset"))
+        )
         new_or_own = F.col("kept_offset").isNull() | own_write
-        return (looked_up.where(new_or_own).select(*columns),
-                looked_up.where(~new_or_own))
+        return (looked_up.where(new_or_own).select(*columns), looked_up.where(~new_or_own))
 
     def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
-        (df.write.format("delta").mode("append")
-         .option("txnAppId", f"{self.app_id}:{path}").option("txnVersion", batch_id)
-         .save(path))
+        (
+            df.write.format("delta")
+            .mode("append")
+            .option("txnAppId", f"{self.app_id}:{path}")
+            .option("txnVersion", batch_id)
+            .save(path)
+        )
 
 
 def create_silver_tables(spark: SparkSession, settings: Settings) -> None:

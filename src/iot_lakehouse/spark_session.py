@@ -48,8 +48,10 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.sql.adaptive.enabled", "true")
         # Delta replays its log with this many partitions (default 50): tiny on a laptop.
-        .config("spark.databricks.delta.snapshotPartitions",
-                str(max(1, settings.spark_shuffle_partitions)))
+        .config(
+            "spark.databricks.delta.snapshotPartitions",
+            str(max(1, settings.spark_shuffle_partitions)),
+        )
         # A JSON object with a repeated key must not fail a job: the last value wins.
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
         .config("spark.driver.extraJavaOptions", "-XX:+UseG1GC -Duser.timezone=UTC")
