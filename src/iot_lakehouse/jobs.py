@@ -27,6 +27,46 @@ JOBS: dict[str, JobStarter] = {
     "silver": start_silver_stream,
 }
 
+# The Delta table each job streams from (None: Kafka or files).
+UPSTREAM: dict[str, Callable[[Settings], str] | None] = {
+    "bronze": None,
+    "silver": lambda s: s.bronze_events_path,
+}
+
+
+def wait_for_upstream(
+    spark: SparkSession,
+    job: str,
+    settings: Settings,
+    available_now: bool,
+    stop: threading.Event,
+    poll_s: float = 2.0,
+) -> bool:
+    """Wait until the job's upstream Delta table exists; False if told to stop first.
+
+    A streaming job started before its upstream has written anything waits for it; an
+    ``--available-now`` run has nothing to do and says so.
+    """
+    from delta.tables import DeltaTable
+
+    upstream = UPSTREAM[job]
+    if upstream is None:
+        return True
+    path = upstream(settings)
+    waited = 0.0
+    while not DeltaTable.isDeltaTable(spark, path):
+        if available_now:
+            raise JobError(
+                f"job {job}: its input table {path} does not exist yet; run the "
+                "upstream job first (see README, 'Commands')."
+            )
+        if waited % 30 == 0:
+            logger.info("waiting for upstream table %s", kv(job=job, table=path))
+        if stop.wait(poll_s):
+            return False
+        waited += poll_s
+    return True
+
 
 def log_progress(job: str, query: StreamingQuery, last_batch: int) -> int:
     """Log the newest finished micro-batch once; return its id."""
@@ -80,6 +120,8 @@ def run_job(job: str, settings: Settings, available_now: bool = False) -> None:
     signal.signal(signal.SIGINT, on_signal)
     spark = build_spark(settings, f"iot-lakehouse-{job}")
     try:
+        if not wait_for_upstream(spark, job, settings, available_now, stop):
+            return
         query = JOBS[job](spark, settings, available_now)
         await_query(job, query, stop)
     finally:

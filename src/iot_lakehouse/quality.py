@@ -51,6 +51,11 @@ GX_EXPECTATIONS = {
 }
 
 
+def warm_up() -> None:
+    """Import Great Expectations (slow the first time) so the first validation is not."""
+    import great_expectations  # noqa: F401
+
+
 def _expectation(check: Check, meta: dict[str, Any]) -> Any:
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import PassThroughCondition

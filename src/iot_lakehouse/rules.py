@@ -241,42 +241,46 @@ def rule_fails(rule: Rule) -> Column:
 
 
 def _codes(rules: list[Rule]) -> Column:
-    return F.filter(
-        F.array(*[F.when(rule_fails(r), F.lit(r.code)) for r in rules], F.lit(None).cast("string")),
-        lambda c: c.isNotNull(),
-    )
+    if not rules:
+        return F.array().cast("array<string>")
+    return F.array_compact(F.array(*[F.when(rule_fails(r), F.lit(r.code)) for r in rules]))
 
 
 def with_rule_results(df: DataFrame, ruleset: RuleSet) -> DataFrame:
     """Add ``reasons`` (failed error rules) and ``quality_flags`` (failed warn rules)."""
     errors = [r for r in ruleset.rules if r.criticality == "error"]
     warns = [r for r in ruleset.rules if r.criticality == "warn"]
-    details = [
-        F.when(
-            rule_fails(r),
-            F.concat(
-                F.lit(f"{r.code}: {r.description} ("),
-                F.lit(f"{r.checks[0].column}="),
-                F.coalesce(F.col(r.checks[0].column).cast("string"), F.lit("null")),
-                F.lit(")"),
-            ),
+    return df.withColumn("reasons", _codes(errors)).withColumn("quality_flags", _codes(warns))
+
+
+def reason_detail(ruleset: RuleSet) -> Column:
+    """A readable line per failed error rule: code, description and the offending value.
+
+    Evaluated on rejected rows only (it re-checks the rules), so it costs nothing on the
+    valid majority.
+    """
+    parts = []
+    for rule in ruleset.rules:
+        if rule.criticality != "error":
+            continue
+        column = rule.checks[0].column
+        value = F.coalesce(F.col(column).cast("string"), F.lit("null"))
+        parts.append(
+            F.when(
+                F.array_contains("reasons", rule.code),
+                F.concat(F.lit(f"{rule.code}: {rule.description} ({column}="), value, F.lit(")")),
+            )
         )
-        for r in errors
-    ]
-    return (
-        df.withColumn("reasons", _codes(errors))
-        .withColumn("quality_flags", _codes(warns))
-        .withColumn("reason_detail", F.concat_ws("; ", *details))
-    )
+    return F.concat_ws("; ", *parts)
 
 
 def split_judged(judged: DataFrame) -> tuple[DataFrame, DataFrame]:
     """Split rows already judged by ``with_rule_results`` into (valid, rejected)."""
-    valid = judged.where(F.size("reasons") == 0).drop("reasons", "reason_detail")
+    valid = judged.where(F.size("reasons") == 0).drop("reasons")
     rejected = judged.where(F.size("reasons") > 0)
     return valid, rejected
 
 
 def split_valid_invalid(df: DataFrame, ruleset: RuleSet) -> tuple[DataFrame, DataFrame]:
-    """Judge every row; return (valid rows, rejected rows with reasons and a readable detail)."""
+    """Judge every row; return (valid rows, rejected rows with their reasons)."""
     return split_judged(with_rule_results(df, ruleset))

@@ -9,6 +9,7 @@ Pure transforms (``parse_records``, ``explode_readings``, ``with_static_alerts``
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -17,8 +18,14 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.bronze import require_columns
 from iot_lakehouse.logs import kv
-from iot_lakehouse.quality import QualityValidator, validate_and_record
-from iot_lakehouse.rules import RuleSet, load_rules, split_judged, with_rule_results
+from iot_lakehouse.quality import QualityValidator, validate_and_record, warm_up
+from iot_lakehouse.rules import (
+    RuleSet,
+    load_rules,
+    reason_detail,
+    split_judged,
+    with_rule_results,
+)
 from iot_lakehouse.schemas import (
     DLQ_REJECTS,
     SILVER_DUPLICATES,
@@ -146,19 +153,21 @@ def explode_readings(records: DataFrame, ruleset: RuleSet) -> DataFrame:
     record one; a record with none (or that is not a JSON object) gives one row, metric null."""
     metrics = tuple(ruleset.metrics)
     f = F.col("_fields")
-    wide_candidates = F.filter(
+    wide_candidates = F.array_compact(
         F.array(
             *[
-                F.struct(
-                    F.lit(m).alias("metric"),
-                    f.getItem(m).alias("value_raw"),
-                    F.lit(True).alias("value_present"),
-                    F.lit(None).cast("string").alias("unit_raw"),
+                F.when(
+                    has(f, m),
+                    F.struct(
+                        F.lit(m).alias("metric"),
+                        f.getItem(m).alias("value_raw"),
+                        F.lit(True).alias("value_present"),
+                        F.lit(None).cast("string").alias("unit_raw"),
+                    ),
                 )
                 for m in metrics
             ]
-        ),
-        lambda c: has(f, c.getField("metric")),
+        )
     )
     long_candidate = F.array(
         F.struct(
@@ -213,7 +222,7 @@ def with_static_alerts(df: DataFrame, ruleset: RuleSet) -> DataFrame:
 
 def judge(bronze: DataFrame, ruleset: RuleSet) -> DataFrame:
     """Bronze rows -> judged candidate readings (``reasons``, ``quality_flags`` added)."""
-    candidates = explode_readings(parse_records(bronze), ruleset)
+    candidates = explode_readings(parse_records(bronze), ruleset).drop("_fields")
     return with_rule_results(candidates, ruleset)
 
 
@@ -247,7 +256,7 @@ def to_dlq_rows(rejected: DataFrame, ruleset: RuleSet, batch_id: int) -> DataFra
         F.col("raw_value"),
         F.col("payload"),
         F.col("reasons"),
-        F.col("reason_detail").alias("detail"),
+        reason_detail(ruleset).alias("detail"),
         F.col("sensor_id"),
         F.col("metric"),
         F.col("value_raw"),
@@ -305,8 +314,16 @@ class SilverBatchWriter:
     def __post_init__(self) -> None:
         if self.validator is None and self.settings.quality_every_n_batches > 0:
             self.validator = QualityValidator(self.ruleset)
+            # Importing Great Expectations takes seconds: do it while the stream starts.
+            threading.Thread(target=warm_up, name="gx-import", daemon=True).start()
 
     def __call__(self, bronze_batch: DataFrame, batch_id: int) -> None:
+        """foreachBatch entry point: bind the writes to this query's checkpoint, then write."""
+        if ":" not in self.app_id:
+            # The query id lives in the checkpoint: a new checkpoint (batch ids from 0 again)
+            # gets a new txnAppId instead of having its writes skipped as "already done".
+            query = next(q for q in self.spark.streams.active if q.name == JOB_NAME)
+            self.app_id = f"{self.app_id}:{query.id}"
         self.write_batch(bronze_batch, batch_id)
 
     def write_batch(self, bronze_batch: DataFrame, batch_id: int) -> dict[str, int]:
@@ -315,7 +332,7 @@ class SilverBatchWriter:
         # and the truncated plan keeps planning cheap.
         judged = judge(bronze_batch, self.ruleset).localCheckpoint(eager=True)
         every = self.settings.quality_every_n_batches
-        if self.validator is not None and every > 0 and batch_id % every == 0:
+        if self.validator is not None and every > 0 and batch_id % every == every - 1:
             validate_and_record(
                 self.spark,
                 self.validator,

@@ -55,10 +55,13 @@ def delta_row_count(path: str) -> int | None:
 
 @dataclass(frozen=True)
 class PipelineCounts:
-    """One snapshot of the pipeline: what Kafka holds and what bronze has."""
+    """One snapshot of the pipeline: what Kafka holds and what each table has."""
 
     kafka_messages: int | None
     bronze_rows: int | None
+    silver_rows: int | None = None
+    dlq_rows: int | None = None
+    duplicates: int | None = None
 
     @property
     def bronze_lag(self) -> int | None:
@@ -74,6 +77,9 @@ class PipelineCounts:
             kafka=show(self.kafka_messages),
             bronze=show(self.bronze_rows),
             bronze_lag=show(self.bronze_lag),
+            silver=show(self.silver_rows),
+            dlq=show(self.dlq_rows),
+            duplicates=show(self.duplicates),
         )
 
 
@@ -83,4 +89,7 @@ def pipeline_counts(settings: Settings) -> PipelineCounts:
     return PipelineCounts(
         kafka_messages=sum(offsets.values()) if offsets is not None else None,
         bronze_rows=delta_row_count(settings.bronze_events_path),
+        silver_rows=delta_row_count(settings.silver_readings_path),
+        dlq_rows=delta_row_count(settings.dlq_rejects_path),
+        duplicates=delta_row_count(settings.silver_duplicates_path),
     )

@@ -90,6 +90,7 @@ def run_all(
     failed = False
     try:
         children.append(spawn("bronze", ["run", "bronze"], settings.logs_dir))
+        children.append(spawn("silver", ["run", "silver"], settings.logs_dir))
         children.append(
             spawn(
                 "generator",
@@ -103,6 +104,9 @@ def run_all(
                     "mixed",
                     "--seed",
                     str(int(time.time())),
+                    # a little bad input, so the DLQ and the duplicate ledger have something
+                    *("--malformed-fraction", "0.005", "--invalid-fraction", "0.01"),
+                    *("--duplicate-fraction", "0.005", "--late-fraction", "0.01"),
                 ],
                 settings.logs_dir,
             )
