@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
+from iot_lakehouse.generator import GeneratorConfig, run_generator
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.spark_session import build_spark
@@ -65,3 +68,50 @@ def settings(kafka_settings: Settings, tmp_path: Path) -> Settings:
     )
     LocalKafkaBroker(test_settings).create_topics()
     return test_settings
+
+
+def produce(
+    settings: Settings,
+    count: int,
+    seed: int,
+    bad_fraction: float = 0.05,
+    sensors: int = 200,
+    rate: float = 1_000_000.0,
+) -> GeneratorConfig:
+    """Send ``count`` generated events to the settings' topic (``bad_fraction`` split evenly
+    over malformed, invalid, duplicate and late), asserting every one was acknowledged."""
+    config = GeneratorConfig(
+        sensors=sensors,
+        rate=rate,
+        count=count,
+        seed=seed,
+        format="mixed",
+        malformed_fraction=bad_fraction / 4,
+        invalid_fraction=bad_fraction / 4,
+        duplicate_fraction=bad_fraction / 4,
+        late_fraction=bad_fraction / 4,
+        start_time=datetime(2026, 1, 5, 8, 0, tzinfo=UTC),
+        topic=settings.kafka_topic,
+    )
+    report = run_generator(config, settings)
+    assert (report.sent, report.delivered, report.failed) == (count, count, 0)
+    return config
+
+
+def job_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """Environment for a job run as a separate process against these settings."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "KAFKA_TOPIC": settings.kafka_topic,
+            "LAKEHOUSE_PATH": settings.lakehouse_path,
+            "DLQ_PATH": settings.dlq_path,
+            "IOT_RUNTIME_DIR": str(settings.runtime_dir),
+            "SPARK_MASTER": "local[1]",
+            "SPARK_DRIVER_MEMORY": "1g",
+            "TRIGGER_INTERVAL": "1 second",
+        }
+    )
+    env.update(overrides)
+    return env

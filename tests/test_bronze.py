@@ -18,10 +18,11 @@ from pyspark.testing import assertDataFrameEqual
 
 from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.generator import EventGenerator, GeneratorConfig, run_generator
+from iot_lakehouse.generator import EventGenerator, GeneratorConfig
 from iot_lakehouse.schemas import BRONZE_EVENTS
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.status import delta_row_count
+from tests.conftest import job_env, produce
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 KAFKA_ROWS_SCHEMA = (
@@ -74,25 +75,6 @@ def test_missing_kafka_columns_are_reported(spark: SparkSession) -> None:
         to_bronze_events(df)
 
 
-def produce(settings: Settings, count: int, seed: int = 7) -> GeneratorConfig:
-    config = GeneratorConfig(
-        sensors=200,
-        rate=1_000_000.0,
-        count=count,
-        seed=seed,
-        format="mixed",
-        malformed_fraction=0.05,
-        invalid_fraction=0.05,
-        duplicate_fraction=0.05,
-        late_fraction=0.05,
-        start_time=START,
-        topic=settings.kafka_topic,
-    )
-    report = run_generator(config, settings)
-    assert (report.sent, report.delivered, report.failed) == (count, count, 0)
-    return config
-
-
 def expected_values(config: GeneratorConfig, count: int) -> list[bytes]:
     generator = EventGenerator(config)
     return sorted(generator.generate_event(i).value for i in range(count))
@@ -101,7 +83,7 @@ def expected_values(config: GeneratorConfig, count: int) -> list[bytes]:
 def test_10k_events_with_bad_input_land_in_bronze_exactly_once(
     spark: SparkSession, settings: Settings
 ) -> None:
-    config = produce(settings, 10_000)
+    config = produce(settings, 10_000, seed=7, bad_fraction=0.2)
     query = start_bronze_stream(spark, settings, available_now=True)
     query.awaitTermination(300)
     assert query.exception() is None
@@ -131,24 +113,6 @@ def test_10k_events_with_bad_input_land_in_bronze_exactly_once(
     assert delta_row_count(settings.bronze_events_path) == 10_000
 
 
-def job_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "KAFKA_TOPIC": settings.kafka_topic,
-            "LAKEHOUSE_PATH": settings.lakehouse_path,
-            "DLQ_PATH": settings.dlq_path,
-            "IOT_RUNTIME_DIR": str(settings.runtime_dir),
-            "SPARK_MASTER": "local[1]",
-            "SPARK_DRIVER_MEMORY": "1g",
-            "TRIGGER_INTERVAL": "1 second",
-            "MAX_OFFSETS_PER_TRIGGER": "1500",
-        }
-    )
-    return env
-
-
 def committed_versions(table_path: str) -> int:
     log = Path(table_path) / "_delta_log"
     return len(list(log.glob("*.json"))) if log.exists() else 0
@@ -158,11 +122,11 @@ def test_bronze_job_killed_with_sigkill_and_restarted_loses_and_duplicates_nothi
     settings: Settings, spark: SparkSession
 ) -> None:
     total = 20_000
-    produce(settings, total, seed=11)
+    produce(settings, total, seed=11, bad_fraction=0.2)
     cmd = [sys.executable, "-m", "iot_lakehouse", "run", "bronze"]
     job = subprocess.Popen(
         cmd,
-        env=job_env(settings),
+        env=job_env(settings, MAX_OFFSETS_PER_TRIGGER="1500"),
         cwd=PROJECT_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -182,7 +146,7 @@ def test_bronze_job_killed_with_sigkill_and_restarted_loses_and_duplicates_nothi
 
     rerun = subprocess.run(
         [*cmd, "--available-now"],
-        env=job_env(settings),
+        env=job_env(settings, MAX_OFFSETS_PER_TRIGGER="1500"),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

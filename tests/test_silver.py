@@ -15,7 +15,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from iot_lakehouse.bronze import start_bronze_stream
-from iot_lakehouse.generator import GeneratorConfig, run_generator
 from iot_lakehouse.reconcile import bronze_silver_ledger, reconcile
 from iot_lakehouse.rules import RuleSet, load_rules
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
@@ -25,6 +24,7 @@ from iot_lakehouse.silver import (
     judge,
     start_silver_stream,
 )
+from tests.conftest import job_env, produce
 
 INGEST = datetime(2026, 1, 5, 8, 0, 30, tzinfo=UTC)
 BRONZE_COLUMNS = (
@@ -304,28 +304,10 @@ def duplicate_keys(silver: DataFrame) -> int:
     return silver.groupBy("sensor_id", "metric", "event_time").count().where("count > 1").count()
 
 
-def produce(settings: Settings, count: int, seed: int) -> None:
-    config = GeneratorConfig(
-        sensors=300,
-        rate=1000.0,
-        count=count,
-        seed=seed,
-        format="mixed",
-        malformed_fraction=0.0125,
-        invalid_fraction=0.0125,
-        duplicate_fraction=0.0125,
-        late_fraction=0.0125,
-        start_time=datetime(2026, 1, 5, 8, 0, tzinfo=UTC),
-        topic=settings.kafka_topic,
-    )
-    report = run_generator(config, settings)
-    assert report.failed == 0 and report.sent == count
-
-
 def test_generated_stream_with_bad_input_reconciles_exactly(
     spark: SparkSession, settings: Settings
 ) -> None:
-    produce(settings, 8000, seed=21)  # 5 % bad input in all
+    produce(settings, 8000, seed=21, sensors=300, rate=1000.0)  # 5 % bad input in all
     start_bronze_stream(spark, settings, available_now=True).awaitTermination(300)
     query = start_silver_stream(spark, settings, available_now=True)
     query.awaitTermination(600)
@@ -353,19 +335,9 @@ def test_generated_stream_with_bad_input_reconciles_exactly(
 def test_silver_job_killed_mid_stream_leaves_no_duplicate_and_no_gap(
     spark: SparkSession, settings: Settings
 ) -> None:
-    produce(settings, 12000, seed=5)
+    produce(settings, 12000, seed=5, sensors=300, rate=1000.0)
     start_bronze_stream(spark, settings, available_now=True).awaitTermination(300)
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "KAFKA_TOPIC": settings.kafka_topic,
-        "LAKEHOUSE_PATH": settings.lakehouse_path,
-        "DLQ_PATH": settings.dlq_path,
-        "IOT_RUNTIME_DIR": str(settings.runtime_dir),
-        "SPARK_MASTER": "local[1]",
-        "TRIGGER_INTERVAL": "1 second",
-        "SILVER_MAX_FILES_PER_TRIGGER": "1",
-    }
+    env = job_env(settings, SILVER_MAX_FILES_PER_TRIGGER="1")
     cmd = [sys.executable, "-m", "iot_lakehouse", "run", "silver"]
     job = subprocess.Popen(
         cmd,

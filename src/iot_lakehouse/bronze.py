@@ -12,6 +12,7 @@ import logging
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
+from pyspark.sql.streaming.readwriter import DataStreamWriter
 
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
@@ -28,6 +29,15 @@ def require_columns(df: DataFrame, columns: tuple[str, ...], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise JobError(f"{what} lacks columns {missing}; it has {df.columns}")
+
+
+def with_trigger(
+    writer: DataStreamWriter, settings: Settings, available_now: bool
+) -> DataStreamWriter:
+    """``availableNow`` (drain what is there, then stop) or the configured processing time."""
+    if available_now:
+        return writer.trigger(availableNow=True)
+    return writer.trigger(processingTime=settings.trigger_interval)
 
 
 def decoded_utf8(binary: Column) -> Column:
@@ -83,11 +93,7 @@ def start_bronze_stream(
         .option("checkpointLocation", settings.checkpoint_path(JOB_NAME))
         .partitionBy(*BRONZE_PARTITION_COLUMNS)
     )
-    writer = (
-        writer.trigger(availableNow=True)
-        if available_now
-        else writer.trigger(processingTime=settings.trigger_interval)
-    )
+    writer = with_trigger(writer, settings, available_now)
     query = writer.start(settings.bronze_events_path)
     logger.info(
         "bronze stream started %s",

@@ -16,7 +16,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
-from iot_lakehouse.bronze import require_columns
+from iot_lakehouse.bronze import require_columns, with_trigger
 from iot_lakehouse.logs import kv
 from iot_lakehouse.quality import QualityValidator, validate_and_record, warm_up
 from iot_lakehouse.rules import (
@@ -444,11 +444,7 @@ def start_silver_stream(
         .option("checkpointLocation", settings.checkpoint_path(JOB_NAME))
         .foreachBatch(SilverBatchWriter(spark, settings, ruleset))
     )
-    writer = (
-        writer.trigger(availableNow=True)
-        if available_now
-        else writer.trigger(processingTime=settings.trigger_interval)
-    )
+    writer = with_trigger(writer, settings, available_now)
     query = writer.start()
     logger.info(
         "silver stream started %s",
