@@ -80,6 +80,7 @@ class Settings:
     silver_rules_file: Path | None = None
     silver_max_future_seconds: int | None = None
     silver_max_files_per_trigger: int = 50
+    silver_max_bytes_per_trigger: str = "32m"
     quality_every_n_batches: int = 10
     log_level: str = "INFO"
     log_format: str = "kv"
@@ -123,6 +124,9 @@ class Settings:
             ),
             silver_max_files_per_trigger=_int(
                 e, "SILVER_MAX_FILES_PER_TRIGGER", d.silver_max_files_per_trigger, 1
+            ),
+            silver_max_bytes_per_trigger=(
+                e.get("SILVER_MAX_BYTES_PER_TRIGGER") or d.silver_max_bytes_per_trigger
             ),
             quality_every_n_batches=_int(
                 e, "QUALITY_EVERY_N_BATCHES", d.quality_every_n_batches, 0

@@ -349,7 +349,7 @@ class SilverBatchWriter:
         to_insert, against_table = self._lookup_existing(first)
         later = (
             later.alias("l")
-            .join(first.alias("f"), list(DEDUP_KEY))
+            .join(first.alias("f").hint("merge"), list(DEDUP_KEY))
             .select(
                 *[F.col(f"l.{c}") for c in rows.columns if c not in DEDUP_KEY],
                 *DEDUP_KEY,
@@ -402,7 +402,9 @@ class SilverBatchWriter:
             )
             .select(*DEDUP_KEY, *[F.col(c).alias(c.replace("bronze_", "kept_")) for c in LINEAGE])
         )
-        looked_up = first.join(existing, list(DEDUP_KEY), "left")
+        # A sort-merge join: the silver side can be far larger than its file statistics suggest,
+        # and broadcasting it would not fit a 1 GB driver.
+        looked_up = first.join(existing.hint("merge"), list(DEDUP_KEY), "left")
         own_write = (
             (F.col("kept_topic") == F.col("bronze_topic"))
             & (F.col("kept_partition") == F.col("bronze_partition"))
@@ -437,6 +439,8 @@ def start_silver_stream(
     source = (
         spark.readStream.format("delta")
         .option("maxFilesPerTrigger", settings.silver_max_files_per_trigger)
+        # Bounds a replay's micro-batches so a 1 GB driver never holds too much at once.
+        .option("maxBytesPerTrigger", settings.silver_max_bytes_per_trigger)
         .load(settings.bronze_events_path)
     )
     writer = (
