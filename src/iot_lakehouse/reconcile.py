@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from iot_lakehouse.rules import load_rules
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import explode_readings, parse_records
+from iot_lakehouse.status import kafka_watermarks
 
 logger = logging.getLogger(__name__)
 
@@ -43,29 +43,6 @@ class Ledger:
     @property
     def ok(self) -> bool:
         return self.unexplained == 0
-
-
-def kafka_offset_ranges(settings: Settings, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
-    """(low, high) watermark of every partition of the sensor topic."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": "iot-lakehouse-reconcile",
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
-    )
-    try:
-        meta = consumer.list_topics(settings.kafka_topic, timeout=timeout)
-        partitions = meta.topics[settings.kafka_topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(
-                TopicPartition(settings.kafka_topic, p), timeout=timeout
-            )
-            for p in partitions
-        }
-    finally:
-        consumer.close()
 
 
 def kafka_bronze_ledger(
@@ -155,10 +132,13 @@ def bronze_silver_ledger(spark: SparkSession, settings: Settings) -> Ledger:
 def reconcile(spark: SparkSession, settings: Settings) -> list[Ledger]:
     """Every ledger that can be computed now (Kafka's needs a reachable broker)."""
     ledgers = []
-    try:
-        ranges = kafka_offset_ranges(settings)
-    except (KafkaException, KeyError) as exc:
-        logger.warning("kafka -> bronze ledger skipped: broker or topic not reachable (%s)", exc)
+    ranges = kafka_watermarks(settings, timeout=10.0)
+    if ranges is None:
+        logger.warning(
+            "kafka -> bronze ledger skipped: broker %s or topic %s not reachable",
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic,
+        )
     else:
         ledgers.append(kafka_bronze_ledger(spark, settings, ranges))
     ledgers.append(bronze_silver_ledger(spark, settings))

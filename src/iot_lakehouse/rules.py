@@ -7,9 +7,10 @@ unexpected counts agree rule by rule.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass, field
-from functools import reduce
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -128,24 +129,25 @@ def _expand(
             f"rule {code}: check {check!r} is not one of "
             f"{[*EXPECTATIONS, 'metric_range', 'metric_unit']}"
         )
-    params = {"max_future_seconds": float(max_future)}
+    # A bound may name a parameter of the rule file instead of a number.
+    params: dict[str, float] = {"max_future_seconds": float(max_future)}
+
+    def bound(name: str) -> float | None:
+        value = raw.get(name)
+        if isinstance(value, str):
+            value = params.get(value, value)
+        return _number(value, f"rule {code} {name}")
+
     values = raw.get("values", ())
     if values == "known_metrics":
         values = list(metrics)
-    min_raw, max_raw = raw.get("min_value"), raw.get("max_value")
     return (
         Check(
             check,
             column,
             when,
-            min_value=_number(
-                params.get(min_raw, min_raw) if isinstance(min_raw, str) else min_raw,
-                f"rule {code} min_value",
-            ),
-            max_value=_number(
-                params.get(max_raw, max_raw) if isinstance(max_raw, str) else max_raw,
-                f"rule {code} max_value",
-            ),
+            min_value=bound("min_value"),
+            max_value=bound("max_value"),
             values=tuple(str(v) for v in values),
             regex=raw.get("regex"),
         ),
@@ -209,6 +211,11 @@ def _literal(value: float) -> Column:
     return F.lit(value) if math.isfinite(value) else F.lit(value).cast("double")
 
 
+def reduce_or(columns: list[Column]) -> Column:
+    """True where any of ``columns`` is (false for none)."""
+    return functools.reduce(operator.or_, columns) if columns else F.lit(False)
+
+
 def check_fails(check: Check) -> Column:
     """True where ``check`` applies and the value is unexpected; never null."""
     col = F.col(check.column)
@@ -237,7 +244,7 @@ def check_fails(check: Check) -> Column:
 
 def rule_fails(rule: Rule) -> Column:
     """True where any check of ``rule`` fails."""
-    return reduce(lambda a, b: a | b, [check_fails(c) for c in rule.checks], F.lit(False))
+    return reduce_or([check_fails(c) for c in rule.checks])
 
 
 def _codes(rules: list[Rule]) -> Column:

@@ -23,6 +23,7 @@ from iot_lakehouse.rules import (
     RuleSet,
     load_rules,
     reason_detail,
+    reduce_or,
     split_judged,
     with_rule_results,
 )
@@ -124,13 +125,6 @@ def parse_records(bronze: DataFrame) -> DataFrame:
             ),
         )
     )
-
-
-def reduce_or(columns: list[Column]) -> Column:
-    result = columns[0]
-    for column in columns[1:]:
-        result = result | column
-    return result
 
 
 def missing_field(metrics: tuple[str, ...]) -> Column:

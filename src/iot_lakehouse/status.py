@@ -15,10 +15,11 @@ from iot_lakehouse.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def kafka_end_offsets(
+def kafka_watermarks(
     settings: Settings, topic: str | None = None, timeout: float = 5.0
-) -> dict[int, int] | None:
-    """High watermark of each partition of ``topic``; None if the broker does not answer."""
+) -> dict[int, tuple[int, int]] | None:
+    """(low, high) offsets of each partition of ``topic`` (default: the sensor topic); None if
+    the broker does not answer or the topic does not exist."""
     topic = topic or settings.kafka_topic
     consumer = Consumer(
         {
@@ -31,15 +32,24 @@ def kafka_end_offsets(
     )
     try:
         meta = consumer.list_topics(topic, timeout=timeout)
-        partitions = meta.topics[topic].partitions if topic in meta.topics else {}
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            return None
         return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-            for p in partitions
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            for p in meta.topics[topic].partitions
         }
     except KafkaException:
         return None
     finally:
         consumer.close()
+
+
+def kafka_end_offsets(
+    settings: Settings, topic: str | None = None, timeout: float = 5.0
+) -> dict[int, int] | None:
+    """High watermark of each partition of ``topic``; None if it cannot be read."""
+    marks = kafka_watermarks(settings, topic, timeout)
+    return None if marks is None else {p: high for p, (_low, high) in marks.items()}
 
 
 def delta_row_count(path: str) -> int | None:

@@ -1,0 +1,72 @@
+"""The rule file: loading, validation errors, and the good/bad split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from iot_lakehouse.errors import ConfigError
+from iot_lakehouse.rules import load_rules, split_valid_invalid
+
+
+def test_packaged_rules_load_with_expanded_checks() -> None:
+    rules = load_rules()
+    by_code = {r.code: r for r in rules.rules}
+    assert rules.version and rules.max_future_seconds == 300
+    assert len(by_code["OUT_OF_RANGE"].checks) == len(rules.metrics)
+    assert by_code["FUTURE_TIMESTAMP"].checks[0].max_value == 300.0
+    assert load_rules(max_future_seconds=60).rules[6].checks[0].max_value == 60.0
+    assert rules.warn_codes == ("UNIT_MISMATCH",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("just text", "needs 'version' and 'rules'"),
+        (
+            "version: 1\nrules:\n  - {code: X, criticality: fatal, check: not_null, column: a}",
+            "criticality",
+        ),
+        (
+            "version: 1\nrules:\n  - {code: X, criticality: error, check: looks_ok, column: a}",
+            "is not one of",
+        ),
+        (
+            "version: 1\nrules:\n  - {code: X, criticality: error, check: between, column: a, "
+            "max_value: lots}",
+            "not a number",
+        ),
+        ("version: 1\nrules:\n  - {code: X, criticality: error, check: not_null}", "'column'"),
+    ],
+)
+def test_bad_rule_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "rules.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_rules(path)
+
+
+def test_split_valid_invalid_keeps_nulls_and_names_reasons(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.yml"
+    path.write_text(
+        "version: t1\nrules:\n"
+        "  - {code: NEG, criticality: error, check: between, column: v, min_value: 0}\n"
+        "  - {code: NO_ID, criticality: error, check: not_null, column: id}\n"
+        "  - {code: ODD, criticality: warn, check: in_set, column: id, values: [a]}\n"
+    )
+    df = spark.createDataFrame(
+        [("a", 1.0), ("b", -1.0), (None, None), ("a", None)], "id string, v double"
+    )
+    valid, rejected = split_valid_invalid(df, load_rules(path))
+    assert sorted(
+        ((r.id, r.v, list(r.quality_flags)) for r in valid.collect()), key=repr
+    ) == [("a", 1.0, []), ("a", None, [])]
+    assert sorted((str(r.id), list(r.reasons)) for r in rejected.collect()) == [
+        ("None", ["NO_ID"]),
+        ("b", ["NEG"]),
+    ]
+    assert valid.count() + rejected.count() == 4
