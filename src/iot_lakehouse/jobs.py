@@ -13,6 +13,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.bronze import start_bronze_stream
 from iot_lakehouse.errors import JobError
+from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
@@ -25,12 +26,14 @@ JobStarter = Callable[[SparkSession, Settings, bool], StreamingQuery]
 JOBS: dict[str, JobStarter] = {
     "bronze": start_bronze_stream,
     "silver": start_silver_stream,
+    "gold": start_gold_stream,
 }
 
 # The Delta table each job streams from (None: Kafka or files).
 UPSTREAM: dict[str, Callable[[Settings], str] | None] = {
     "bronze": None,
     "silver": lambda s: s.bronze_events_path,
+    "gold": lambda s: s.silver_readings_path,
 }
 
 

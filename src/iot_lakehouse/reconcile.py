@@ -3,6 +3,8 @@
 - kafka -> bronze: every offset Kafka still holds is in bronze exactly once.
 - bronze -> silver: every bronze record's candidate readings (as the silver parser sees them)
   each ended in exactly one of silver, the DLQ or the duplicate ledger.
+- silver -> gold: per 5-minute window, sensor and metric, the silver readings equal the gold
+  ``count`` plus the readings the gold watermark set aside as late.
 
 Run it when the jobs have caught up (e.g. after ``run silver --available-now``): a record the
 silver job has not reached yet shows as missing.
@@ -13,9 +15,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from iot_lakehouse.gold import GOLD_TABLES, with_window
 from iot_lakehouse.rules import load_rules
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import explode_readings, parse_records
@@ -129,6 +133,42 @@ def bronze_silver_ledger(spark: SparkSession, settings: Settings) -> Ledger:
     )
 
 
+def silver_gold_ledger(spark: SparkSession, settings: Settings) -> Ledger:
+    """Per 5-minute window, sensor and metric: silver readings vs gold count + late readings."""
+    table = GOLD_TABLES[0]  # sensor_metrics_5m
+    keys = ["window_start", *table.keys]
+
+    def readings_per_key(path: str, name: str) -> DataFrame:
+        df = spark.read.format("delta").load(path)
+        return with_window(df, table).groupBy(*keys).agg(F.count("*").alias(name))
+
+    silver = readings_per_key(settings.silver_readings_path, "silver")
+    late = readings_per_key(settings.gold_late_readings_path, "late")
+    gold = (
+        spark.read.format("delta")
+        .load(settings.gold_path(table.name))
+        .select(*keys, F.col("count").alias("gold"))
+    )
+    joined = silver.join(gold, keys, "full").join(late, keys, "full").fillna(0)
+    accounted = F.col("gold") + F.col("late")
+    totals = joined.agg(
+        F.sum("silver").alias("silver"),
+        F.sum("gold").alias("gold"),
+        F.sum("late").alias("late"),
+        F.sum(F.greatest(F.col("silver") - accounted, F.lit(0))).alias("missing"),
+        F.sum(F.greatest(accounted - F.col("silver"), F.lit(0))).alias("extra"),
+    ).first()
+    assert totals is not None
+    value = {k: int(totals[k] or 0) for k in totals.asDict()}
+    return Ledger(
+        "silver -> gold",
+        value["silver"],
+        {"gold_5m": value["gold"], "late": value["late"]},
+        missing=value["missing"],
+        extra=value["extra"],
+    )
+
+
 def reconcile(spark: SparkSession, settings: Settings) -> list[Ledger]:
     """Every ledger that can be computed now (Kafka's needs a reachable broker)."""
     ledgers = []
@@ -142,6 +182,10 @@ def reconcile(spark: SparkSession, settings: Settings) -> list[Ledger]:
     else:
         ledgers.append(kafka_bronze_ledger(spark, settings, ranges))
     ledgers.append(bronze_silver_ledger(spark, settings))
+    if DeltaTable.isDeltaTable(spark, settings.gold_path(GOLD_TABLES[0].name)):
+        ledgers.append(silver_gold_ledger(spark, settings))
+    else:
+        logger.warning("silver -> gold ledger skipped: the gold job has not created its tables")
     return ledgers
 
 

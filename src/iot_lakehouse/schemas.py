@@ -132,3 +132,109 @@ QUALITY_RESULTS = StructType(
         StructField("validated_at", TimestampType(), nullable=True),
     ]
 )
+
+
+def _window_row(keys: list[StructField], measures: list[StructField]) -> StructType:
+    """A gold row: window, keys, measures, then when and by which batch it last changed."""
+    return StructType(
+        [
+            StructField("window_start", TimestampType(), nullable=False),
+            StructField("window_end", TimestampType(), nullable=False),
+            *keys,
+            *measures,
+            StructField("is_final", BooleanType(), nullable=False),  # watermark passed the end
+            StructField("batch_id", LongType(), nullable=False),  # gold micro-batch, last change
+            StructField("updated_at", TimestampType(), nullable=False),
+        ]
+    )
+
+
+_SENSOR_KEYS = [
+    StructField("sensor_id", StringType(), nullable=True),
+    StructField("metric", StringType(), nullable=True),
+]
+_VALUE_MEASURES = [
+    StructField("count", LongType(), nullable=False),
+    StructField("avg", DoubleType(), nullable=True),
+    StructField("min", DoubleType(), nullable=True),
+    StructField("max", DoubleType(), nullable=True),
+    StructField("stddev", DoubleType(), nullable=True),  # sample standard deviation
+    StructField("p50", DoubleType(), nullable=True),  # from value_sketch (README: accuracy)
+    StructField("p95", DoubleType(), nullable=True),
+    StructField("p99", DoubleType(), nullable=True),
+    StructField("unit", StringType(), nullable=True),
+    StructField("first_event_time", TimestampType(), nullable=True),
+    StructField("last_event_time", TimestampType(), nullable=True),
+    # Mergeable state: sum of squared deviations and a KLL quantile sketch of the values.
+    StructField("m2", DoubleType(), nullable=True),
+    StructField("value_sketch", BinaryType(), nullable=True),
+]
+
+# gold/sensor_metrics_5m and gold/sensor_metrics_10m_sliding: per window, sensor and metric.
+GOLD_SENSOR_METRICS = _window_row(_SENSOR_KEYS, _VALUE_MEASURES)
+
+# gold/location_metrics_5m: per window, location and metric.
+GOLD_LOCATION_METRICS = _window_row(
+    [
+        StructField("location", StringType(), nullable=True),
+        StructField("metric", StringType(), nullable=True),
+    ],
+    [
+        StructField("count", LongType(), nullable=False),
+        StructField("avg", DoubleType(), nullable=True),
+        StructField("min", DoubleType(), nullable=True),
+        StructField("max", DoubleType(), nullable=True),
+        StructField("active_sensors", LongType(), nullable=True),
+        StructField("unit", StringType(), nullable=True),
+        StructField("sensor_sketch", BinaryType(), nullable=True),  # theta sketch of sensor ids
+    ],
+)
+
+# gold/alert_counts_5m: per window, alert type and severity.
+GOLD_ALERT_COUNTS = _window_row(
+    [
+        StructField("alert_type", StringType(), nullable=True),
+        StructField("severity", StringType(), nullable=True),
+    ],
+    [
+        StructField("alert_count", LongType(), nullable=False),
+        StructField("affected_sensors", LongType(), nullable=True),
+        StructField("first_event_time", TimestampType(), nullable=True),
+        StructField("last_event_time", TimestampType(), nullable=True),
+        StructField("sensor_sketch", BinaryType(), nullable=True),
+    ],
+)
+
+# _ops/gold_late_readings: silver readings that came after the gold watermark, kept here.
+GOLD_LATE_READINGS = StructType(
+    [
+        StructField("sensor_id", StringType(), nullable=True),
+        StructField("metric", StringType(), nullable=True),
+        StructField("value", DoubleType(), nullable=True),
+        StructField("unit", StringType(), nullable=True),
+        StructField("event_time", TimestampType(), nullable=True),
+        StructField("location", StringType(), nullable=True),
+        StructField("alert_type", StringType(), nullable=True),
+        StructField("severity", StringType(), nullable=True),
+        StructField("bronze_topic", StringType(), nullable=True),
+        StructField("bronze_partition", IntegerType(), nullable=True),
+        StructField("bronze_offset", LongType(), nullable=True),
+        StructField("watermark", TimestampType(), nullable=True),
+        StructField("lateness_seconds", DoubleType(), nullable=True),  # watermark - event_time
+        StructField("batch_id", LongType(), nullable=True),
+        StructField("detected_at", TimestampType(), nullable=True),
+    ]
+)
+
+# _ops/gold_progress: one row per gold micro-batch; the watermark is rebuilt from it on restart.
+GOLD_PROGRESS = StructType(
+    [
+        StructField("batch_id", LongType(), nullable=False),
+        StructField("watermark", TimestampType(), nullable=True),  # readings before it: late
+        StructField("max_event_time", TimestampType(), nullable=True),  # seen so far, all batches
+        StructField("next_watermark", TimestampType(), nullable=True),
+        StructField("readings", LongType(), nullable=True),
+        StructField("late_readings", LongType(), nullable=True),
+        StructField("committed_at", TimestampType(), nullable=True),
+    ]
+)

@@ -55,6 +55,20 @@ def parse_bootstrap(servers: str) -> tuple[str, int]:
     return host, int(port)
 
 
+DURATION_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def duration_seconds(text: str, name: str = "duration") -> int:
+    """Whole seconds of a duration such as ``10 minutes``, ``90 seconds`` or ``1 hour``."""
+    parts = text.split()
+    unit = parts[1].lower().removesuffix("s") if len(parts) == 2 else ""
+    if len(parts) != 2 or not parts[0].isdigit() or unit not in DURATION_UNITS:
+        raise ConfigError(
+            f"{name}={text!r} is not a duration; use e.g. '10 minutes', '90 seconds' or '1 hour'"
+        )
+    return int(parts[0]) * DURATION_UNITS[unit]
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a job, the broker or the generator needs to know about its environment."""
@@ -82,6 +96,9 @@ class Settings:
     silver_max_files_per_trigger: int = 50
     silver_max_bytes_per_trigger: str = "32m"
     quality_every_n_batches: int = 10
+    gold_watermark: str = "10 minutes"
+    gold_percentile_k: int = 200
+    gold_max_files_per_trigger: int = 100
     log_level: str = "INFO"
     log_format: str = "kv"
 
@@ -131,6 +148,11 @@ class Settings:
             quality_every_n_batches=_int(
                 e, "QUALITY_EVERY_N_BATCHES", d.quality_every_n_batches, 0
             ),
+            gold_watermark=e.get("GOLD_WATERMARK") or d.gold_watermark,
+            gold_percentile_k=_int(e, "GOLD_PERCENTILE_K", d.gold_percentile_k, 8),
+            gold_max_files_per_trigger=_int(
+                e, "GOLD_MAX_FILES_PER_TRIGGER", d.gold_max_files_per_trigger, 1
+            ),
             log_level=(e.get("LOG_LEVEL") or d.log_level).upper(),
             log_format=(e.get("LOG_FORMAT") or d.log_format).lower(),
         )
@@ -149,6 +171,9 @@ class Settings:
                 f"TRIGGER_INTERVAL={self.trigger_interval!r}: "
                 "use e.g. '5 seconds' or '500 milliseconds'"
             )
+        duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
+        if self.gold_percentile_k > 65535:
+            raise ConfigError(f"GOLD_PERCENTILE_K={self.gold_percentile_k}: use 8 to 65535")
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, CLI overrides)."""
@@ -178,6 +203,22 @@ class Settings:
     @property
     def quality_results_path(self) -> str:
         return self.table_path("_ops/quality")
+
+    def gold_path(self, table: str) -> str:
+        """Location of a gold table, e.g. ``gold_path("sensor_metrics_5m")``."""
+        return self.table_path(f"gold/{table}")
+
+    @property
+    def gold_late_readings_path(self) -> str:
+        return self.table_path("_ops/gold_late_readings")
+
+    @property
+    def gold_progress_path(self) -> str:
+        return self.table_path("_ops/gold_progress")
+
+    @property
+    def gold_watermark_seconds(self) -> int:
+        return duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
 
     @property
     def dlq_rejects_path(self) -> str:

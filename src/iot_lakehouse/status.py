@@ -72,6 +72,8 @@ class PipelineCounts:
     silver_rows: int | None = None
     dlq_rows: int | None = None
     duplicates: int | None = None
+    gold_rows: int | None = None  # rows of gold/sensor_metrics_5m
+    gold_late: int | None = None  # readings the gold watermark left out (kept in _ops)
 
     @property
     def bronze_lag(self) -> int | None:
@@ -90,6 +92,8 @@ class PipelineCounts:
             silver=show(self.silver_rows),
             dlq=show(self.dlq_rows),
             duplicates=show(self.duplicates),
+            gold_5m=show(self.gold_rows),
+            gold_late=show(self.gold_late),
         )
 
 
@@ -102,4 +106,6 @@ def pipeline_counts(settings: Settings) -> PipelineCounts:
         silver_rows=delta_row_count(settings.silver_readings_path),
         dlq_rows=delta_row_count(settings.dlq_rejects_path),
         duplicates=delta_row_count(settings.silver_duplicates_path),
+        gold_rows=delta_row_count(settings.gold_path("sensor_metrics_5m")),
+        gold_late=delta_row_count(settings.gold_late_readings_path),
     )

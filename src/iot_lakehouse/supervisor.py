@@ -91,6 +91,7 @@ def run_all(
     try:
         children.append(spawn("bronze", ["run", "bronze"], settings.logs_dir))
         children.append(spawn("silver", ["run", "silver"], settings.logs_dir))
+        children.append(spawn("gold", ["run", "gold"], settings.logs_dir))
         children.append(
             spawn(
                 "generator",

@@ -1,0 +1,18 @@
+"""silver -> gold: 5-minute and sliding window aggregates, location stats, alert counts.
+
+Launch (from the project root):
+
+    uv run python spark/jobs/silver_to_gold.py [--available-now]
+
+which is the same as ``uv run iot-lakehouse run gold [--available-now]`` and
+``./start_gold.sh``. Settings come from environment variables (README, "Settings").
+"""
+
+from __future__ import annotations
+
+import sys
+
+from iot_lakehouse.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", "gold", *sys.argv[1:]]))

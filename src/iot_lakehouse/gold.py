@@ -1,0 +1,556 @@
+"""silver -> gold: window aggregates kept fresh by MERGE, final once the watermark passes.
+
+Every micro-batch of silver readings is first split at the gold watermark (the latest event
+time seen in earlier batches minus ``GOLD_WATERMARK``): readings older than it are late. They
+are kept in ``_ops/gold_late_readings`` and never folded into a window, so a window whose end
+the watermark has passed is final. The other readings are aggregated per gold table into
+mergeable partials (count, mean, sum of squared deviations, min, max, a KLL quantile sketch,
+a theta sketch of sensor ids), combined with the stored row of the same window and key, and
+upserted with one MERGE per table. A row remembers the batch that last changed it and the MERGE
+only updates rows changed by an earlier batch, so replaying a batch changes nothing.
+
+Pure transforms (``split_late``, ``batch_partials``, ``combine_partials``, ``finish_rows``)
+are ``DataFrame -> DataFrame``; ``GoldBatchWriter`` owns the writes of one micro-batch and
+``start_gold_stream`` the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.query import StreamingQuery
+from pyspark.sql.types import StructType
+
+from iot_lakehouse.bronze import require_columns, with_trigger
+from iot_lakehouse.logs import kv
+from iot_lakehouse.schemas import (
+    GOLD_ALERT_COUNTS,
+    GOLD_LATE_READINGS,
+    GOLD_LOCATION_METRICS,
+    GOLD_PROGRESS,
+    GOLD_SENSOR_METRICS,
+    create_table_if_missing,
+)
+from iot_lakehouse.settings import Settings, duration_seconds
+
+logger = logging.getLogger(__name__)
+
+JOB_NAME = "gold"
+QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+THETA_LG_NOM_ENTRIES = 12  # theta sketches count distinct sensors exactly up to 2**12 = 4096
+WINDOW_STEP_S = 300  # every gold window starts and ends on a 5-minute boundary
+GOLD_INPUT = (
+    "sensor_id",
+    "metric",
+    "value",
+    "unit",
+    "event_time",
+    "location",
+    "alert_type",
+    "severity",
+    "bronze_topic",
+    "bronze_partition",
+    "bronze_offset",
+)
+MICROS = 1_000_000
+
+Side = Callable[[str], Column]
+"""A column of one side of a combine: the stored row (``old``) or the batch (``new``)."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A stored gold column: its aggregate over a batch's readings and how two partial values
+    of it (the stored row's and the batch's) combine into the value over both."""
+
+    name: str
+    aggregate: Callable[[], Column]
+    combine: Callable[[Side, Side], Column]
+
+
+def additive(name: str, aggregate: Callable[[], Column]) -> Measure:
+    return Measure(name, aggregate, lambda old, new: old(name) + new(name))
+
+
+def smallest(name: str, aggregate: Callable[[], Column]) -> Measure:
+    return Measure(name, aggregate, lambda old, new: F.least(old(name), new(name)))
+
+
+def largest(name: str, aggregate: Callable[[], Column]) -> Measure:
+    return Measure(name, aggregate, lambda old, new: F.greatest(old(name), new(name)))
+
+
+def latest(name: str, aggregate: Callable[[], Column]) -> Measure:
+    return Measure(name, aggregate, lambda old, new: F.coalesce(new(name), old(name)))
+
+
+def combined_mean(old: Side, new: Side) -> Column:
+    """Mean over both sides from their counts and means."""
+    total = old("count") + new("count")
+    return old("avg") + (new("avg") - old("avg")) * new("count") / total
+
+
+def combined_m2(old: Side, new: Side) -> Column:
+    """Sum of squared deviations over both sides (Chan et al.'s parallel variance update)."""
+    delta = new("avg") - old("avg")
+    total = old("count") + new("count")
+    return old("m2") + new("m2") + delta * delta * old("count") * new("count") / total
+
+
+def sensor_sketch() -> Measure:
+    """Theta sketch of the sensor ids: distinct sensors, exact up to 4096."""
+    return Measure(
+        "sensor_sketch",
+        lambda: F.theta_sketch_agg("sensor_id", THETA_LG_NOM_ENTRIES),
+        lambda old, new: F.theta_union(
+            old("sensor_sketch"), new("sensor_sketch"), THETA_LG_NOM_ENTRIES
+        ),
+    )
+
+
+def value_measures(percentile_k: int) -> tuple[Measure, ...]:
+    """count, mean, m2, min, max, unit, event-time range and a KLL sketch of the values."""
+    return (
+        additive("count", lambda: F.count("value")),
+        Measure("avg", lambda: F.avg("value"), combined_mean),
+        Measure("m2", lambda: F.var_pop("value") * F.count("value"), combined_m2),
+        smallest("min", lambda: F.min("value")),
+        largest("max", lambda: F.max("value")),
+        latest("unit", lambda: F.max("unit")),
+        smallest("first_event_time", lambda: F.min("event_time")),
+        largest("last_event_time", lambda: F.max("event_time")),
+        Measure(
+            "value_sketch",
+            lambda: F.kll_sketch_agg_double("value", percentile_k),
+            lambda old, new: F.kll_sketch_merge_double(old("value_sketch"), new("value_sketch")),
+        ),
+    )
+
+
+def location_measures(_percentile_k: int) -> tuple[Measure, ...]:
+    """count, mean, min, max, unit and the sensors seen."""
+    return (
+        additive("count", lambda: F.count("value")),
+        Measure("avg", lambda: F.avg("value"), combined_mean),
+        smallest("min", lambda: F.min("value")),
+        largest("max", lambda: F.max("value")),
+        latest("unit", lambda: F.max("unit")),
+        sensor_sketch(),
+    )
+
+
+def alert_measures(_percentile_k: int) -> tuple[Measure, ...]:
+    """Number of alerts, the sensors that raised them and their event-time range."""
+    return (
+        additive("alert_count", lambda: F.count("*")),
+        smallest("first_event_time", lambda: F.min("event_time")),
+        largest("last_event_time", lambda: F.max("event_time")),
+        sensor_sketch(),
+    )
+
+
+def value_results(col: Side) -> dict[str, Column]:
+    """Sample standard deviation and percentiles from the stored state ``col``."""
+    count = col("count")
+    stddev = F.when(count > 1, F.sqrt(F.greatest(col("m2"), F.lit(0.0)) / (count - 1)))
+    results = {"stddev": stddev}
+    for name, rank in QUANTILES.items():
+        results[name] = F.kll_sketch_get_quantile_double(col("value_sketch"), F.lit(rank))
+    return results
+
+
+def distinct_sensors(name: str) -> Callable[[Side], dict[str, Column]]:
+    """The number of distinct sensors in the stored theta sketch, as column ``name``."""
+    return lambda col: {name: F.theta_sketch_estimate(col("sensor_sketch"))}
+
+
+@dataclass(frozen=True)
+class GoldTable:
+    """One gold table: its window, keys, stored measures and the columns derived from them."""
+
+    name: str
+    keys: tuple[str, ...]
+    window: str
+    slide: str | None
+    measures: Callable[[int], tuple[Measure, ...]]
+    results: Callable[[Side], dict[str, Column]]
+    schema: StructType
+    counts: Callable[[], Column] | None = None  # which readings it counts (None: all)
+
+    @property
+    def window_seconds(self) -> int:
+        return duration_seconds(self.window)
+
+
+GOLD_TABLES: tuple[GoldTable, ...] = (
+    GoldTable(
+        "sensor_metrics_5m",
+        ("sensor_id", "metric"),
+        "5 minutes",
+        None,
+        value_measures,
+        value_results,
+        GOLD_SENSOR_METRICS,
+    ),
+    GoldTable(
+        "sensor_metrics_10m_sliding",
+        ("sensor_id", "metric"),
+        "10 minutes",
+        "5 minutes",
+        value_measures,
+        value_results,
+        GOLD_SENSOR_METRICS,
+    ),
+    GoldTable(
+        "location_metrics_5m",
+        ("location", "metric"),
+        "5 minutes",
+        None,
+        location_measures,
+        distinct_sensors("active_sensors"),
+        GOLD_LOCATION_METRICS,
+    ),
+    GoldTable(
+        "alert_counts_5m",
+        ("alert_type", "severity"),
+        "5 minutes",
+        None,
+        alert_measures,
+        distinct_sensors("affected_sensors"),
+        GOLD_ALERT_COUNTS,
+        counts=lambda: F.col("alert_type").isNotNull(),
+    ),
+)
+
+
+def micros_literal(micros: int | None) -> Column:
+    """A timestamp literal from epoch microseconds (null for None)."""
+    if micros is None:
+        return F.lit(None).cast("timestamp")
+    return F.timestamp_micros(F.lit(micros))
+
+
+def split_late(readings: DataFrame, watermark_us: int | None) -> tuple[DataFrame, DataFrame]:
+    """(on time, late): a reading is late when its event time is before the watermark.
+
+    A reading without an event time (silver never has one) counts as late, so it is kept
+    rather than dropped or folded into a null window.
+    """
+    if watermark_us is None:
+        late = F.col("event_time").isNull()
+    else:
+        late = F.col("event_time").isNull() | (F.col("event_time") < micros_literal(watermark_us))
+    return readings.where(~late), readings.where(late)
+
+
+def to_late_rows(late: DataFrame, watermark_us: int | None, batch_id: int) -> DataFrame:
+    """Late readings -> the _ops/gold_late_readings contract."""
+    watermark = micros_literal(watermark_us)
+    lateness = (F.unix_micros(watermark) - F.unix_micros("event_time")) / MICROS
+    return late.select(
+        *[c for c in GOLD_INPUT if c in {f.name for f in GOLD_LATE_READINGS}],
+        watermark.alias("watermark"),
+        lateness.cast("double").alias("lateness_seconds"),
+        F.lit(batch_id).cast("long").alias("batch_id"),
+        F.current_timestamp().alias("detected_at"),
+    )
+
+
+def with_window(readings: DataFrame, table: GoldTable) -> DataFrame:
+    """window_start and window_end of the table's window(s) each reading falls in (a sliding
+    window gives a reading one row per window)."""
+    window = (
+        F.window("event_time", table.window, table.slide)
+        if table.slide
+        else F.window("event_time", table.window)
+    )
+    return (
+        readings.select("*", window.alias("_window"))
+        .withColumn("window_start", F.col("_window.start"))
+        .withColumn("window_end", F.col("_window.end"))
+        .drop("_window")
+    )
+
+
+def batch_partials(readings: DataFrame, table: GoldTable, percentile_k: int) -> DataFrame:
+    """One partial row per window and key of the table, over this batch's readings."""
+    counted = readings.where(table.counts()) if table.counts is not None else readings
+    return (
+        with_window(counted, table)
+        .groupBy("window_start", "window_end", *table.keys)
+        .agg(*[m.aggregate().alias(m.name) for m in table.measures(percentile_k)])
+    )
+
+
+def key_match(table: GoldTable, left: str, right: str) -> Column:
+    """Null-safe equality of the window and keys of two aliased sides."""
+    match = F.col(f"{left}.window_start") == F.col(f"{right}.window_start")
+    for key in table.keys:
+        match = match & F.col(f"{left}.{key}").eqNullSafe(F.col(f"{right}.{key}"))
+    return match
+
+
+def row_values(
+    table: GoldTable,
+    stored: dict[str, Column],
+    batch_id: int,
+    final_until_us: int | None,
+    window_end: Column,
+) -> dict[str, Column]:
+    """Every non-key column of a gold row from its stored measures: the derived results,
+    ``is_final`` (the watermark has passed the window end), the batch id and update time."""
+    is_final = (
+        window_end <= micros_literal(final_until_us) if final_until_us is not None else F.lit(False)
+    )
+    values = {
+        **stored,
+        **table.results(stored.__getitem__),
+        "is_final": is_final,
+        "batch_id": F.lit(batch_id).cast("long"),
+        "updated_at": F.current_timestamp(),
+    }
+    types = {f.name: f.dataType for f in table.schema}
+    return {name: value.cast(types[name]) for name, value in values.items()}
+
+
+def inserted_values(
+    table: GoldTable, percentile_k: int, batch_id: int, final_until_us: int | None, new: Side
+) -> dict[str, Column]:
+    """A new gold row from a batch partial (``new``)."""
+    keys = {c: new(c) for c in ("window_start", "window_end", *table.keys)}
+    stored = {m.name: new(m.name) for m in table.measures(percentile_k)}
+    return {**keys, **row_values(table, stored, batch_id, final_until_us, new("window_end"))}
+
+
+def merged_values(
+    table: GoldTable,
+    percentile_k: int,
+    batch_id: int,
+    final_until_us: int | None,
+    old: Side,
+    new: Side,
+) -> dict[str, Column]:
+    """The stored row (``old``) updated with a batch partial of the same window and key."""
+    stored = {m.name: m.combine(old, new) for m in table.measures(percentile_k)}
+    return row_values(table, stored, batch_id, final_until_us, old("window_end"))
+
+
+def side(alias: str) -> Side:
+    """Columns of one aliased side of a join or MERGE."""
+    return lambda name: F.col(f"{alias}.{name}")
+
+
+@dataclass(frozen=True)
+class BatchWatermarks:
+    """Event-time bookkeeping of one batch (epoch microseconds)."""
+
+    watermark_us: int | None  # readings before it are late
+    max_event_us: int | None  # latest event time seen, this batch included
+    delay_us: int
+
+    @property
+    def next_watermark_us(self) -> int | None:
+        return None if self.max_event_us is None else self.max_event_us - self.delay_us
+
+    def passed_window_end(self) -> bool:
+        """True if some window end lies in (watermark, next watermark]: windows became final."""
+        after = self.next_watermark_us
+        if after is None:
+            return False
+        if self.watermark_us is None:
+            return True
+        step = WINDOW_STEP_S * MICROS
+        return after // step > self.watermark_us // step
+
+
+@dataclass
+class GoldBatchWriter:
+    """Writes one micro-batch of silver readings to every gold table, exactly once."""
+
+    spark: SparkSession
+    settings: Settings
+    app_id: str = "iot-lakehouse-gold"
+    _seen_us: int | None = field(default=None, init=False)
+    _last_batch: int | None = field(default=None, init=False)
+
+    def __call__(self, silver_batch: DataFrame, batch_id: int) -> None:
+        """foreachBatch entry point: bind the writes to this query's checkpoint, then write."""
+        if ":" not in self.app_id:
+            query = next(q for q in self.spark.streams.active if q.name == JOB_NAME)
+            self.app_id = f"{self.app_id}:{query.id}"
+        self.write_batch(silver_batch, batch_id)
+
+    def write_batch(self, silver_batch: DataFrame, batch_id: int) -> dict[str, int]:
+        """Aggregate one batch into every gold table; return the counts of readings and late."""
+        require_columns(silver_batch, GOLD_INPUT, "silver")
+        readings = silver_batch.select(*GOLD_INPUT).localCheckpoint(eager=True)
+        stats = readings.agg(
+            F.count("*").alias("readings"),
+            F.min(F.unix_micros("event_time")).alias("lo"),
+            F.max(F.unix_micros("event_time")).alias("hi"),
+        ).first()
+        assert stats is not None
+        total = int(stats["readings"])
+        if total == 0:
+            return {"readings": 0, "late": 0}
+        seen = self._seen_before(batch_id)
+        delay = self.settings.gold_watermark_seconds * MICROS
+        hi = stats["hi"]
+        marks = BatchWatermarks(
+            watermark_us=None if seen is None else seen - delay,
+            max_event_us=hi if seen is None else seen if hi is None else max(seen, hi),
+            delay_us=delay,
+        )
+        on_time, late = split_late(readings, marks.watermark_us)
+        late_count = late.count()
+        if late_count:
+            self._append(
+                to_late_rows(late, marks.watermark_us, batch_id),
+                self.settings.gold_late_readings_path,
+                batch_id,
+            )
+        # One MERGE per table, run side by side: most of a small MERGE's time is spent in
+        # the driver (Delta log, planning), which threads overlap.
+        with ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="gold-merge") as pool:
+            futures = [
+                pool.submit(self._upsert, table, on_time, batch_id, marks, stats["lo"], hi)
+                for table in GOLD_TABLES
+            ]
+            for future in futures:
+                future.result()
+        progress = self.spark.createDataFrame(
+            [(batch_id, total, late_count)], "batch_id long, readings long, late_readings long"
+        ).select(
+            "batch_id",
+            micros_literal(marks.watermark_us).alias("watermark"),
+            micros_literal(marks.max_event_us).alias("max_event_time"),
+            micros_literal(marks.next_watermark_us).alias("next_watermark"),
+            "readings",
+            "late_readings",
+            F.current_timestamp().alias("committed_at"),
+        )
+        self._append(progress, self.settings.gold_progress_path, batch_id)
+        self._seen_us, self._last_batch = marks.max_event_us, batch_id
+        counts = {"readings": total, "late": late_count}
+        logger.info(
+            "gold batch %s",
+            kv(job=JOB_NAME, batch_id=batch_id, **counts, watermark=marks.next_watermark_us),
+        )
+        return counts
+
+    def _seen_before(self, batch_id: int) -> int | None:
+        """Latest event time (us) of the batches before ``batch_id``, as recorded by them."""
+        if self._last_batch is not None and self._last_batch == batch_id - 1:
+            return self._seen_us
+        row = (
+            self.spark.read.format("delta")
+            .load(self.settings.gold_progress_path)
+            .where(F.col("batch_id") < batch_id)
+            .agg(F.max(F.unix_micros("max_event_time")).alias("seen"))
+            .first()
+        )
+        return None if row is None or row["seen"] is None else int(row["seen"])
+
+    def _upsert(
+        self,
+        table: GoldTable,
+        on_time: DataFrame,
+        batch_id: int,
+        marks: BatchWatermarks,
+        lo_us: int,
+        hi_us: int,
+    ) -> None:
+        from delta.tables import DeltaTable
+
+        k = self.settings.gold_percentile_k
+        partials = batch_partials(on_time, table, k).localCheckpoint(eager=True)
+        if partials.isEmpty():
+            return
+        final_until = marks.next_watermark_us
+        update: dict[str, str | Column] = {
+            **merged_values(table, k, batch_id, final_until, side("t"), side("s"))
+        }
+        insert: dict[str, str | Column] = {
+            **inserted_values(table, k, batch_id, final_until, side("s"))
+        }
+        # Only windows that can hold this batch's readings: data skipping on window_start.
+        in_range = F.col("t.window_start").between(
+            micros_literal(lo_us - table.window_seconds * MICROS), micros_literal(hi_us)
+        )
+        (
+            DeltaTable.forPath(self.spark, self.settings.gold_path(table.name))
+            .alias("t")
+            .merge(partials.alias("s"), key_match(table, "t", "s") & in_range)
+            # A row already changed by this batch (an earlier attempt of it) stays as it is.
+            .whenMatchedUpdate(
+                condition=F.col("t.batch_id") < F.lit(batch_id),
+                set=update,
+            )
+            .whenNotMatchedInsert(values=insert)
+            .execute()
+        )
+        if marks.passed_window_end():
+            self._finalize(table, marks)
+
+    def _finalize(self, table: GoldTable, marks: BatchWatermarks) -> None:
+        """Mark rows final whose window end the watermark has now passed."""
+        from delta.tables import DeltaTable
+
+        DeltaTable.forPath(self.spark, self.settings.gold_path(table.name)).update(
+            condition=~F.col("is_final")
+            & (F.col("window_end") <= micros_literal(marks.next_watermark_us)),
+            set={"is_final": F.lit(True)},
+        )
+
+    def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
+        (
+            df.write.format("delta")
+            .mode("append")
+            .option("txnAppId", f"{self.app_id}:{path}")
+            .option("txnVersion", batch_id)
+            .save(path)
+        )
+
+
+def create_gold_tables(spark: SparkSession, settings: Settings) -> None:
+    """Create every gold table, the late-readings table and the progress log if missing."""
+    for table in GOLD_TABLES:
+        create_table_if_missing(spark, settings.gold_path(table.name), table.schema, [])
+    create_table_if_missing(spark, settings.gold_late_readings_path, GOLD_LATE_READINGS, [])
+    create_table_if_missing(spark, settings.gold_progress_path, GOLD_PROGRESS, [])
+
+
+def start_gold_stream(
+    spark: SparkSession, settings: Settings, available_now: bool = False
+) -> StreamingQuery:
+    """Start the silver -> gold query (Delta source, foreachBatch MERGE, own checkpoint)."""
+    create_gold_tables(spark, settings)
+    source = (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", settings.gold_max_files_per_trigger)
+        .load(settings.silver_readings_path)
+    )
+    writer = (
+        source.writeStream.queryName(JOB_NAME)
+        .option("checkpointLocation", settings.checkpoint_path(JOB_NAME))
+        .foreachBatch(GoldBatchWriter(spark, settings))
+    )
+    writer = with_trigger(writer, settings, available_now)
+    query = writer.start()
+    logger.info(
+        "gold stream started %s",
+        kv(
+            job=JOB_NAME,
+            source=settings.silver_readings_path,
+            tables=",".join(t.name for t in GOLD_TABLES),
+            watermark=settings.gold_watermark,
+            percentile_k=settings.gold_percentile_k,
+            available_now=available_now,
+        ),
+    )
+    return query
