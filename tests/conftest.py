@@ -6,7 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,6 +96,39 @@ def produce(
     report = run_generator(config, settings)
     assert (report.sent, report.delivered, report.failed) == (count, count, 0)
     return config
+
+
+def write_generated_bronze(
+    spark: SparkSession, settings: Settings, config: GeneratorConfig, parts: int
+) -> None:
+    """Write the ``config`` event stream into bronze directly (no Kafka, no pacing), as
+    ``parts`` appends, so a streaming reader of bronze sees ``parts`` micro-batches."""
+    from pyspark.sql import functions as F
+
+    from iot_lakehouse.bronze import conform, to_bronze_events
+    from iot_lakehouse.generator import EventGenerator
+
+    assert config.count is not None
+    generator = EventGenerator(config)
+    events = [generator.generate_event(i) for i in range(config.count)]
+    ingest = generator.nominal_time(config.count) + timedelta(minutes=1)
+    size = -(-len(events) // parts)
+    for part in range(parts):
+        offsets = range(part * size, min(len(events), (part + 1) * size))
+        rows = [(events[i].key, events[i].value, "generated", 0, i, ingest) for i in offsets]
+        kafka_like = spark.createDataFrame(
+            rows,
+            "key binary, value binary, topic string, partition int, offset long, "
+            "timestamp timestamp",
+        )
+        bronze = (
+            to_bronze_events(kafka_like)
+            .withColumn("ingest_time", F.lit(ingest))
+            .withColumn("ingest_date", F.to_date(F.lit(ingest)))
+        )
+        conform(bronze).coalesce(1).write.format("delta").mode("append").partitionBy(
+            "ingest_date"
+        ).save(settings.bronze_events_path)
 
 
 def job_env(settings: Settings, **overrides: str) -> dict[str, str]:

@@ -62,9 +62,10 @@ def test_split_valid_invalid_keeps_nulls_and_names_reasons(
         [("a", 1.0), ("b", -1.0), (None, None), ("a", None)], "id string, v double"
     )
     valid, rejected = split_valid_invalid(df, load_rules(path))
-    assert sorted(
-        ((r.id, r.v, list(r.quality_flags)) for r in valid.collect()), key=repr
-    ) == [("a", 1.0, []), ("a", None, [])]
+    assert sorted(((r.id, r.v, list(r.quality_flags)) for r in valid.collect()), key=repr) == [
+        ("a", 1.0, []),
+        ("a", None, []),
+    ]
     assert sorted((str(r.id), list(r.reasons)) for r in rejected.collect()) == [
         ("None", ["NO_ID"]),
         ("b", ["NEG"]),

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.settings import Settings, parse_bootstrap
+from iot_lakehouse.settings import Settings, duration_seconds, parse_bootstrap
 
 
 def test_defaults_are_local() -> None:
@@ -41,6 +41,11 @@ def test_environment_overrides_and_uris() -> None:
         ({"KAFKA_FAIL_ON_DATA_LOSS": "maybe"}, "boolean"),
         ({"LOG_FORMAT": "xml"}, "kv or json"),
         ({"TRIGGER_INTERVAL": "soon"}, "5 seconds"),
+        ({"GOLD_WATERMARK": "10"}, "10 minutes"),
+        ({"GOLD_WATERMARK": "ten minutes"}, "not a duration"),
+        ({"GOLD_WATERMARK": "10 fortnights"}, "not a duration"),
+        ({"GOLD_PERCENTILE_K": "4"}, "at least 8"),
+        ({"GOLD_PERCENTILE_K": "70000"}, "8 to 65535"),
     ],
 )
 def test_bad_values_say_what_is_wrong(env: dict[str, str], message: str) -> None:
@@ -50,3 +55,16 @@ def test_bad_values_say_what_is_wrong(env: dict[str, str], message: str) -> None
 
 def test_parse_bootstrap_takes_first_server() -> None:
     assert parse_bootstrap("a:1,b:2") == ("a", 1)
+
+
+def test_durations_and_gold_paths() -> None:
+    assert [duration_seconds(t) for t in ("10 minutes", "1 minute", "90 seconds", "2 hours")] == [
+        600,
+        60,
+        90,
+        7200,
+    ]
+    s = Settings.from_env({"GOLD_WATERMARK": "15 minutes", "LAKEHOUSE_PATH": "/lake"})
+    assert s.gold_watermark_seconds == 900
+    assert s.gold_path("sensor_metrics_5m") == "/lake/gold/sensor_metrics_5m"
+    assert s.gold_late_readings_path == "/lake/_ops/gold_late_readings"

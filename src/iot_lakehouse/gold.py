@@ -228,6 +228,14 @@ GOLD_TABLES: tuple[GoldTable, ...] = (
 )
 
 
+def percentile_rank_error(k: int) -> float:
+    """Rank error bound of a KLL sketch with parameter ``k``: with 99 % confidence every
+    quantile it returns has a true rank within this much of the one asked for (DataSketches'
+    empirical bound, about 1.33 % for the default k = 200). A sketch of at most k values
+    is exact."""
+    return 2.296 / k**0.9723
+
+
 def micros_literal(micros: int | None) -> Column:
     """A timestamp literal from epoch microseconds (null for None)."""
     if micros is None:

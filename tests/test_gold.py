@@ -1,0 +1,430 @@
+"""silver -> gold: equal to a batch recomputation; watermark, late data, replay, SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from iot_lakehouse.generator import GeneratorConfig
+from iot_lakehouse.gold import (
+    GOLD_TABLES,
+    QUANTILES,
+    BatchWatermarks,
+    GoldBatchWriter,
+    GoldTable,
+    create_gold_tables,
+    percentile_rank_error,
+    split_late,
+    start_gold_stream,
+    with_window,
+)
+from iot_lakehouse.reconcile import silver_gold_ledger
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.silver import start_silver_stream
+from tests.conftest import job_env, write_generated_bronze
+
+START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+MINUTE_US = 60 * 1_000_000
+READINGS = (
+    "sensor_id string, metric string, value double, unit string, event_time timestamp, "
+    "location string, alert_type string, severity string, bronze_topic string, "
+    "bronze_partition int, bronze_offset long"
+)
+TABLES = {t.name: t for t in GOLD_TABLES}
+STATE_COLUMNS = ("value_sketch", "sensor_sketch", "m2")
+
+
+def at(minute: int, second: int = 0) -> datetime:
+    return START + timedelta(minutes=minute, seconds=second)
+
+
+def reading(
+    sensor: str,
+    when: datetime,
+    value: float,
+    offset: int,
+    location: str | None = "building-A/floor-1",
+    alert: str | None = None,
+) -> tuple[object, ...]:
+    severity = "warning" if alert else None
+    return (sensor, "temperature", value, "°C", when, location, alert, severity, "t", 0, offset)
+
+
+def us(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+def rows_of(spark: SparkSession, path: str) -> list[dict[str, object]]:
+    df = spark.read.format("delta").load(path)
+    return sorted(
+        (r.asDict() for r in df.drop(*[c for c in STATE_COLUMNS if c in df.columns]).collect()),
+        key=repr,
+    )
+
+
+def gold_row(spark: SparkSession, settings: Settings, table: str, where: Column) -> dict:
+    rows = spark.read.format("delta").load(settings.gold_path(table)).where(where).collect()
+    assert len(rows) == 1, rows
+    return rows[0].asDict()
+
+
+def test_watermark_moves_with_the_latest_event_time() -> None:
+    delay = 10 * MINUTE_US
+    first = BatchWatermarks(watermark_us=None, max_event_us=us(at(21)), delay_us=delay)
+    assert first.next_watermark_us == us(at(11))
+    assert first.passed_window_end()  # windows up to 08:10 are final after the first batch
+    same_step = BatchWatermarks(us(at(11)), us(at(24)), delay)  # watermark 08:11 -> 08:14
+    assert not same_step.passed_window_end()
+    next_step = BatchWatermarks(us(at(14)), us(at(25)), delay)  # 08:14 -> 08:15: 08:15 passed
+    assert next_step.passed_window_end()
+    assert BatchWatermarks(None, None, delay).next_watermark_us is None
+
+
+def test_split_late_keeps_every_reading(spark: SparkSession) -> None:
+    rows = [reading("s1", w, 1.0, i) for i, w in enumerate([at(-1), at(0), at(1)])]
+    rows.append(("s1", "temperature", 1.0, "°C", None, None, None, None, "t", 0, 9))
+    df = spark.createDataFrame(rows, READINGS)
+    on_time, late = split_late(df, us(at(0)))
+    assert sorted(r.bronze_offset for r in on_time.collect()) == [1, 2]
+    assert sorted(r.bronze_offset for r in late.collect()) == [0, 9]  # before it, or no time
+    on_time, late = split_late(df, None)  # no watermark yet: only a missing time is late
+    assert (on_time.count(), late.count()) == (3, 1)
+
+
+def test_sliding_windows_give_each_reading_two_rows(spark: SparkSession) -> None:
+    df = spark.createDataFrame([reading("s1", at(12), 1.0, 0)], READINGS)
+    windows = with_window(df, TABLES["sensor_metrics_10m_sliding"]).collect()
+    assert sorted((r.window_start, r.window_end) for r in windows) == [
+        (at(5).replace(tzinfo=None), at(15).replace(tzinfo=None)),
+        (at(10).replace(tzinfo=None), at(20).replace(tzinfo=None)),
+    ]
+
+
+def test_out_of_order_updates_its_window_late_data_is_kept_aside_and_replay_changes_nothing(
+    spark: SparkSession, settings: Settings
+) -> None:
+    create_gold_tables(spark, settings)
+    writer = GoldBatchWriter(spark, settings)
+    batches = [
+        [
+            reading("s1", at(0, 10), 20.0, 0),
+            reading("s1", at(1), 22.0, 1),
+            reading("s1", at(3), 31.0, 2, alert="HIGH_TEMP"),
+            reading("s1", at(21), 25.0, 3),  # watermark after this batch: 08:11
+            reading("s2", at(2), 18.0, 4, location=None),
+        ],
+        [
+            reading("s1", at(12), 24.0, 10),  # out of order, within the watermark
+            reading("s1", at(4), 100.0, 11),  # before the watermark: late
+            reading("s2", at(12, 40), 19.0, 12, location=None),
+        ],
+        [
+            reading("s1", at(13), 26.0, 20),
+            reading("s2", at(13, 30), 21.0, 21, location=None),
+        ],
+    ]
+    counts = [
+        writer.write_batch(spark.createDataFrame(rows, READINGS), batch_id)
+        for batch_id, rows in enumerate(batches)
+    ]
+    assert counts == [
+        {"readings": 5, "late": 0},
+        {"readings": 3, "late": 1},
+        {"readings": 2, "late": 0},
+    ]
+    s1 = F.col("sensor_id") == "s1"
+    final = gold_row(spark, settings, "sensor_metrics_5m", s1 & (F.col("window_start") == at(0)))
+    assert (final["count"], final["max"], final["is_final"], final["batch_id"]) == (
+        3,
+        31.0,
+        True,
+        0,
+    )
+    fresh = gold_row(spark, settings, "sensor_metrics_5m", s1 & (F.col("window_start") == at(10)))
+    assert (fresh["count"], fresh["avg"], fresh["min"], fresh["max"]) == (2, 25.0, 24.0, 26.0)
+    assert fresh["stddev"] == pytest.approx(2**0.5)
+    assert (fresh["p50"], fresh["p99"], fresh["is_final"], fresh["batch_id"]) == (
+        24.0,
+        26.0,
+        False,
+        2,
+    )
+    sliding = gold_row(
+        spark, settings, "sensor_metrics_10m_sliding", s1 & (F.col("window_start") == at(5))
+    )
+    assert sliding["count"] == 2  # 08:12 and 08:13 fall in [08:05, 08:15) and [08:10, 08:20)
+    no_location = gold_row(
+        spark,
+        settings,
+        "location_metrics_5m",
+        F.col("location").isNull() & (F.col("window_start") == at(10)),
+    )
+    assert (no_location["count"], no_location["avg"], no_location["active_sensors"]) == (2, 20.0, 1)
+    alerts = gold_row(spark, settings, "alert_counts_5m", F.lit(True))
+    assert (alerts["alert_type"], alerts["alert_count"], alerts["is_final"]) == (
+        "HIGH_TEMP",
+        1,
+        True,
+    )
+    late = spark.read.format("delta").load(settings.gold_late_readings_path).collect()
+    assert [(r.bronze_offset, r.lateness_seconds, r.batch_id) for r in late] == [(11, 420.0, 1)]
+
+    paths = [settings.gold_path(t.name) for t in GOLD_TABLES]
+    paths += [settings.gold_late_readings_path, settings.gold_progress_path]
+    before = [rows_of(spark, p) for p in paths]
+    restarted = GoldBatchWriter(spark, settings)  # a new process: watermark from the log
+    for batch_id in (1, 2):
+        restarted.write_batch(spark.createDataFrame(batches[batch_id], READINGS), batch_id)
+    assert [rows_of(spark, p) for p in paths] == before
+
+
+def gold_settings(settings: Settings) -> Settings:
+    return settings.with_(
+        quality_every_n_batches=0,
+        silver_max_files_per_trigger=1,
+        gold_max_files_per_trigger=1,
+    )
+
+
+def with_low_alert_thresholds(settings: Settings, tmp_path: Path) -> Settings:
+    """The packaged rules with static alerts that ordinary generated readings cross."""
+    rules = (PROJECT_ROOT / "src/iot_lakehouse/rules/silver_rules.yml").read_text()
+    rules = rules.replace("metric: temperature, above: 30", "metric: temperature, above: 24")
+    rules = rules.replace("metric: humidity,    above: 80", "metric: humidity,    above: 60")
+    path = tmp_path / "rules.yml"
+    path.write_text(rules)
+    return settings.with_(silver_rules_file=path)
+
+
+def build_silver(spark: SparkSession, settings: Settings, config: GeneratorConfig) -> None:
+    write_generated_bronze(spark, settings, config, parts=4)
+    query = start_silver_stream(spark, settings, available_now=True)
+    query.awaitTermination(600)
+    assert query.exception() is None
+
+
+def on_time_silver(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Silver minus the readings the gold job set aside as late."""
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    late = spark.read.format("delta").load(settings.gold_late_readings_path)
+    coords = ["bronze_topic", "bronze_partition", "bronze_offset", "metric"]
+    return silver.join(late.select(*coords), coords, "left_anti")
+
+
+def recomputed(readings: DataFrame, table: GoldTable, *measures: Column) -> DataFrame:
+    return (
+        with_window(readings, table)
+        .groupBy("window_start", "window_end", *table.keys)
+        .agg(*measures)
+    )
+
+
+def assert_measures_equal(gold: DataFrame, reference: DataFrame, table: GoldTable) -> None:
+    """Every reference row has a gold row and every measure matches (floats to 1e-9)."""
+    keys = ["window_start", "window_end", *table.keys]
+    measures = [c for c in reference.columns if c not in keys]
+    joined = reference.alias("r").join(gold.alias("g"), keys, "full")
+    mismatches = F.lit(False)
+    for name in measures:
+        r, g = F.col(f"r.{name}"), F.col(f"g.{name}")
+        if dict(reference.dtypes)[name] == "double":
+            differs = F.abs(r - g) > F.greatest(F.abs(r), F.lit(1.0)) * 1e-9
+            mismatches = mismatches | F.coalesce(differs, ~(r.isNull() & g.isNull()))
+        else:
+            mismatches = mismatches | ~r.eqNullSafe(g)
+    assert reference.count() > 0
+    bad = joined.where(mismatches).limit(5).collect()
+    assert not bad, f"{table.name}: {bad}"
+
+
+def rank_errors(readings: DataFrame, gold: DataFrame, table: GoldTable) -> DataFrame:
+    """Per gold row and quantile: how far the true rank of the reported value is from the
+    rank asked for (0 when it is the exact quantile), and the row's count."""
+    keys = ["window_start", "window_end", *table.keys]
+    values = with_window(readings, table).select(*keys, "value")
+    rows = []
+    for name, rank in QUANTILES.items():
+        per_row = (
+            values.join(gold.select(*keys, "count", F.col(name).alias("q")), keys)
+            .groupBy(*keys, "count")
+            .agg(
+                F.avg((F.col("value") < F.col("q")).cast("double")).alias("below"),
+                F.avg((F.col("value") <= F.col("q")).cast("double")).alias("at_or_below"),
+            )
+            .select(
+                "count",
+                F.greatest(
+                    F.col("below") - rank, F.lit(rank) - F.col("at_or_below"), F.lit(0.0)
+                ).alias("error"),
+            )
+        )
+        rows.append(per_row)
+    result = rows[0]
+    for other in rows[1:]:
+        result = result.unionByName(other)
+    return result
+
+
+def test_gold_equals_a_batch_recomputation_from_silver(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    settings = with_low_alert_thresholds(gold_settings(settings), tmp_path)
+    config = GeneratorConfig(
+        sensors=10,
+        rate=20.0,  # 12,000 events over 10 minutes of event time
+        count=12_000,
+        seed=11,
+        format="mixed",
+        malformed_fraction=0.01,
+        invalid_fraction=0.01,
+        duplicate_fraction=0.01,
+        late_fraction=0.03,
+        late_max_seconds=900.0,
+        start_time=START,
+    )
+    build_silver(spark, settings, config)
+    query = start_gold_stream(spark, settings, available_now=True)
+    query.awaitTermination(900)
+    assert query.exception() is None
+
+    ledger = silver_gold_ledger(spark, settings)
+    assert ledger.ok, ledger
+    assert ledger.parts["late"] > 0  # the watermark set some readings aside
+    readings = on_time_silver(spark, settings)
+    gold = {
+        t.name: spark.read.format("delta").load(settings.gold_path(t.name)) for t in GOLD_TABLES
+    }
+    value = F.col("value")
+    for name in ("sensor_metrics_5m", "sensor_metrics_10m_sliding"):
+        table = TABLES[name]
+        reference = recomputed(
+            readings,
+            table,
+            F.count(value).alias("count"),
+            F.avg(value).alias("avg"),
+            F.min(value).alias("min"),
+            F.max(value).alias("max"),
+            F.stddev(value).alias("stddev"),
+            F.min("event_time").alias("first_event_time"),
+            F.max("event_time").alias("last_event_time"),
+        )
+        assert_measures_equal(gold[name], reference, table)
+
+        errors = rank_errors(readings, gold[name], table)
+        k = settings.gold_percentile_k
+        bound = percentile_rank_error(k)
+        exact = errors.where(F.col("count") <= k)
+        sketched = errors.where(F.col("count") > k)
+        assert exact.count() > 0 and sketched.count() > 0  # both regimes are exercised
+        assert exact.where(F.col("error") > 0).count() == 0  # at most k values: exact
+        within = sketched.where(F.col("error") <= bound).count() / sketched.count()
+        worst = sketched.agg(F.max("error")).first()[0]
+        assert within >= 0.99 and worst <= 2 * bound, (within, worst, bound)
+
+    reference = recomputed(
+        readings,
+        TABLES["location_metrics_5m"],
+        F.count(value).alias("count"),
+        F.avg(value).alias("avg"),
+        F.min(value).alias("min"),
+        F.max(value).alias("max"),
+        F.count_distinct("sensor_id").alias("active_sensors"),
+    )
+    assert_measures_equal(gold["location_metrics_5m"], reference, TABLES["location_metrics_5m"])
+    alerts = readings.where(F.col("alert_type").isNotNull())
+    assert alerts.select("alert_type").distinct().count() == 2  # HIGH_TEMP and HIGH_HUMIDITY
+    reference = recomputed(
+        alerts,
+        TABLES["alert_counts_5m"],
+        F.count("*").alias("alert_count"),
+        F.count_distinct("sensor_id").alias("affected_sensors"),
+        F.min("event_time").alias("first_event_time"),
+        F.max("event_time").alias("last_event_time"),
+    )
+    assert_measures_equal(gold["alert_counts_5m"], reference, TABLES["alert_counts_5m"])
+
+    watermark = (
+        spark.read.format("delta")
+        .load(settings.gold_progress_path)
+        .agg(F.max("next_watermark"))
+        .first()[0]
+    )
+    for name, df in gold.items():
+        wrong = df.where(F.col("is_final") != (F.col("window_end") <= F.lit(watermark)))
+        assert wrong.count() == 0, name
+        assert DeltaTable(settings.gold_path(name)).to_pyarrow_table().num_rows == df.count()
+
+
+def test_gold_job_killed_and_restarted_gives_the_same_tables(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    settings = gold_settings(settings)
+    config = GeneratorConfig(
+        sensors=20,
+        rate=10.0,  # at most ~150 readings per sensor, metric and window: exact percentiles
+        count=6000,
+        seed=12,
+        format="mixed",
+        invalid_fraction=0.01,
+        duplicate_fraction=0.01,
+        late_fraction=0.03,
+        start_time=START,
+    )
+    build_silver(spark, settings, config)
+    reference = settings.with_(lakehouse_path=str(tmp_path / "reference"))
+    shutil.copytree(settings.silver_readings_path, reference.silver_readings_path)
+
+    env = job_env(settings, GOLD_MAX_FILES_PER_TRIGGER="1")
+    cmd = [sys.executable, "-m", "iot_lakehouse", "run", "gold"]
+    job = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    progress_log = Path(settings.gold_progress_path) / "_delta_log"
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(progress_log.glob("*.json"))) < 3:  # table creation + 2 batches
+            assert job.poll() is None, job.stderr.read().decode()[-3000:] if job.stderr else ""
+            assert time.monotonic() < deadline, "gold job made no progress"
+            time.sleep(0.2)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    rerun = subprocess.run(
+        [*cmd, "--available-now"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    query = start_gold_stream(spark, reference, available_now=True)
+    query.awaitTermination(600)
+    assert query.exception() is None
+    paths = {t.name: (settings.gold_path(t.name), reference.gold_path(t.name)) for t in GOLD_TABLES}
+    paths["late"] = (settings.gold_late_readings_path, reference.gold_late_readings_path)
+    paths["progress"] = (settings.gold_progress_path, reference.gold_progress_path)
+    volatile = ("updated_at", "detected_at", "committed_at", *STATE_COLUMNS)
+    for name, (killed_path, reference_path) in paths.items():
+        killed = spark.read.format("delta").load(killed_path).drop(*volatile)
+        uninterrupted = spark.read.format("delta").load(reference_path).drop(*volatile)
+        assert uninterrupted.count() > 0, name
+        assertDataFrameEqual(killed, uninterrupted, checkRowOrder=False, rtol=1e-9)
