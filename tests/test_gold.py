@@ -194,7 +194,7 @@ def gold_settings(settings: Settings) -> Settings:
     return settings.with_(
         quality_every_n_batches=0,
         silver_max_files_per_trigger=1,
-        gold_max_files_per_trigger=1,
+        gold_max_files_per_trigger=2,  # silver writes 2 files per batch: ~4 gold batches
     )
 
 
@@ -372,8 +372,10 @@ def test_gold_job_killed_and_restarted_gives_the_same_tables(
 ) -> None:
     settings = gold_settings(settings)
     config = GeneratorConfig(
-        sensors=20,
-        rate=10.0,  # at most ~150 readings per sensor, metric and window: exact percentiles
+        # At most ~150 readings per sensor, metric and (10-minute) window: the percentile
+        # sketches hold every value, so they are exact and do not depend on batch boundaries.
+        sensors=40,
+        rate=10.0,
         count=6000,
         seed=12,
         format="mixed",
@@ -386,7 +388,7 @@ def test_gold_job_killed_and_restarted_gives_the_same_tables(
     reference = settings.with_(lakehouse_path=str(tmp_path / "reference"))
     shutil.copytree(settings.silver_readings_path, reference.silver_readings_path)
 
-    env = job_env(settings, GOLD_MAX_FILES_PER_TRIGGER="1")
+    env = job_env(settings, GOLD_MAX_FILES_PER_TRIGGER="2")
     cmd = [sys.executable, "-m", "iot_lakehouse", "run", "gold"]
     job = subprocess.Popen(
         cmd,
