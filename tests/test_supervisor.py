@@ -35,31 +35,34 @@ def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: 
         }
     )
     run = subprocess.run(
-        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "150", "--rate", "300"],
+        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "180", "--rate", "300"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=480,
     )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
 
     status_lines = re.findall(
         r"kafka=(\d+) bronze=(\d+|-) bronze_lag=\S+ silver=(\d+|-) dlq=\S+ duplicates=\S+ "
-        r"bronze=up silver=up generator=up",
+        r"gold_5m=(\d+|-) gold_late=\S+ bronze=up silver=up gold=up generator=up",
         run.stdout,
     )
     assert len(status_lines) >= 5, run.stdout[-2000:]
-    bronze_seen = [int(b) for _, b, _ in status_lines if b != "-"]
-    silver_seen = [int(s) for _, _, s in status_lines if s != "-"]
+    bronze_seen = [int(b) for _, b, _, _ in status_lines if b != "-"]
+    silver_seen = [int(s) for _, _, s, _ in status_lines if s != "-"]
+    gold_seen = [int(g) for _, _, _, g in status_lines if g != "-"]
     assert bronze_seen and bronze_seen[-1] > 0, f"bronze never grew:\n{run.stdout[-3000:]}"
     assert bronze_seen == sorted(bronze_seen), "bronze row count went down"
     assert silver_seen and silver_seen[-1] > 0, f"silver never grew:\n{run.stdout[-3000:]}"
+    assert gold_seen and gold_seen[-1] > 0, f"gold never grew:\n{run.stdout[-3000:]}"
 
     # Graceful stop of every child, then the broker it started.
     assert re.search(r"stopped component=bronze exit_code=0", out), out[-3000:]
     assert re.search(r"stopped component=silver exit_code=0", out), out[-3000:]
+    assert re.search(r"stopped component=gold exit_code=0", out), out[-3000:]
     assert re.search(r"stopped component=generator exit_code=0", out), out[-3000:]
     assert "kafka broker stopped" in out
     assert not port_open(port)

@@ -233,7 +233,7 @@ def percentile_rank_error(k: int) -> float:
     quantile it returns has a true rank within this much of the one asked for (DataSketches'
     empirical bound, about 1.33 % for the default k = 200). A sketch of at most k values
     is exact."""
-    return 2.296 / k**0.9723
+    return float(2.296 / k**0.9723)
 
 
 def micros_literal(micros: int | None) -> Column:

@@ -7,6 +7,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
@@ -37,6 +38,22 @@ UPSTREAM: dict[str, Callable[[Settings], str] | None] = {
 }
 
 
+def delta_table_exists(spark: SparkSession, path: str) -> bool:
+    """True once a Delta table has been committed at ``path``, by this or any other process.
+
+    Reads the file system rather than asking Delta: Delta caches a table's log per process, and
+    a cached "no table here" does not notice another process creating it.
+    """
+    jvm: Any = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    log = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
+    fs = log.getFileSystem(conf)
+    if not fs.exists(log):
+        return False
+    names = [status.getPath().getName() for status in fs.listStatus(log)]
+    return any(n.endswith(".json") or ".checkpoint." in n for n in names)
+
+
 def wait_for_upstream(
     spark: SparkSession,
     job: str,
@@ -50,14 +67,12 @@ def wait_for_upstream(
     A streaming job started before its upstream has written anything waits for it; an
     ``--available-now`` run has nothing to do and says so.
     """
-    from delta.tables import DeltaTable
-
     upstream = UPSTREAM[job]
     if upstream is None:
         return True
     path = upstream(settings)
     waited = 0.0
-    while not DeltaTable.isDeltaTable(spark, path):
+    while not delta_table_exists(spark, path):
         if available_now:
             raise JobError(
                 f"job {job}: its input table {path} does not exist yet; run the "
