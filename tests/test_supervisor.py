@@ -35,12 +35,12 @@ def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: 
         }
     )
     run = subprocess.run(
-        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "180", "--rate", "300"],
+        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "240", "--rate", "300"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=480,
+        timeout=540,
     )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
