@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -236,6 +237,13 @@ def percentile_rank_error(k: int) -> float:
     return float(2.296 / k**0.9723)
 
 
+def iso(micros: int | None) -> str:
+    """Epoch microseconds as an ISO-8601 UTC string (``-`` for None), for logs."""
+    if micros is None:
+        return "-"
+    return datetime.fromtimestamp(micros / MICROS, UTC).isoformat(timespec="seconds")
+
+
 def micros_literal(micros: int | None) -> Column:
     """A timestamp literal from epoch microseconds (null for None)."""
     if micros is None:
@@ -405,6 +413,7 @@ class GoldBatchWriter:
         assert stats is not None
         total = int(stats["readings"])
         if total == 0:
+            self._last_batch = batch_id
             return {"readings": 0, "late": 0}
         seen = self._seen_before(batch_id)
         delay = self.settings.gold_watermark_seconds * MICROS
@@ -422,15 +431,16 @@ class GoldBatchWriter:
                 self.settings.gold_late_readings_path,
                 batch_id,
             )
-        # One MERGE per table, run side by side: most of a small MERGE's time is spent in
-        # the driver (Delta log, planning), which threads overlap.
-        with ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="gold-merge") as pool:
-            futures = [
-                pool.submit(self._upsert, table, on_time, batch_id, marks, stats["lo"], hi)
-                for table in GOLD_TABLES
-            ]
-            for future in futures:
-                future.result()
+        if late_count < total:  # then event times exist, and so do lo and hi
+            # One MERGE per table, side by side: much of a small MERGE's time is spent in the
+            # driver (Delta log, planning), which threads overlap.
+            with ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="gold-merge") as pool:
+                futures = [
+                    pool.submit(self._upsert, table, on_time, batch_id, marks, stats["lo"], hi)
+                    for table in GOLD_TABLES
+                ]
+                for future in futures:
+                    future.result()
         progress = self.spark.createDataFrame(
             [(batch_id, total, late_count)], "batch_id long, readings long, late_readings long"
         ).select(
@@ -447,7 +457,7 @@ class GoldBatchWriter:
         counts = {"readings": total, "late": late_count}
         logger.info(
             "gold batch %s",
-            kv(job=JOB_NAME, batch_id=batch_id, **counts, watermark=marks.next_watermark_us),
+            kv(job=JOB_NAME, batch_id=batch_id, **counts, watermark=iso(marks.next_watermark_us)),
         )
         return counts
 
