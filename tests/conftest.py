@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from pyspark.sql import SparkSession
 
 from iot_lakehouse.generator import GeneratorConfig, run_generator
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
-from iot_lakehouse.settings import Settings
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.spark_session import build_spark
 
 
@@ -148,3 +152,52 @@ def job_env(settings: Settings, **overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
+
+
+def kill_mid_stream_then_finish(
+    job: str,
+    settings: Settings,
+    progressed: Callable[[], bool],
+    after_kill: Callable[[], None] | None = None,
+    timeout: float = 300.0,
+    **env_overrides: str,
+) -> None:
+    """Run ``iot-lakehouse run <job>`` as its own process, SIGKILL it and its JVM as soon as
+    ``progressed()`` is true, call ``after_kill()``, then run the job again with
+    ``--available-now`` to the end."""
+    env = job_env(settings, **env_overrides)
+    cmd = [sys.executable, "-m", "iot_lakehouse", "run", job]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not progressed():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+            assert time.monotonic() < deadline, f"{job} job made no progress in {timeout:.0f} s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, mid-stream
+        proc.wait()
+    if after_kill is not None:
+        after_kill()
+    rerun = subprocess.run(
+        [*cmd, "--available-now"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+
+def commits(table_path: str) -> int:
+    """Commit files in a Delta table's log (0 if there is no table yet)."""
+    log = Path(table_path) / "_delta_log"
+    return len(list(log.glob("*.json"))) if log.exists() else 0

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
@@ -20,9 +14,9 @@ from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.generator import EventGenerator, GeneratorConfig
 from iot_lakehouse.schemas import BRONZE_EVENTS
-from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import delta_row_count
-from tests.conftest import job_env, produce
+from tests.conftest import commits, kill_mid_stream_then_finish, produce
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 KAFKA_ROWS_SCHEMA = (
@@ -113,46 +107,24 @@ def test_10k_events_with_bad_input_land_in_bronze_exactly_once(
     assert delta_row_count(settings.bronze_events_path) == 10_000
 
 
-def committed_versions(table_path: str) -> int:
-    log = Path(table_path) / "_delta_log"
-    return len(list(log.glob("*.json"))) if log.exists() else 0
-
-
 def test_bronze_job_killed_with_sigkill_and_restarted_loses_and_duplicates_nothing(
     settings: Settings, spark: SparkSession
 ) -> None:
     total = 20_000
     produce(settings, total, seed=11, bad_fraction=0.2)
-    cmd = [sys.executable, "-m", "iot_lakehouse", "run", "bronze"]
-    job = subprocess.Popen(
-        cmd,
-        env=job_env(settings, MAX_OFFSETS_PER_TRIGGER="1500"),
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while committed_versions(settings.bronze_events_path) < 3:
-            assert job.poll() is None, job.stderr.read().decode()[-3000:] if job.stderr else ""
-            assert time.monotonic() < deadline, "bronze job made no progress in 180 s"
-            time.sleep(0.2)
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the Python driver and its JVM, mid-stream
-        job.wait()
-    partial = delta_row_count(settings.bronze_events_path)
-    assert partial is not None and 0 < partial < total, partial
 
-    rerun = subprocess.run(
-        [*cmd, "--available-now"],
-        env=job_env(settings, MAX_OFFSETS_PER_TRIGGER="1500"),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    def partly_written() -> None:
+        partial = delta_row_count(settings.bronze_events_path)
+        assert partial is not None and 0 < partial < total, partial
+
+    kill_mid_stream_then_finish(
+        "bronze",
+        settings,
+        lambda: commits(settings.bronze_events_path) >= 3,
+        after_kill=partly_written,
+        timeout=180,
+        MAX_OFFSETS_PER_TRIGGER="1500",
     )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
     bronze = spark.read.format("delta").load(settings.bronze_events_path)
     assert bronze.count() == total
     assert bronze.select("topic", "partition", "offset").distinct().count() == total

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +28,7 @@ from iot_lakehouse.gold import (
 from iot_lakehouse.reconcile import silver_gold_ledger
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.silver import start_silver_stream
-from tests.conftest import job_env, write_generated_bronze
+from tests.conftest import commits, kill_mid_stream_then_finish, write_generated_bronze
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 MINUTE_US = 60 * 1_000_000
@@ -388,35 +383,12 @@ def test_gold_job_killed_and_restarted_gives_the_same_tables(
     reference = settings.with_(lakehouse_path=str(tmp_path / "reference"))
     shutil.copytree(settings.silver_readings_path, reference.silver_readings_path)
 
-    env = job_env(settings, GOLD_MAX_FILES_PER_TRIGGER="2")
-    cmd = [sys.executable, "-m", "iot_lakehouse", "run", "gold"]
-    job = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    kill_mid_stream_then_finish(
+        "gold",
+        settings,
+        lambda: commits(settings.gold_progress_path) >= 3,  # creation + 2 batches
+        GOLD_MAX_FILES_PER_TRIGGER="2",
     )
-    progress_log = Path(settings.gold_progress_path) / "_delta_log"
-    try:
-        deadline = time.monotonic() + 300
-        while len(list(progress_log.glob("*.json"))) < 3:  # table creation + 2 batches
-            assert job.poll() is None, job.stderr.read().decode()[-3000:] if job.stderr else ""
-            assert time.monotonic() < deadline, "gold job made no progress"
-            time.sleep(0.2)
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-    rerun = subprocess.run(
-        [*cmd, "--available-now"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     query = start_gold_stream(spark, reference, available_now=True)
     query.awaitTermination(600)

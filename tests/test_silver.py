@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,14 +12,14 @@ from pyspark.sql import functions as F
 from iot_lakehouse.bronze import start_bronze_stream
 from iot_lakehouse.reconcile import bronze_silver_ledger, reconcile
 from iot_lakehouse.rules import RuleSet, load_rules
-from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import (
     SilverBatchWriter,
     create_silver_tables,
     judge,
     start_silver_stream,
 )
-from tests.conftest import job_env, produce
+from tests.conftest import commits, kill_mid_stream_then_finish, produce
 
 INGEST = datetime(2026, 1, 5, 8, 0, 30, tzinfo=UTC)
 BRONZE_COLUMNS = (
@@ -337,35 +332,13 @@ def test_silver_job_killed_mid_stream_leaves_no_duplicate_and_no_gap(
 ) -> None:
     produce(settings, 12000, seed=5, sensors=300, rate=1000.0)
     start_bronze_stream(spark, settings, available_now=True).awaitTermination(300)
-    env = job_env(settings, SILVER_MAX_FILES_PER_TRIGGER="1")
-    cmd = [sys.executable, "-m", "iot_lakehouse", "run", "silver"]
-    job = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    kill_mid_stream_then_finish(
+        "silver",
+        settings,
+        lambda: commits(settings.silver_readings_path) >= 3,  # creation + 2 batches
+        timeout=240,
+        SILVER_MAX_FILES_PER_TRIGGER="1",
     )
-    silver_log = Path(settings.silver_readings_path) / "_delta_log"
-    try:
-        deadline = time.monotonic() + 240
-        while len(list(silver_log.glob("*.json"))) < 3:  # table creation + 2 batches
-            assert job.poll() is None, job.stderr.read().decode()[-3000:] if job.stderr else ""
-            assert time.monotonic() < deadline, "silver job made no progress"
-            time.sleep(0.2)
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-    rerun = subprocess.run(
-        [*cmd, "--available-now"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
     ledger = bronze_silver_ledger(spark, settings)
     assert ledger.ok and ledger.source == 12000, ledger
     silver = spark.read.format("delta").load(settings.silver_readings_path)

@@ -35,6 +35,7 @@ from iot_lakehouse.schemas import (
     GOLD_LOCATION_METRICS,
     GOLD_PROGRESS,
     GOLD_SENSOR_METRICS,
+    append_once,
     create_table_if_missing,
 )
 from iot_lakehouse.settings import Settings, duration_seconds
@@ -526,13 +527,7 @@ class GoldBatchWriter:
         )
 
     def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
-        (
-            df.write.format("delta")
-            .mode("append")
-            .option("txnAppId", f"{self.app_id}:{path}")
-            .option("txnVersion", batch_id)
-            .save(path)
-        )
+        append_once(df, path, self.app_id, batch_id)
 
 
 def create_gold_tables(spark: SparkSession, settings: Settings) -> None:

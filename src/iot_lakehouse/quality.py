@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from iot_lakehouse.logs import kv
 from iot_lakehouse.rules import Check, RuleSet
-from iot_lakehouse.schemas import QUALITY_RESULTS
+from iot_lakehouse.schemas import QUALITY_RESULTS, append_once
 
 logger = logging.getLogger(__name__)
 
@@ -186,14 +186,8 @@ def validate_and_record(
     started = time.monotonic()
     results = validator.validate(judged)
     duration_ms = int((time.monotonic() - started) * 1000)
-    (
-        to_result_rows(spark, results, job, batch_id, validator.ruleset.version, duration_ms)
-        .write.format("delta")
-        .mode("append")
-        .option("txnAppId", f"{app_id}:{path}")
-        .option("txnVersion", batch_id)
-        .save(path)
-    )
+    rows = to_result_rows(spark, results, job, batch_id, validator.ruleset.version, duration_ms)
+    append_once(rows, path, app_id, batch_id)
     failed = {k: v for k, v in unexpected_by_rule(results).items() if v}
     errors = [r.rule_code for r in results if r.error]
     logger.info(

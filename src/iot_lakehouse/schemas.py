@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -111,6 +111,18 @@ def create_table_if_missing(
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     builder.execute()
+
+
+def append_once(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:
+    """Append ``df`` to the Delta table at ``path`` unless batch ``batch_id`` of ``app_id``
+    already did: Delta records (txnAppId, txnVersion) and skips a repeated write."""
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", f"{app_id}:{path}")
+        .option("txnVersion", batch_id)
+        .save(path)
+    )
 
 
 # _ops/quality: one row per Great Expectations check per validated micro-batch.

@@ -31,6 +31,7 @@ from iot_lakehouse.schemas import (
     DLQ_REJECTS,
     SILVER_DUPLICATES,
     SILVER_READINGS,
+    append_once,
     create_table_if_missing,
 )
 from iot_lakehouse.settings import Settings
@@ -408,13 +409,7 @@ class SilverBatchWriter:
         return (looked_up.where(new_or_own).select(*columns), looked_up.where(~new_or_own))
 
     def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
-        (
-            df.write.format("delta")
-            .mode("append")
-            .option("txnAppId", f"{self.app_id}:{path}")
-            .option("txnVersion", batch_id)
-            .save(path)
-        )
+        append_once(df, path, self.app_id, batch_id)
 
 
 def create_silver_tables(spark: SparkSession, settings: Settings) -> None:
