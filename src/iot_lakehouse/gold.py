@@ -37,6 +37,7 @@ from iot_lakehouse.schemas import (
     GOLD_SENSOR_METRICS,
     append_once,
     create_table_if_missing,
+    query_app_id,
 )
 from iot_lakehouse.settings import Settings, duration_seconds
 
@@ -252,16 +253,19 @@ def micros_literal(micros: int | None) -> Column:
     return F.timestamp_micros(F.lit(micros))
 
 
-def split_late(readings: DataFrame, watermark_us: int | None) -> tuple[DataFrame, DataFrame]:
-    """(on time, late): a reading is late when its event time is before the watermark.
-
-    A reading without an event time (silver never has one) counts as late, so it is kept
-    rather than dropped or folded into a null window.
-    """
+def is_late(watermark_us: int | None) -> Column:
+    """A reading is late when its event time is before the watermark. One without an event
+    time (silver never has one) counts as late, so it is kept rather than dropped or folded
+    into a null window."""
+    missing = F.col("event_time").isNull()
     if watermark_us is None:
-        late = F.col("event_time").isNull()
-    else:
-        late = F.col("event_time").isNull() | (F.col("event_time") < micros_literal(watermark_us))
+        return missing
+    return missing | (F.col("event_time") < micros_literal(watermark_us))
+
+
+def split_late(readings: DataFrame, watermark_us: int | None) -> tuple[DataFrame, DataFrame]:
+    """(on time, late) readings, see ``is_late``."""
+    late = is_late(watermark_us)
     return readings.where(~late), readings.where(late)
 
 
@@ -398,34 +402,33 @@ class GoldBatchWriter:
     def __call__(self, silver_batch: DataFrame, batch_id: int) -> None:
         """foreachBatch entry point: bind the writes to this query's checkpoint, then write."""
         if ":" not in self.app_id:
-            query = next(q for q in self.spark.streams.active if q.name == JOB_NAME)
-            self.app_id = f"{self.app_id}:{query.id}"
+            self.app_id = query_app_id(self.spark, self.app_id, JOB_NAME)
         self.write_batch(silver_batch, batch_id)
 
     def write_batch(self, silver_batch: DataFrame, batch_id: int) -> dict[str, int]:
         """Aggregate one batch into every gold table; return the counts of readings and late."""
         require_columns(silver_batch, GOLD_INPUT, "silver")
         readings = silver_batch.select(*GOLD_INPUT).localCheckpoint(eager=True)
+        seen = self._seen_before(batch_id)
+        delay = self.settings.gold_watermark_seconds * MICROS
+        watermark = None if seen is None else seen - delay
         stats = readings.agg(
             F.count("*").alias("readings"),
+            F.count_if(is_late(watermark)).alias("late"),
             F.min(F.unix_micros("event_time")).alias("lo"),
             F.max(F.unix_micros("event_time")).alias("hi"),
         ).first()
         assert stats is not None
-        total = int(stats["readings"])
+        total, late_count, hi = int(stats["readings"]), int(stats["late"]), stats["hi"]
         if total == 0:
             self._last_batch = batch_id
             return {"readings": 0, "late": 0}
-        seen = self._seen_before(batch_id)
-        delay = self.settings.gold_watermark_seconds * MICROS
-        hi = stats["hi"]
         marks = BatchWatermarks(
-            watermark_us=None if seen is None else seen - delay,
+            watermark_us=watermark,
             max_event_us=hi if seen is None else seen if hi is None else max(seen, hi),
             delay_us=delay,
         )
         on_time, late = split_late(readings, marks.watermark_us)
-        late_count = late.count()
         if late_count:
             self._append(
                 to_late_rows(late, marks.watermark_us, batch_id),

@@ -113,6 +113,15 @@ def create_table_if_missing(
     builder.execute()
 
 
+def query_app_id(spark: SparkSession, base: str, query_name: str) -> str:
+    """``base:<query id>`` of the running query ``query_name``: the txnAppId of its writes.
+
+    The query id lives in the checkpoint, so a new checkpoint (batch ids from 0 again) gets a
+    new txnAppId instead of having its writes skipped as "already done"."""
+    query = next(q for q in spark.streams.active if q.name == query_name)
+    return f"{base}:{query.id}"
+
+
 def append_once(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:
     """Append ``df`` to the Delta table at ``path`` unless batch ``batch_id`` of ``app_id``
     already did: Delta records (txnAppId, txnVersion) and skips a repeated write."""

@@ -33,6 +33,7 @@ from iot_lakehouse.schemas import (
     SILVER_READINGS,
     append_once,
     create_table_if_missing,
+    query_app_id,
 )
 from iot_lakehouse.settings import Settings
 
@@ -315,10 +316,7 @@ class SilverBatchWriter:
     def __call__(self, bronze_batch: DataFrame, batch_id: int) -> None:
         """foreachBatch entry point: bind the writes to this query's checkpoint, then write."""
         if ":" not in self.app_id:
-            # The query id lives in the checkpoint: a new checkpoint (batch ids from 0 again)
-            # gets a new txnAppId instead of having its writes skipped as "already done".
-            query = next(q for q in self.spark.streams.active if q.name == JOB_NAME)
-            self.app_id = f"{self.app_id}:{query.id}"
+            self.app_id = query_app_id(self.spark, self.app_id, JOB_NAME)
         self.write_batch(bronze_batch, batch_id)
 
     def write_batch(self, bronze_batch: DataFrame, batch_id: int) -> dict[str, int]:
