@@ -1,4 +1,4 @@
-"""silver -> gold: 5-minute and sliding window aggregates, location stats, alert counts.
+"""silver -> gold: 5-minute and sliding window aggregates and location stats.
 
 Launch (from the project root):
 

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_arguments(generate)
 
     run = sub.add_parser("run", help="run one streaming job")
-    run.add_argument("job", choices=["bronze", "silver", "gold"])
+    run.add_argument("job", choices=["bronze", "silver", "gold", "alerts"])
     run.add_argument(
         "--available-now", action="store_true", help="process what is available now, then exit"
     )

@@ -218,16 +218,18 @@ GOLD_TABLES: tuple[GoldTable, ...] = (
         distinct_sensors("active_sensors"),
         GOLD_LOCATION_METRICS,
     ),
-    GoldTable(
-        "alert_counts_5m",
-        ("alert_type", "severity"),
-        "5 minutes",
-        None,
-        alert_measures,
-        distinct_sensors("affected_sensors"),
-        GOLD_ALERT_COUNTS,
-        counts=lambda: F.col("alert_type").isNotNull(),
-    ),
+)
+
+# gold/alert_counts_5m is kept by the alerts job from gold/alerts, with the same machinery.
+ALERT_COUNTS_TABLE = GoldTable(
+    "alert_counts_5m",
+    ("alert_type", "severity"),
+    "5 minutes",
+    None,
+    alert_measures,
+    distinct_sensors("affected_sensors"),
+    GOLD_ALERT_COUNTS,
+    counts=lambda: F.col("status") == "fired",
 )
 
 
@@ -440,7 +442,17 @@ class GoldBatchWriter:
             # driver (Delta log, planning), which threads overlap.
             with ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="gold-merge") as pool:
                 futures = [
-                    pool.submit(self._upsert, table, on_time, batch_id, marks, stats["lo"], hi)
+                    pool.submit(
+                        upsert_window_rows,
+                        self.spark,
+                        self.settings,
+                        table,
+                        on_time,
+                        batch_id,
+                        marks,
+                        stats["lo"],
+                        hi,
+                    )
                     for table in GOLD_TABLES
                 ]
                 for future in futures:
@@ -478,59 +490,56 @@ class GoldBatchWriter:
         )
         return None if row is None or row["seen"] is None else int(row["seen"])
 
-    def _upsert(
-        self,
-        table: GoldTable,
-        on_time: DataFrame,
-        batch_id: int,
-        marks: BatchWatermarks,
-        lo_us: int,
-        hi_us: int,
-    ) -> None:
-        from delta.tables import DeltaTable
+    def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
+        append_once(df, path, self.app_id, batch_id)
 
-        k = self.settings.gold_percentile_k
-        partials = batch_partials(on_time, table, k).localCheckpoint(eager=True)
-        if partials.isEmpty():
-            return
-        final_until = marks.next_watermark_us
-        update: dict[str, str | Column] = {
-            **merged_values(table, k, batch_id, final_until, side("t"), side("s"))
-        }
-        insert: dict[str, str | Column] = {
-            **inserted_values(table, k, batch_id, final_until, side("s"))
-        }
-        # Only windows that can hold this batch's readings: data skipping on window_start.
-        in_range = F.col("t.window_start").between(
-            micros_literal(lo_us - table.window_seconds * MICROS), micros_literal(hi_us)
-        )
-        (
-            DeltaTable.forPath(self.spark, self.settings.gold_path(table.name))
-            .alias("t")
-            .merge(partials.alias("s"), key_match(table, "t", "s") & in_range)
-            # A row already changed by this batch (an earlier attempt of it) stays as it is.
-            .whenMatchedUpdate(
-                condition=F.col("t.batch_id") < F.lit(batch_id),
-                set=update,
-            )
-            .whenNotMatchedInsert(values=insert)
-            .execute()
-        )
-        if marks.passed_window_end():
-            self._finalize(table, marks)
 
-    def _finalize(self, table: GoldTable, marks: BatchWatermarks) -> None:
-        """Mark rows final whose window end the watermark has now passed."""
-        from delta.tables import DeltaTable
+def upsert_window_rows(
+    spark: SparkSession,
+    settings: Settings,
+    table: GoldTable,
+    rows: DataFrame,
+    batch_id: int,
+    marks: BatchWatermarks,
+    lo_us: int,
+    hi_us: int,
+) -> None:
+    """Fold ``rows`` (event times between ``lo_us`` and ``hi_us``) into ``table`` with one
+    MERGE, then mark the windows the watermark has passed final."""
+    from delta.tables import DeltaTable
 
-        DeltaTable.forPath(self.spark, self.settings.gold_path(table.name)).update(
+    k = settings.gold_percentile_k
+    partials = batch_partials(rows, table, k).localCheckpoint(eager=True)
+    if partials.isEmpty():
+        return
+    final_until = marks.next_watermark_us
+    update: dict[str, str | Column] = {
+        **merged_values(table, k, batch_id, final_until, side("t"), side("s"))
+    }
+    insert: dict[str, str | Column] = {
+        **inserted_values(table, k, batch_id, final_until, side("s"))
+    }
+    # Only windows that can hold this batch's rows: data skipping on window_start.
+    in_range = F.col("t.window_start").between(
+        micros_literal(lo_us - table.window_seconds * MICROS), micros_literal(hi_us)
+    )
+    path = settings.gold_path(table.name)
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(partials.alias("s"), key_match(table, "t", "s") & in_range)
+        # A row already changed by this batch (an earlier attempt of it) stays as it is.
+        .whenMatchedUpdate(condition=F.col("t.batch_id") < F.lit(batch_id), set=update)
+        .whenNotMatchedInsert(values=insert)
+        .execute()
+    )
+    if marks.passed_window_end():
+        # Mark rows final whose window end the watermark has now passed.
+        DeltaTable.forPath(spark, path).update(
             condition=~F.col("is_final")
             & (F.col("window_end") <= micros_literal(marks.next_watermark_us)),
             set={"is_final": F.lit(True)},
         )
-
-    def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
-        append_once(df, path, self.app_id, batch_id)
 
 
 def create_gold_tables(spark: SparkSession, settings: Settings) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
+from iot_lakehouse.alerts import start_alerts_stream
 from iot_lakehouse.bronze import start_bronze_stream
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import start_gold_stream
@@ -22,12 +23,13 @@ from iot_lakehouse.spark_session import build_spark
 
 logger = logging.getLogger(__name__)
 
-JobStarter = Callable[[SparkSession, Settings, bool], StreamingQuery]
+JobStarter = Callable[[SparkSession, Settings, bool], StreamingQuery | list[StreamingQuery]]
 
 JOBS: dict[str, JobStarter] = {
     "bronze": start_bronze_stream,
     "silver": start_silver_stream,
     "gold": start_gold_stream,
+    "alerts": start_alerts_stream,
 }
 
 # The Delta table each job streams from (None: Kafka or files).
@@ -35,6 +37,7 @@ UPSTREAM: dict[str, Callable[[Settings], str] | None] = {
     "bronze": None,
     "silver": lambda s: s.bronze_events_path,
     "gold": lambda s: s.silver_readings_path,
+    "alerts": lambda s: s.silver_readings_path,
 }
 
 
@@ -92,36 +95,49 @@ def log_progress(job: str, query: StreamingQuery, last_batch: int) -> int:
     if not progress or progress.get("batchId", -1) == last_batch:
         return last_batch
     batch_id = int(progress["batchId"])
+    dropped = sum(
+        int(op.get("numRowsDroppedByWatermark") or 0) for op in progress.get("stateOperators", [])
+    )
     logger.info(
         "batch committed %s",
         kv(
             job=job,
+            query=query.name,
             batch_id=batch_id,
             input_rows=progress.get("numInputRows", 0),
             input_rows_per_s=float(progress.get("inputRowsPerSecond") or 0.0),
             processed_rows_per_s=float(progress.get("processedRowsPerSecond") or 0.0),
             duration_ms=progress.get("durationMs", {}).get("triggerExecution", 0),
+            **({"rows_behind_watermark": dropped} if dropped else {}),
         ),
     )
     return batch_id
 
 
-def await_query(job: str, query: StreamingQuery, stop: threading.Event) -> None:
-    """Wait for ``query`` to end; stop it gracefully when ``stop`` is set; raise if it failed."""
-    last_batch = -1
-    while query.isActive and not stop.is_set():
-        query.awaitTermination(1)
-        last_batch = log_progress(job, query, last_batch)
-    if query.isActive:
-        logger.info("stopping query gracefully %s", kv(job=job))
-        query.stop()
-    log_progress(job, query, last_batch)
-    error = query.exception()
-    if error is not None:
-        raise JobError(
-            f"job {job} failed: {error}. Fix the cause and start it again; it "
-            "resumes from its checkpoint."
-        )
+def await_queries(job: str, queries: list[StreamingQuery], stop: threading.Event) -> None:
+    """Wait for every query of a job to end; stop them all gracefully when ``stop`` is set or
+    one of them fails; raise if one failed."""
+    last = [-1] * len(queries)
+    while all(q.isActive for q in queries) and not stop.is_set():
+        queries[0].awaitTermination(1)
+        last = [log_progress(job, q, b) for q, b in zip(queries, last, strict=True)]
+    failed = [q for q in queries if not q.isActive and q.exception() is not None]
+    if not failed:  # the others may still be draining (available-now) unless told to stop
+        for q in queries:
+            while q.isActive and not stop.is_set():
+                q.awaitTermination(1)
+    for i, q in enumerate(queries):
+        if q.isActive:
+            logger.info("stopping query gracefully %s", kv(job=job, query=q.name))
+            q.stop()
+        log_progress(job, q, last[i])
+    for q in queries:
+        error = q.exception()
+        if error is not None:
+            raise JobError(
+                f"job {job} failed: {error}. Fix the cause and start it again; it "
+                "resumes from its checkpoint."
+            )
 
 
 def run_job(job: str, settings: Settings, available_now: bool = False) -> None:
@@ -140,8 +156,8 @@ def run_job(job: str, settings: Settings, available_now: bool = False) -> None:
     try:
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
-        query = JOBS[job](spark, settings, available_now)
-        await_query(job, query, stop)
+        started = JOBS[job](spark, settings, available_now)
+        await_queries(job, started if isinstance(started, list) else [started], stop)
     finally:
         spark.stop()
     logger.info("job finished %s", kv(job=job, available_now=available_now))

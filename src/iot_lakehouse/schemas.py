@@ -226,6 +226,28 @@ GOLD_ALERT_COUNTS = _window_row(
     ],
 )
 
+# gold/alerts: one row per alert (static flags of silver and the stateful detectors).
+GOLD_ALERTS = StructType(
+    [
+        StructField("alert_id", StringType(), nullable=False),  # deterministic: dedupe on it
+        StructField("sensor_id", StringType(), nullable=True),
+        StructField("metric", StringType(), nullable=True),  # null for sensor-level alerts
+        StructField("location", StringType(), nullable=True),
+        StructField("alert_type", StringType(), nullable=False),
+        StructField("severity", StringType(), nullable=False),
+        StructField("status", StringType(), nullable=False),  # fired | cleared
+        StructField("event_time", TimestampType(), nullable=False),  # of the reading (or silence)
+        StructField("value", DoubleType(), nullable=True),
+        StructField("threshold", DoubleType(), nullable=True),
+        StructField("baseline", DoubleType(), nullable=True),
+        StructField("evidence", StringType(), nullable=True),  # JSON, per alert type
+        StructField("detector", StringType(), nullable=False),  # static | stateful
+        StructField("rule_version", StringType(), nullable=True),
+        StructField("batch_id", LongType(), nullable=False),
+        StructField("detected_at", TimestampType(), nullable=False),
+    ]
+)
+
 # _ops/gold_late_readings: silver readings that came after the gold watermark, kept here.
 GOLD_LATE_READINGS = StructType(
     [

@@ -99,6 +99,9 @@ class Settings:
     gold_watermark: str = "10 minutes"
     gold_percentile_k: int = 200
     gold_max_files_per_trigger: int = 100
+    alerts_watermark: str = "10 seconds"
+    alert_rules_file: Path | None = None
+    alerts_max_files_per_trigger: int = 100
     log_level: str = "INFO"
     log_format: str = "kv"
 
@@ -153,6 +156,11 @@ class Settings:
             gold_max_files_per_trigger=_int(
                 e, "GOLD_MAX_FILES_PER_TRIGGER", d.gold_max_files_per_trigger, 1
             ),
+            alerts_watermark=e.get("ALERTS_WATERMARK") or d.alerts_watermark,
+            alert_rules_file=Path(e["ALERT_RULES_FILE"]) if e.get("ALERT_RULES_FILE") else None,
+            alerts_max_files_per_trigger=_int(
+                e, "ALERTS_MAX_FILES_PER_TRIGGER", d.alerts_max_files_per_trigger, 1
+            ),
             log_level=(e.get("LOG_LEVEL") or d.log_level).upper(),
             log_format=(e.get("LOG_FORMAT") or d.log_format).lower(),
         )
@@ -172,6 +180,7 @@ class Settings:
                 "use e.g. '5 seconds' or '500 milliseconds'"
             )
         duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
+        duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
         if self.gold_percentile_k > 65535:
             raise ConfigError(f"GOLD_PERCENTILE_K={self.gold_percentile_k}: use 8 to 65535")
 
@@ -219,6 +228,10 @@ class Settings:
     @property
     def gold_watermark_seconds(self) -> int:
         return duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
+
+    @property
+    def alerts_path(self) -> str:
+        return self.gold_path("alerts")
 
     @property
     def dlq_rejects_path(self) -> str:

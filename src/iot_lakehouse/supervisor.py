@@ -92,6 +92,7 @@ def run_all(
         children.append(spawn("bronze", ["run", "bronze"], settings.logs_dir))
         children.append(spawn("silver", ["run", "silver"], settings.logs_dir))
         children.append(spawn("gold", ["run", "gold"], settings.logs_dir))
+        children.append(spawn("alerts", ["run", "alerts"], settings.logs_dir))
         children.append(
             spawn(
                 "generator",

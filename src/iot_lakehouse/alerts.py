@@ -1,0 +1,367 @@
+"""silver -> gold/alerts (+ Kafka ``iot-alerts``) and gold/alert_counts_5m: the alerts job.
+
+Three streaming queries, each with its own checkpoint under ``_checkpoints/alerts/``:
+
+- ``stateful``: silver readings, watermarked on event time (``ALERTS_WATERMARK``), grouped by
+  sensor into ``transformWithState`` (state in the RocksDB state store). The detectors of
+  ``detectors.py`` run there; SENSOR_SILENT is an event-time timer, so it fires when the
+  watermark passes, whatever that sensor does. Readings older than the watermark are counted
+  by Spark (``numRowsDroppedByWatermark``, logged per batch) and skip the stateful detectors.
+- ``static``: every silver reading with a static flag (HIGH_TEMP, LOW_TEMP, HIGH_HUMIDITY, set
+  by silver's rules) becomes an alert, late readings included.
+- ``counts``: gold/alerts -> gold/alert_counts_5m (fired alerts per 5-minute window, type and
+  severity), by the same MERGE as the gold tables.
+
+Alerts are appended to gold/alerts exactly once (``txnAppId``/``txnVersion``) and then sent as
+JSON to Kafka, at least once: a replayed batch sends again, with the same ``alert_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.query import StreamingQuery
+from pyspark.sql.streaming.stateful_processor import (
+    ExpiredTimerInfo,
+    StatefulProcessor,
+    StatefulProcessorHandle,
+    TimerValues,
+)
+from pyspark.sql.types import StringType, StructField, StructType
+
+from iot_lakehouse.bronze import require_columns, with_trigger
+from iot_lakehouse.detectors import (
+    FIRED,
+    AlertRules,
+    Reading,
+    SensorState,
+    load_alert_rules,
+    on_silence_timer,
+    process_readings,
+)
+from iot_lakehouse.gold import (
+    ALERT_COUNTS_TABLE,
+    MICROS,
+    BatchWatermarks,
+    upsert_window_rows,
+)
+from iot_lakehouse.logs import kv
+from iot_lakehouse.rules import RuleSet, load_rules
+from iot_lakehouse.schemas import GOLD_ALERTS, append_once, create_table_if_missing, query_app_id
+from iot_lakehouse.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+JOB_NAME = "alerts"
+STATEFUL, STATIC, COUNTS = "stateful", "static", "counts"
+ALERTS_INPUT = ("sensor_id", "metric", "value", "event_time", "location", "alert_type", "severity")
+DETECTED = (
+    "alert_id string, sensor_id string, metric string, location string, alert_type string, "
+    "severity string, status string, event_ms long, value double, threshold double, "
+    "baseline double, evidence string"
+)
+STATE_SCHEMA = StructType([StructField("json", StringType(), nullable=True)])
+
+
+def query_name(part: str) -> str:
+    return f"{JOB_NAME}_{part}"
+
+
+# --- the stateful detectors inside Spark --------------------------------------------------------
+class AlertProcessor(StatefulProcessor):
+    """``transformWithState`` processor: one SensorState per sensor, one silence timer."""
+
+    def __init__(self, rules: AlertRules) -> None:
+        self.rules = rules
+
+    def init(self, handle: StatefulProcessorHandle) -> None:
+        self.handle = handle
+        self.state = handle.getValueState("sensor", STATE_SCHEMA)
+
+    def _load(self) -> SensorState:
+        row = self.state.get()
+        return SensorState.from_json(row[0] if row else None)
+
+    def handleInputRows(
+        self, key: Any, rows: Iterator[Row], timerValues: TimerValues
+    ) -> Iterator[Row]:
+        sensor_id = str(key[0])
+        st = self._load()
+        old_timer = st.silence_timer_ms(self.rules)
+        readings = [
+            Reading(r["event_ms"], r["metric"], r["value"], r["alert_type"], r["location"])
+            for r in rows
+        ]
+        alerts = process_readings(self.rules, sensor_id, st, readings)
+        new_timer = st.silence_timer_ms(self.rules)
+        watermark = timerValues.getCurrentWatermarkInMs()
+        if new_timer is not None and new_timer <= watermark:
+            # Silent already by the watermark of this batch: a timer would be in the past.
+            alerts += on_silence_timer(self.rules, sensor_id, st, new_timer)
+            new_timer = None
+        if old_timer != new_timer:
+            if old_timer is not None:
+                self.handle.deleteTimer(old_timer)
+            if new_timer is not None:
+                self.handle.registerTimer(new_timer)
+        self.state.update((st.to_json(),))
+        return iter([Row(**a._asdict()) for a in alerts])
+
+    def handleExpiredTimer(
+        self, key: Any, timerValues: TimerValues, expiredTimerInfo: ExpiredTimerInfo
+    ) -> Iterator[Row]:
+        sensor_id = str(key[0])
+        st = self._load()
+        alerts = on_silence_timer(self.rules, sensor_id, st, expiredTimerInfo.getExpiryTimeInMs())
+        self.state.update((st.to_json(),))
+        return iter([Row(**a._asdict()) for a in alerts])
+
+    def close(self) -> None:
+        pass
+
+
+def detect_stateful(readings: DataFrame, rules: AlertRules, watermark: str) -> DataFrame:
+    """Streaming silver readings -> stateful alerts (DETECTED schema), per sensor."""
+    return (
+        readings.select(*ALERTS_INPUT, F.unix_millis("event_time").alias("event_ms"))
+        .withWatermark("event_time", watermark)
+        .groupBy("sensor_id")
+        .transformWithState(AlertProcessor(rules), DETECTED, "Append", "EventTime")
+    )
+
+
+# --- pure transforms ---
+def alert_id_column(status: str) -> Column:
+    """``detectors.alert_id`` in Spark: sha256 of sensor|metric|type|status|event ms, 32 hex."""
+    text = F.concat_ws(
+        "|",
+        F.col("sensor_id"),
+        F.coalesce(F.col("metric"), F.lit("")),
+        F.col("alert_type"),
+        F.lit(status),
+        F.unix_millis("event_time").cast("string"),
+    )
+    return F.substring(F.sha2(text, 256), 1, 32)
+
+
+def static_alerts(readings: DataFrame, ruleset: RuleSet) -> DataFrame:
+    """Silver readings with a static flag -> alert rows (DETECTED columns, event_time)."""
+    threshold: Column = F.lit(None).cast("double")
+    rule: Column = F.lit(None).cast("string")
+    for a in ruleset.static_alerts:
+        limit, op = (a.above, ">") if a.above is not None else (a.below, "<")
+        hit = F.col("alert_type") == a.alert_type
+        threshold = F.when(hit, F.lit(limit)).otherwise(threshold)
+        rule = F.when(hit, F.lit(f"{a.metric} {op} {limit:g}")).otherwise(rule)
+    return readings.where(F.col("alert_type").isNotNull()).select(
+        alert_id_column(FIRED).alias("alert_id"),
+        "sensor_id",
+        "metric",
+        "location",
+        "alert_type",
+        "severity",
+        F.lit(FIRED).alias("status"),
+        "event_time",
+        "value",
+        threshold.cast("double").alias("threshold"),
+        F.lit(None).cast("double").alias("baseline"),
+        F.to_json(F.struct(rule.alias("rule"))).alias("evidence"),
+    )
+
+
+def to_alert_rows(alerts: DataFrame, detector: str, rule_version: str, batch_id: int) -> DataFrame:
+    """Detected alerts -> the gold/alerts contract (``schemas.GOLD_ALERTS``)."""
+    if "event_time" not in alerts.columns:
+        alerts = alerts.withColumn("event_time", F.timestamp_millis("event_ms"))
+    extra = {
+        "detector": F.lit(detector),
+        "rule_version": F.lit(rule_version),
+        "batch_id": F.lit(batch_id).cast("long"),
+        "detected_at": F.current_timestamp(),
+    }
+    return alerts.select(
+        *[
+            (extra[f.name] if f.name in extra else F.col(f.name)).cast(f.dataType).alias(f.name)
+            for f in GOLD_ALERTS
+        ]
+    )
+
+
+def kafka_records(alert_rows: DataFrame) -> DataFrame:
+    """Alert rows -> Kafka records: key alert_id, value the row as JSON."""
+    return alert_rows.select(
+        F.col("alert_id").alias("key"),
+        F.to_json(F.struct(*[F.col(f.name) for f in GOLD_ALERTS])).alias("value"),
+    )
+
+
+# --- writers ---
+@dataclass
+class AlertsBatchWriter:
+    """foreachBatch of the stateful and static queries: Delta exactly once, then Kafka."""
+
+    spark: SparkSession
+    settings: Settings
+    detector: str
+    rule_version: str
+    ruleset: RuleSet | None = None  # the static query's silver rules
+    app_id: str = ""
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        if not self.app_id:
+            self.app_id = query_app_id(
+                self.spark, f"iot-lakehouse-alerts-{self.detector}", query_name(self.detector)
+            )
+        if self.ruleset is not None:
+            require_columns(batch, ALERTS_INPUT, "silver")
+            batch = static_alerts(batch, self.ruleset)
+        rows = to_alert_rows(batch, self.detector, self.rule_version, batch_id)
+        rows = rows.localCheckpoint(eager=True)
+        count = rows.count()
+        if count:
+            append_once(rows, self.settings.alerts_path, self.app_id, batch_id)
+            publish(rows, self.settings)
+        logger.info(
+            "alerts batch %s",
+            kv(job=JOB_NAME, detector=self.detector, batch_id=batch_id, alerts=count),
+        )
+
+
+def publish(alert_rows: DataFrame, settings: Settings) -> None:
+    """Send alert rows to the alerts topic (at least once: a retried batch sends again)."""
+    (
+        kafka_records(alert_rows)
+        .write.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("kafka.acks", "all")
+        .option("topic", settings.kafka_alerts_topic)
+        .save()
+    )
+
+
+@dataclass
+class AlertCountsWriter:
+    """foreachBatch of the counts query: fold new gold/alerts rows into alert_counts_5m."""
+
+    spark: SparkSession
+    settings: Settings
+    _seen_us: int | None = field(default=None, init=False)
+    _started: bool = field(default=False, init=False)
+
+    def __call__(self, alerts: DataFrame, batch_id: int) -> None:
+        fired = alerts.where(F.col("status") == FIRED).localCheckpoint(eager=True)
+        stats = fired.agg(
+            F.count("*").alias("n"),
+            F.min(F.unix_micros("event_time")).alias("lo"),
+            F.max(F.unix_micros("event_time")).alias("hi"),
+        ).first()
+        assert stats is not None
+        if not self._started:  # after a restart: what the table has seen so far
+            self._seen_us, self._started = self._stored_max_us(), True
+        if not stats["n"]:
+            return
+        delay = self.settings.gold_watermark_seconds * MICROS
+        seen, hi = self._seen_us, int(stats["hi"])
+        marks = BatchWatermarks(
+            watermark_us=None if seen is None else seen - delay,
+            max_event_us=hi if seen is None else max(seen, hi),
+            delay_us=delay,
+        )
+        upsert_window_rows(
+            self.spark,
+            self.settings,
+            ALERT_COUNTS_TABLE,
+            fired,
+            batch_id,
+            marks,
+            int(stats["lo"]),
+            hi,
+        )
+        self._seen_us = marks.max_event_us
+
+    def _stored_max_us(self) -> int | None:
+        row = (
+            self.spark.read.format("delta")
+            .load(self.settings.gold_path(ALERT_COUNTS_TABLE.name))
+            .agg(F.max(F.unix_micros("last_event_time")).alias("seen"))
+            .first()
+        )
+        return None if row is None or row["seen"] is None else int(row["seen"])
+
+
+# --- wiring ---
+def create_alert_tables(spark: SparkSession, settings: Settings) -> None:
+    create_table_if_missing(spark, settings.alerts_path, GOLD_ALERTS, [])
+    create_table_if_missing(
+        spark, settings.gold_path(ALERT_COUNTS_TABLE.name), ALERT_COUNTS_TABLE.schema, []
+    )
+
+
+def _silver_stream(spark: SparkSession, settings: Settings) -> DataFrame:
+    return (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", settings.alerts_max_files_per_trigger)
+        .load(settings.silver_readings_path)
+    )
+
+
+def _start(
+    df: DataFrame, part: str, sink: Any, settings: Settings, available_now: bool
+) -> StreamingQuery:
+    writer = (
+        df.writeStream.queryName(query_name(part))
+        .option("checkpointLocation", settings.checkpoint_path(f"{JOB_NAME}/{part}"))
+        .foreachBatch(sink)
+    )
+    return with_trigger(writer, settings, available_now).start()
+
+
+def start_alerts_stream(
+    spark: SparkSession, settings: Settings, available_now: bool = False
+) -> list[StreamingQuery]:
+    """Start the three alert queries. ``available_now``: run the detectors to the end of
+    silver first, then the counts to the end of gold/alerts."""
+    rules = load_alert_rules(settings.alert_rules_file)
+    ruleset = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
+    create_alert_tables(spark, settings)
+    detectors = [
+        _start(
+            detect_stateful(_silver_stream(spark, settings), rules, settings.alerts_watermark),
+            STATEFUL,
+            AlertsBatchWriter(spark, settings, STATEFUL, rules.version),
+            settings,
+            available_now,
+        ),
+        _start(
+            _silver_stream(spark, settings),
+            STATIC,
+            AlertsBatchWriter(spark, settings, STATIC, ruleset.version, ruleset),
+            settings,
+            available_now,
+        ),
+    ]
+    if available_now:
+        for query in detectors:
+            query.awaitTermination()
+    counts_source = spark.readStream.format("delta").load(settings.alerts_path)
+    counts = _start(
+        counts_source, COUNTS, AlertCountsWriter(spark, settings), settings, available_now
+    )
+    logger.info(
+        "alerts streams started %s",
+        kv(
+            job=JOB_NAME,
+            source=settings.silver_readings_path,
+            alerts=settings.alerts_path,
+            topic=settings.kafka_alerts_topic,
+            watermark=settings.alerts_watermark,
+            rules=rules.version,
+            available_now=available_now,
+        ),
+    )
+    return [*([] if available_now else detectors), counts]
