@@ -105,10 +105,11 @@ def test_rising_trend_after_fifteen_minutes_of_rising_minute_means() -> None:
     base = clean(10)
     start = base[-1].event_ms + STEP_MS
     rng = random.Random(7)
+    minutes = [i * STEP_MS / 60_000 for i in range(int(20 * 60_000 / STEP_MS))]
     drift = [
-        Reading(start + i * STEP_MS, "temperature", 20 + 0.25 * i * STEP_MS / 60_000 + rng.gauss(0, 0.3))
-        for i in range(int(20 * 60_000 / STEP_MS))
-    ]  # fmt: skip
+        Reading(start + int(m * 60_000), "temperature", 20 + 0.25 * m + rng.gauss(0, 0.3))
+        for m in minutes
+    ]
     alerts, _ = run(base + drift)
     trend = [a for a in alerts if a.alert_type == "RISING_TREND"]
     assert len(trend) == 1  # once per rising run
@@ -150,7 +151,7 @@ def test_a_lasting_condition_realerts_only_after_realert_seconds() -> None:
 
 
 def test_sensor_silent_fires_on_the_timer_and_clears_when_the_sensor_returns() -> None:
-    alerts, state = run(clean(2))
+    _alerts, state = run(clean(2))
     timer = state.silence_timer_ms(RULES)
     assert timer == state.last_seen_ms + RULES.silence_ms  # type: ignore[operator]
     assert on_silence_timer(RULES, "s1", state, timer - 1) == []  # stale timer: nothing
@@ -196,7 +197,7 @@ def test_batches_split_anywhere_give_the_same_alerts_and_state() -> None:
 def test_out_of_order_readings_skip_the_sequence_detectors() -> None:
     base = clean(5)
     old = Reading(base[10].event_ms + 1, "temperature", 40.0)  # wild, but older than the last
-    alerts, state = run(base)
+    _alerts, state = run(base)
     assert process_readings(RULES, "s1", state, [old]) == []
     assert state.metrics["temperature"].n == len(base)
 

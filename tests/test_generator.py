@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -535,3 +537,58 @@ def test_generate_command_produces_exactly_count_to_the_real_broker(
     offsets = kafka_end_offsets(settings)
     assert offsets is not None and sum(offsets.values()) == 2500
     assert len([p for p, end in offsets.items() if end > 0]) == settings.kafka_topic_partitions
+
+
+def test_anomaly_scenario_injects_labelled_anomalies(tmp_path: Path) -> None:
+    from iot_lakehouse.generator import ANOMALY_PLAN, EPISODE_S, GroundTruthWriter
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    config = GeneratorConfig(
+        sensors=20, rate=20, seed=5, format="wide", start_time=start, anomalies=True
+    )
+    gen = EventGenerator(config)
+    clean = EventGenerator(dataclasses.replace(config, anomalies=False))
+    anomalies = {a.kind: a for a in gen.episode_anomalies(0)}
+    assert set(anomalies) == {p.kind for p in ANOMALY_PLAN}
+    assert len({a.sensor for a in anomalies.values()}) == len(ANOMALY_PLAN)
+    assert gen.episode_anomalies(1) != gen.episode_anomalies(0)  # other sensors next episode
+
+    events = [json.loads(gen.generate_event(i).value) for i in range(20 * 1200)]  # 20 minutes
+    plain = [json.loads(clean.generate_event(i).value) for i in range(20 * 1200)]
+
+    def inside(a: object, e: dict) -> bool:
+        t = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+        ns = int(t.timestamp() * 1e9)
+        return e["sensor_id"] == a.sensor_id and a.start_ns <= ns < a.end_ns  # type: ignore[attr-defined]
+
+    silence = anomalies["silence"]
+    assert not [e for e in events if inside(silence, e)]
+    assert [e for e in plain if inside(silence, e)]  # it would have sent
+    spike = [e["temperature"] for e in events if inside(anomalies["spike"], e)]
+    assert spike and all(31 <= v <= 34 for v in spike)
+    surge = [e["humidity"] for e in events if inside(anomalies["humidity_surge"], e)]
+    assert surge and all(85 <= v <= 95 for v in surge)
+    jump = [
+        (e, p) for e, p in zip(events, plain, strict=True) if inside(anomalies["sudden_jump"], e)
+    ]
+    assert jump and all(abs(e["temperature"] - p["temperature"] - 8) < 0.02 for e, p in jump)
+    # healthy readings stay inside the static thresholds
+    touched = {a.sensor_id for a in anomalies.values()}
+    healthy = [e for e in events if e["sensor_id"] not in touched]
+    assert all(10 < e["temperature"] < 30 and e["humidity"] < 80 for e in healthy)
+
+    truth = tmp_path / "truth.jsonl"
+    writer = GroundTruthWriter(gen, str(truth))
+    writer.reached(0)
+    writer.reached(20 * EPISODE_S)  # first event of episode 1
+    writer.reached(20 * EPISODE_S + 5)
+    lines = [json.loads(line) for line in truth.read_text().splitlines()]
+    assert len(lines) == 2 * len(ANOMALY_PLAN)
+    assert lines[0]["expected_alert"] == "HIGH_TEMP" and lines[0]["start"].endswith("Z")
+
+
+def test_anomalies_need_enough_sensors() -> None:
+    with pytest.raises(ConfigError, match="at least 6 sensors"):
+        GeneratorConfig(sensors=3, anomalies=True)
+    with pytest.raises(ConfigError, match="needs --anomalies"):
+        GeneratorConfig(ground_truth="x.jsonl")

@@ -44,6 +44,7 @@ from iot_lakehouse.detectors import (
     on_silence_timer,
     process_readings,
 )
+from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import (
     ALERT_COUNTS_TABLE,
     MICROS,
@@ -234,14 +235,23 @@ class AlertsBatchWriter:
 
 def publish(alert_rows: DataFrame, settings: Settings) -> None:
     """Send alert rows to the alerts topic (at least once: a retried batch sends again)."""
-    (
-        kafka_records(alert_rows)
-        .write.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-        .option("kafka.acks", "all")
-        .option("topic", settings.kafka_alerts_topic)
-        .save()
-    )
+    try:
+        (
+            kafka_records(alert_rows)
+            .write.format("kafka")
+            .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+            .option("kafka.acks", "all")
+            .option("kafka.max.block.ms", "20000")
+            .option("topic", settings.kafka_alerts_topic)
+            .save()
+        )
+    except Exception as exc:
+        cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+        raise JobError(
+            f"could not send alerts to Kafka topic {settings.kafka_alerts_topic!r} at "
+            f"{settings.kafka_bootstrap_servers}: {cause}. Is the broker up and the topic there? "
+            "./start_kafka.sh starts the local broker and creates it (KAFKA_ALERTS_TOPIC)."
+        ) from exc
 
 
 @dataclass

@@ -48,6 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="where bronze reads from (default: kafka)",
     )
 
+    evaluate = sub.add_parser(
+        "evaluate-alerts", help="precision, recall and latency of the alerts vs the ground truth"
+    )
+    evaluate.add_argument(
+        "--ground-truth", required=True, help="the file `generate --ground-truth` wrote"
+    )
+    evaluate.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=300.0,
+        help="alerts this long after an anomaly still belong to it (default 300)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     sub.add_parser("status", help="print the current counts of Kafka and every table")
     sub.add_parser("reconcile", help="ledger per layer; exit 1 on any unexplained record")
 
@@ -100,6 +114,14 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from iot_lakehouse.jobs import run_job
 
         run_job(args.job, settings, available_now=args.available_now)
+        return 0
+    if args.command == "evaluate-alerts":
+        from pathlib import Path
+
+        from iot_lakehouse.evaluate import evaluate_lakehouse, format_scores, scores_json
+
+        scores = evaluate_lakehouse(settings, Path(args.ground_truth), args.grace_seconds)
+        print(scores_json(scores) if args.json else format_scores(scores))
         return 0
     if args.command == "status":
         from iot_lakehouse.status import pipeline_counts

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -83,6 +84,55 @@ _OUT_OF_RANGE: tuple[float, ...] = (999.0, -5.0, -50.0, -1.0, 5000.0)
 _BAD_TIMESTAMPS = ("not-a-timestamp", "2026-13-45T25:61:00Z", "", "yesterday at noon")
 _NON_OBJECT_JSON = ("[1, 2]", '"x"', "42", "null", "true")
 
+EPISODE_S = 1800
+"""The anomaly scenario repeats every 30 minutes of event time, on other sensors each time."""
+
+
+class PlannedAnomaly(NamedTuple):
+    kind: str
+    metric: str | None
+    offset_s: float  # from the start of the episode
+    duration_s: float
+    expected_alert: str  # the alert type that should report it
+
+
+# The default scenario of one episode (the sensors are drawn per episode).
+ANOMALY_PLAN: tuple[PlannedAnomaly, ...] = (
+    PlannedAnomaly("spike", "temperature", 240, 60, "HIGH_TEMP"),  # set to 31..34 °C
+    PlannedAnomaly("rising_drift", "temperature", 300, 1200, "RISING_TREND"),  # +0.4 °C/min
+    PlannedAnomaly("silence", None, 360, 720, "SENSOR_SILENT"),  # sends nothing for 12 min
+    PlannedAnomaly("sudden_jump", "temperature", 420, 180, "SUDDEN_CHANGE"),  # +8 °C
+    PlannedAnomaly("outlier", "temperature", 600, 4, "OUTLIER"),  # 12 °C below
+    PlannedAnomaly("humidity_surge", "humidity", 780, 120, "HIGH_HUMIDITY"),  # 85..95 %
+)
+
+
+class Anomaly(NamedTuple):
+    """One injected anomaly: a line of the ground truth."""
+
+    anomaly_id: str
+    kind: str
+    sensor: int
+    sensor_id: str
+    metric: str | None
+    start_ns: int
+    end_ns: int
+    expected_alert: str
+
+    def record(self) -> dict[str, Any]:
+        def iso(ns: int) -> str:
+            return _iso_ms(np.array([ns], dtype=np.int64))[0]
+
+        return {
+            "anomaly_id": self.anomaly_id,
+            "kind": self.kind,
+            "sensor_id": self.sensor_id,
+            "metric": self.metric,
+            "start": iso(self.start_ns),
+            "end": iso(self.end_ns),
+            "expected_alert": self.expected_alert,
+        }
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -102,6 +152,9 @@ class GeneratorConfig:
     start_time: datetime | None = None
     topic: str | None = None
     progress_interval_s: float = 5.0
+    anomalies: bool = False
+    ground_truth: str | None = None
+    paced: bool = True  # False: send as fast as possible (event times still follow rate)
 
     def __post_init__(self) -> None:
         if self.sensors < 1:
@@ -138,6 +191,13 @@ class GeneratorConfig:
             )
         if not self.progress_interval_s > 0:
             raise ConfigError(f"progress_interval_s={self.progress_interval_s} must be positive")
+        if self.anomalies and self.sensors < len(ANOMALY_PLAN):
+            raise ConfigError(
+                f"--anomalies needs at least {len(ANOMALY_PLAN)} sensors (one per anomaly of an "
+                f"episode); got sensors={self.sensors}"
+            )
+        if self.ground_truth is not None and not self.anomalies:
+            raise ConfigError("--ground-truth needs --anomalies (there is nothing to record)")
         if self.topic is not None and not self.topic:
             raise ConfigError("topic must not be empty (omit it to use KAFKA_TOPIC)")
         if self.start_time is not None:
@@ -222,6 +282,7 @@ class EventGenerator:
             ]
         )
         self._cache: dict[int, Block] = {}
+        self._episodes: dict[int, list[Anomaly]] = {}
         self._build_sensors()
 
     def _build_sensors(self) -> None:
@@ -243,9 +304,9 @@ class EventGenerator:
         self._battery0 = _uniform(seed, 4, 40.0, 100.0, n)
         self._battery_drain_per_day = _uniform(seed, 5, 0.1, 1.0, n)
         self._phase = _uniform(seed, 6, 0.0, 2 * math.pi, n)
-        self._temp_base = _uniform(seed, 7, 15.0, 28.0, n)
+        self._temp_base = _uniform(seed, 7, 16.0, 24.0, n)  # + cycle + noise: 11..29 °C
         self._temp_amp = _uniform(seed, 8, 2.0, 4.0, n)
-        self._hum_base = _uniform(seed, 9, 30.0, 70.0, n)
+        self._hum_base = _uniform(seed, 9, 30.0, 62.0, n)  # + cycle + noise: below 80 %
         self._hum_amp = _uniform(seed, 10, 3.0, 8.0, n)
         self._pres_base = _uniform(seed, 11, 990.0, 1030.0, n)
         self._co2_base = _uniform(seed, 12, 400.0, 1200.0, n)
@@ -269,6 +330,73 @@ class EventGenerator:
     def nominal_time(self, index: int) -> datetime:
         """Nominal event time of event ``index`` (UTC, microsecond precision)."""
         return _EPOCH + timedelta(microseconds=self.nominal_ns(index) // 1000)
+
+    # --- anomalies -----------------------------------------------------------------------
+    def episode_anomalies(self, episode: int) -> list[Anomaly]:
+        """The anomalies of episode ``episode`` (event time start + episode * EPISODE_S …)."""
+        cached = self._episodes.get(episode)
+        if cached is not None:
+            return cached
+        rng = np.random.default_rng((self.config.seed, 7, episode))
+        sensors = rng.choice(self.config.sensors, len(ANOMALY_PLAN), replace=False).tolist()
+        base = self.start_ns + episode * EPISODE_S * _NS_PER_S
+        anomalies = [
+            Anomaly(
+                f"{episode}-{p.kind}",
+                p.kind,
+                s,
+                self.sensor_ids[s],
+                p.metric,
+                base + int(p.offset_s * _NS_PER_S),
+                base + int((p.offset_s + p.duration_s) * _NS_PER_S),
+                p.expected_alert,
+            )
+            for p, s in zip(ANOMALY_PLAN, sensors, strict=True)
+        ]
+        self._episodes[episode] = anomalies
+        return anomalies
+
+    def anomalies_between(self, lo_ns: int, hi_ns: int) -> list[Anomaly]:
+        """Anomalies of the episodes that overlap event times [lo_ns, hi_ns]."""
+        if not self.config.anomalies:
+            return []
+        step = EPISODE_S * _NS_PER_S
+        first = max(0, (lo_ns - self.start_ns) // step)
+        last = max(0, (hi_ns - self.start_ns) // step)
+        return [a for e in range(first, last + 1) for a in self.episode_anomalies(e)]
+
+    def _silence(self, sensor: npt.NDArray[np.int64], event_ns: npt.NDArray[np.int64]) -> None:
+        """A silenced sensor's events go to another sensor: it sends nothing meanwhile."""
+        n = self.config.sensors
+        for a in self.anomalies_between(int(event_ns.min()), int(event_ns.max())):
+            if a.kind == "silence":
+                hit = (sensor == a.sensor) & (event_ns >= a.start_ns) & (event_ns < a.end_ns)
+                sensor[hit] = (a.sensor + n // 2) % n
+
+    def _inject(
+        self,
+        sensor: npt.NDArray[np.int64],
+        event_ns: npt.NDArray[np.int64],
+        temperature: npt.NDArray[np.float64],
+        humidity: npt.NDArray[np.float64],
+        u: npt.NDArray[np.float64],
+    ) -> None:
+        """Change the values of the readings an anomaly covers (in place)."""
+        for a in self.anomalies_between(int(event_ns.min()), int(event_ns.max())):
+            hit = (sensor == a.sensor) & (event_ns >= a.start_ns) & (event_ns < a.end_ns)
+            if not hit.any():
+                continue
+            minutes = (event_ns[hit] - a.start_ns) / (60 * _NS_PER_S)
+            if a.kind == "spike":
+                temperature[hit] = 31.0 + 3.0 * u[hit]
+            elif a.kind == "rising_drift":
+                temperature[hit] += 0.4 * minutes
+            elif a.kind == "sudden_jump":
+                temperature[hit] += 8.0
+            elif a.kind == "outlier":
+                temperature[hit] -= 12.0
+            elif a.kind == "humidity_surge":
+                humidity[hit] = 85.0 + 10.0 * u[hit]
 
     # --- generation ----------------------------------------------------------------------
     def generate_event(self, index: int) -> GeneratedEvent:
@@ -319,6 +447,8 @@ class EventGenerator:
         )
         shift = np.where(code == _LATE, np.rint(late_shift_s * _NS_PER_S).astype(np.int64), 0)
         event_ns = nominal - shift
+        if cfg.anomalies:
+            self._silence(sensor, event_ns)
 
         # Realistic values: per-sensor baseline + daily cycle (UTC time of day) + noise.
         angle = (event_ns % _DAY_NS) * (2 * math.pi / _DAY_NS) + self._phase[sensor]
@@ -334,6 +464,8 @@ class EventGenerator:
         )
         energy = np.maximum(self._energy_base[sensor] * (1 + 0.4 * cycle) + 0.05 * noise[3], 0.0)
         pressure = self._pres_base[sensor] + 1.0 * np.sin(2 * angle) + 0.3 * noise[4]
+        if cfg.anomalies:
+            self._inject(sensor, event_ns, temperature, humidity, aux)
         days = (event_ns - self.start_ns) / _DAY_NS
         battery = np.clip(
             self._battery0[sensor] - self._battery_drain_per_day[sensor] * days, 1.0, 100.0
@@ -645,6 +777,29 @@ def _produce_chunk(
     return queued, False
 
 
+class GroundTruthWriter:
+    """Writes each episode's anomalies (JSON lines) once generation reaches that episode."""
+
+    def __init__(self, generator: EventGenerator, path: str | None) -> None:
+        self.generator, self.path, self.written = generator, path, -1
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text("", encoding="utf-8")
+
+    def reached(self, event_index: int) -> None:
+        if self.path is None:
+            return
+        step = EPISODE_S * _NS_PER_S
+        episode = (self.generator.nominal_ns(event_index) - self.generator.start_ns) // step
+        if episode <= self.written:
+            return
+        with open(self.path, "a", encoding="utf-8") as out:
+            for e in range(self.written + 1, episode + 1):
+                for anomaly in self.generator.episode_anomalies(e):
+                    out.write(json.dumps(anomaly.record()) + "\n")
+        self.written = episode
+
+
 def run_generator(
     config: GeneratorConfig, settings: Settings, stop: threading.Event | None = None
 ) -> GeneratorReport:
@@ -655,6 +810,7 @@ def run_generator(
     """
     topic = config.topic or settings.kafka_topic
     generator = EventGenerator(config)
+    truth = GroundTruthWriter(generator, config.ground_truth)
     tracker = _DeliveryTracker()
     producer = Producer(producer_config(settings, tracker.on_client_error))
     chunk = _chunk_size(config.rate)
@@ -715,12 +871,12 @@ def run_generator(
                 break
             scheduled = sent / config.rate  # virtual time of the next event
             if config.duration is not None and (
-                scheduled >= config.duration or now - t0 >= config.duration
+                scheduled >= config.duration or (config.paced and now - t0 >= config.duration)
             ):
                 reason = "duration_reached"
                 break
             wait = t0 + scheduled - now
-            if wait > 0:
+            if wait > 0 and config.paced:
                 # Ahead of schedule: serve callbacks, then sleep (in short steps, so progress
                 # logs and the stop event are handled even at very low rates).
                 producer.poll(0)
@@ -731,6 +887,7 @@ def run_generator(
                     time.sleep(pause)
                 continue
             n = chunk if config.count is None else min(chunk, config.count - sent)
+            truth.reached(sent + n - 1)
             block = generator.generate_block(sent // BLOCK_SIZE)
             offset = sent % BLOCK_SIZE
             queued, interrupted = _produce_chunk(
@@ -843,6 +1000,24 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         help="ISO-8601 time of event 0, e.g. 2026-01-01T00:00:00Z (default: now)",
     )
     add("--topic", default=None, help="Kafka topic (default: KAFKA_TOPIC)")
+    add(
+        "--unpaced",
+        action="store_true",
+        help="send as fast as the broker takes it (a backfill); event times still advance by "
+        "1/--rate per event from --start-time",
+    )
+    add(
+        "--anomalies",
+        action="store_true",
+        help="inject the labelled anomaly scenario (README, 'Alerts'): spikes, jumps, drifts, "
+        f"humidity surges, outliers and silences, repeated every {EPISODE_S // 60} minutes",
+    )
+    add(
+        "--ground-truth",
+        default=None,
+        metavar="FILE",
+        help="write the injected anomalies to FILE (JSON lines), for evaluate-alerts",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> GeneratorConfig:
@@ -864,4 +1039,7 @@ def config_from_args(args: argparse.Namespace) -> GeneratorConfig:
         late_max_seconds=args.late_max_seconds,
         start_time=start,
         topic=args.topic,
+        anomalies=args.anomalies,
+        ground_truth=args.ground_truth,
+        paced=not args.unpaced,
     )

@@ -1,0 +1,211 @@
+"""The alerts job on crafted silver tables: every type fires, clean data stays quiet, silence
+needs no further input, counts follow gold/alerts, Kafka gets the alerts, restarts are exact."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from confluent_kafka import Consumer
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from iot_lakehouse.alerts import start_alerts_stream
+from iot_lakehouse.jobs import await_queries
+from iot_lakehouse.schemas import SILVER_READINGS
+from iot_lakehouse.settings import Settings
+from tests.conftest import commits, kill_mid_stream_then_finish
+
+START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+STEP = timedelta(seconds=2)
+
+
+def silver_row(sensor: str, when: datetime, value: float, metric: str = "temperature") -> dict:
+    flag = None
+    if metric == "temperature" and value > 30:
+        flag = "HIGH_TEMP"
+    elif metric == "temperature" and value < 10:
+        flag = "LOW_TEMP"
+    elif metric == "humidity" and value > 80:
+        flag = "HIGH_HUMIDITY"
+    return {
+        "sensor_id": sensor,
+        "metric": metric,
+        "value": float(value),
+        "unit": "°C" if metric == "temperature" else "%",
+        "event_time": when,
+        "event_date": when.date(),
+        "location": "building-A/floor-1",
+        "alert_type": flag,
+        "severity": "warning" if flag else None,
+        "rule_version": "test",
+    }
+
+
+def scenario(minutes: int = 40) -> list[dict]:
+    """Six sensors over ``minutes``: one clean, one for each pattern; s-silent stops at 5 min."""
+    rng = random.Random(3)
+    rows = []
+    for i in range(int(minutes * 60 / STEP.total_seconds())):
+        t = START + i * STEP
+        m = i * STEP.total_seconds() / 60  # minutes in
+        for sensor in ("s-clean", "s-spike", "s-jump", "s-drift", "s-humid", "s-silent"):
+            value = 20 + rng.gauss(0, 0.3)
+            if sensor == "s-spike" and 10 <= m < 11:
+                value = 32.0 + rng.random()
+            if sensor == "s-jump" and 12 <= m < 15:
+                value += 8
+            if sensor == "s-drift" and 10 <= m < 30:
+                value += 0.4 * (m - 10)
+            if sensor == "s-silent" and m >= 5:
+                continue
+            rows.append(silver_row(sensor, t, value))
+            if sensor == "s-humid":
+                rows.append(
+                    silver_row(
+                        sensor, t, 90.0 if 20 <= m < 22 else 50 + rng.gauss(0, 1.5), "humidity"
+                    )
+                )
+    return rows  # fmt: skip
+
+
+def write_silver(spark: SparkSession, settings: Settings, rows: list[dict], parts: int) -> None:
+    df = spark.createDataFrame(rows, SILVER_READINGS).orderBy("event_time")
+    # one commit per part, in event-time order, so the stream sees several batches
+    n = len(rows)
+    ordered = sorted(rows, key=lambda r: r["event_time"])
+    for k in range(parts):
+        chunk = ordered[k * n // parts : (k + 1) * n // parts]
+        spark.createDataFrame(chunk, df.schema).write.format("delta").mode("append").save(
+            settings.silver_readings_path
+        )
+
+
+def run_alerts(spark: SparkSession, settings: Settings) -> None:
+    import threading
+
+    await_queries("alerts", start_alerts_stream(spark, settings, True), threading.Event())
+
+
+def alerts_of(spark: SparkSession, settings: Settings) -> list[dict]:
+    return [r.asDict() for r in spark.read.format("delta").load(settings.alerts_path).collect()]
+
+
+def test_each_alert_type_fires_on_its_pattern_and_clean_sensors_stay_quiet(
+    spark: SparkSession, settings: Settings
+) -> None:
+    settings = settings.with_(alerts_max_files_per_trigger=1)
+    write_silver(spark, settings, scenario(), parts=8)
+    run_alerts(spark, settings)
+    alerts = alerts_of(spark, settings)
+    by_sensor: dict[str, set[str]] = {}
+    for a in alerts:
+        by_sensor.setdefault(a["sensor_id"], set()).add(a["alert_type"])
+    assert "s-clean" not in by_sensor, by_sensor
+    print("BY_SENSOR", by_sensor, flush=True)
+    assert {"HIGH_TEMP", "DYNAMIC_THRESHOLD", "OUTLIER", "CONSECUTIVE_ALERTS"} <= by_sensor[
+        "s-spike"
+    ]
+    assert "SUDDEN_CHANGE" in by_sensor["s-jump"]
+    assert "RISING_TREND" in by_sensor["s-drift"]
+    assert "HIGH_HUMIDITY" in by_sensor["s-humid"]
+    # silence: fired from the watermark the other sensors move, with no further input from it
+    silent = [a for a in alerts if a["sensor_id"] == "s-silent"]
+    assert [(a["alert_type"], a["status"]) for a in silent] == [("SENSOR_SILENT", "fired")]
+    last_seen = max(r["event_time"] for r in scenario() if r["sensor_id"] == "s-silent")
+    assert silent[0]["event_time"].replace(tzinfo=UTC) == last_seen + timedelta(minutes=10)
+    # every alert is where its pattern is
+    for a in alerts:
+        assert a["alert_id"] and a["detected_at"] and a["batch_id"] is not None
+        if a["alert_type"] == "SUDDEN_CHANGE":
+            assert a["sensor_id"] in {"s-jump", "s-spike", "s-drift"}  # drift: the drop back
+    ids = [a["alert_id"] for a in alerts]
+    assert len(ids) == len(set(ids))
+    # static alerts: exactly the flagged silver readings
+    static = {a["alert_id"] for a in alerts if a["detector"] == "static"}
+    flagged = [r for r in scenario() if r["alert_type"]]
+    assert len(static) == len(flagged)
+    # alert_counts_5m equals a recount of gold/alerts
+    counts = spark.read.format("delta").load(settings.gold_path("alert_counts_5m"))
+    window = F.window("event_time", "5 minutes").start.alias("window_start")
+    recount = (
+        spark.read.format("delta")
+        .load(settings.alerts_path)
+        .where("status = 'fired'")
+        .groupBy(window, "alert_type", "severity")
+        .agg(F.count("*").alias("alert_count"), F.count_distinct("sensor_id"))
+    )
+    columns = ("window_start", "alert_type", "severity", "alert_count", "affected_sensors")
+    got = {tuple(r) for r in counts.select(*columns).collect()}
+    assert got == {tuple(r) for r in recount.collect()}
+    assert counts.where("alert_type = 'SENSOR_SILENT'").count() == 1
+
+
+def test_a_plain_kafka_consumer_receives_the_alerts(
+    spark: SparkSession, settings: Settings
+) -> None:
+    from iot_lakehouse.kafka_broker import LocalKafkaBroker
+
+    topic = f"alerts-{uuid.uuid4().hex[:8]}"
+    settings = settings.with_(kafka_alerts_topic=topic)
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    assert LocalKafkaBroker(settings).status().reachable
+    rows = [silver_row("s1", START + i * STEP, 20.0) for i in range(30)]
+    rows += [silver_row("s1", START + 30 * STEP, 35.0), silver_row("s2", START, 85.0, "humidity")]
+    write_silver(spark, settings, rows, parts=2)
+    run_alerts(spark, settings)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    received: list[dict] = []
+    try:
+        for _ in range(60):
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                value = json.loads(msg.value())
+                assert msg.key().decode() == value["alert_id"]
+                received.append(value)
+            if len(received) >= len(alerts_of(spark, settings)) and received:
+                break
+    finally:
+        consumer.close()
+    delta_ids = {a["alert_id"] for a in alerts_of(spark, settings)}
+    assert {a["alert_id"] for a in received} == delta_ids
+    assert {"HIGH_TEMP", "HIGH_HUMIDITY", "OUTLIER"} <= {a["alert_type"] for a in received}
+
+
+def test_sigkill_mid_stream_neither_loses_nor_repeats_alerts(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    rows = scenario(30)
+    reference = settings.with_(
+        lakehouse_path=str(tmp_path / "reference"), alerts_max_files_per_trigger=1
+    )
+    write_silver(spark, reference, rows, parts=10)
+    run_alerts(spark, reference)
+    settings = settings.with_(alerts_max_files_per_trigger=1)
+    write_silver(spark, settings, rows, parts=10)
+    kill_mid_stream_then_finish(
+        "alerts",
+        settings,
+        progressed=lambda: commits(settings.alerts_path) >= 4,
+        ALERTS_MAX_FILES_PER_TRIGGER="1",
+    )
+    key = ("alert_id", "alert_type", "status", "event_time", "value", "threshold", "evidence")
+
+    def table(s: Settings) -> list[tuple]:
+        df = spark.read.format("delta").load(s.alerts_path)
+        return sorted(tuple(r) for r in df.select(*key).collect())
+
+    assert table(settings) == table(reference)
