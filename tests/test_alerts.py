@@ -79,9 +79,11 @@ def write_silver(spark: SparkSession, settings: Settings, rows: list[dict], part
     ordered = sorted(rows, key=lambda r: r["event_time"])
     for k in range(parts):
         chunk = ordered[k * n // parts : (k + 1) * n // parts]
-        spark.createDataFrame(chunk, df.schema).write.format("delta").mode("append").save(
-            settings.silver_readings_path
-        )
+        # one file per commit: two files of one commit may be streamed in either order, and
+        # the later half first would put the earlier half behind the watermark
+        spark.createDataFrame(chunk, df.schema).coalesce(1).write.format("delta").mode(
+            "append"
+        ).save(settings.silver_readings_path)
 
 
 def run_alerts(spark: SparkSession, settings: Settings) -> None:
