@@ -34,7 +34,7 @@ from pyspark.sql.streaming.stateful_processor import (
 )
 from pyspark.sql.types import StringType, StructField, StructType
 
-from iot_lakehouse.bronze import require_columns, with_trigger
+from iot_lakehouse.bronze import require_columns, start_foreach_batch
 from iot_lakehouse.detectors import (
     FIRED,
     AlertRules,
@@ -323,12 +323,10 @@ def _silver_stream(spark: SparkSession, settings: Settings) -> DataFrame:
 def _start(
     df: DataFrame, part: str, sink: Any, settings: Settings, available_now: bool
 ) -> StreamingQuery:
-    writer = (
-        df.writeStream.queryName(query_name(part))
-        .option("checkpointLocation", settings.checkpoint_path(f"{JOB_NAME}/{part}"))
-        .foreachBatch(sink)
+    """One of the job's queries: named alerts_<part>, checkpoint _checkpoints/alerts/<part>."""
+    return start_foreach_batch(
+        df, query_name(part), f"{JOB_NAME}/{part}", sink, settings, available_now
     )
-    return with_trigger(writer, settings, available_now).start()
 
 
 def start_alerts_stream(

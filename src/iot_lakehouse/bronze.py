@@ -8,6 +8,7 @@ UTF-8 is stored like any other (raw bytes in ``raw_value``, ``payload`` null).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -38,6 +39,23 @@ def with_trigger(
     if available_now:
         return writer.trigger(availableNow=True)
     return writer.trigger(processingTime=settings.trigger_interval)
+
+
+def start_foreach_batch(
+    df: DataFrame,
+    query_name: str,
+    checkpoint: str,
+    sink: Callable[[DataFrame, int], None],
+    settings: Settings,
+    available_now: bool,
+) -> StreamingQuery:
+    """Start ``df`` as a named query with its own checkpoint, each micro-batch to ``sink``."""
+    writer = (
+        df.writeStream.queryName(query_name)
+        .option("checkpointLocation", settings.checkpoint_path(checkpoint))
+        .foreachBatch(sink)
+    )
+    return with_trigger(writer, settings, available_now).start()
 
 
 def decoded_utf8(binary: Column) -> Column:

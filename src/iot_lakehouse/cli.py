@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--grace-seconds",
         type=float,
-        default=300.0,
+        default=None,
         help="alerts this long after an anomaly still belong to it (default 300)",
     )
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")

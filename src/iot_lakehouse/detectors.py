@@ -33,7 +33,6 @@ STATEFUL_TYPES = (
     "CONSECUTIVE_ALERTS",
     "SENSOR_SILENT",
 )
-STATIC_TYPES = ("HIGH_TEMP", "LOW_TEMP", "HIGH_HUMIDITY")
 FIRED, CLEARED = "fired", "cleared"
 BUCKET_MS = 60_000  # RISING_TREND compares 1-minute means
 SEVERITIES = ("info", "warning", "critical")
@@ -278,13 +277,18 @@ def _fire_edge(
     return True
 
 
+def _baseline_std(rules: AlertRules, ms: MetricState, metric: str) -> float:
+    """The rolling standard deviation, never below the metric's ``min_std``."""
+    return max(math.sqrt(ms.var), rules.min_std.get(metric, 0.0))
+
+
 def _check_baseline(
     rules: AlertRules, sensor_id: str, st: SensorState, ms: MetricState, r: Reading
 ) -> tuple[list[Alert], bool]:
     out: list[Alert] = []
     hit = False
     if ms.n >= rules.min_samples:
-        std = max(math.sqrt(ms.var), rules.min_std.get(r.metric, 0.0))
+        std = _baseline_std(rules, ms, r.metric)
         if r.metric in rules.dynamic_metrics:
             limit = ms.mean + rules.dynamic_std_devs * std
             cond = r.value > limit
@@ -339,7 +343,7 @@ def _update_baseline(rules: AlertRules, ms: MetricState, r: Reading) -> None:
         return
     dt = max(0, r.event_ms - (ms.last_ms or r.event_ms))
     alpha = max(1.0 - math.exp(-dt / rules.baseline_window_ms), 1.0 / (ms.n + 1))
-    std = max(math.sqrt(ms.var), rules.min_std.get(r.metric, 0.0))
+    std = _baseline_std(rules, ms, r.metric)
     limit = rules.outlier_z * std if std > 0 else math.inf
     delta = max(-limit, min(limit, r.value - ms.mean))
     ms.mean += alpha * delta

@@ -163,7 +163,7 @@ def evaluate(
 
 
 def evaluate_lakehouse(
-    settings: Settings, ground_truth: Path, grace_s: float = GRACE_S
+    settings: Settings, ground_truth: Path, grace_s: float | None = None
 ) -> list[TypeScore]:
     """Read the ground truth, gold/alerts and silver/readings; score every alert type."""
     from iot_lakehouse.detectors import load_alert_rules
@@ -175,7 +175,8 @@ def evaluate_lakehouse(
         ["sensor_id", "metric", "alert_type", "status", "event_time", "detected_at"],
     )
     readings = _read_delta(settings.silver_readings_path, ["sensor_id", "metric", "event_time"])
-    return evaluate(truth, alerts, readings, rules.silence_ms / 1000, grace_s)
+    grace = GRACE_S if grace_s is None else grace_s
+    return evaluate(truth, alerts, readings, rules.silence_ms / 1000, grace)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.types import StructType
 
-from iot_lakehouse.bronze import require_columns, with_trigger
+from iot_lakehouse.bronze import require_columns, start_foreach_batch
 from iot_lakehouse.logs import kv
 from iot_lakehouse.schemas import (
     GOLD_ALERT_COUNTS,
@@ -560,13 +560,9 @@ def start_gold_stream(
         .option("maxFilesPerTrigger", settings.gold_max_files_per_trigger)
         .load(settings.silver_readings_path)
     )
-    writer = (
-        source.writeStream.queryName(JOB_NAME)
-        .option("checkpointLocation", settings.checkpoint_path(JOB_NAME))
-        .foreachBatch(GoldBatchWriter(spark, settings))
+    query = start_foreach_batch(
+        source, JOB_NAME, JOB_NAME, GoldBatchWriter(spark, settings), settings, available_now
     )
-    writer = with_trigger(writer, settings, available_now)
-    query = writer.start()
     logger.info(
         "gold stream started %s",
         kv(

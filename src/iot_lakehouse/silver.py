@@ -16,7 +16,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
-from iot_lakehouse.bronze import require_columns, with_trigger
+from iot_lakehouse.bronze import require_columns, start_foreach_batch
 from iot_lakehouse.logs import kv
 from iot_lakehouse.quality import QualityValidator, validate_and_record, warm_up
 from iot_lakehouse.rules import (
@@ -430,13 +430,14 @@ def start_silver_stream(
         .option("maxBytesPerTrigger", settings.silver_max_bytes_per_trigger)
         .load(settings.bronze_events_path)
     )
-    writer = (
-        source.writeStream.queryName(JOB_NAME)
-        .option("checkpointLocation", settings.checkpoint_path(JOB_NAME))
-        .foreachBatch(SilverBatchWriter(spark, settings, ruleset))
+    query = start_foreach_batch(
+        source,
+        JOB_NAME,
+        JOB_NAME,
+        SilverBatchWriter(spark, settings, ruleset),
+        settings,
+        available_now,
     )
-    writer = with_trigger(writer, settings, available_now)
-    query = writer.start()
     logger.info(
         "silver stream started %s",
         kv(
