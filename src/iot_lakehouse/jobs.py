@@ -9,6 +9,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
@@ -22,6 +23,9 @@ from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.spark_session import build_spark
 
 logger = logging.getLogger(__name__)
+
+RESTARTS = 3  # a failed job is started again this many times before it gives up
+RESTART_DELAY_S = 5.0
 
 JobStarter = Callable[[SparkSession, Settings, bool], StreamingQuery | list[StreamingQuery]]
 
@@ -156,8 +160,25 @@ def run_job(job: str, settings: Settings, available_now: bool = False) -> None:
     try:
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
-        started = JOBS[job](spark, settings, available_now)
-        await_queries(job, started if isinstance(started, list) else [started], stop)
+        for attempt in range(1, RESTARTS + 2):
+            try:
+                started = JOBS[job](spark, settings, available_now)
+                await_queries(job, started if isinstance(started, list) else [started], stop)
+                break
+            except (JobError, StreamingQueryException) as exc:
+                # A query can fail for a passing reason (e.g. a Python worker that did not
+                # connect back in time on a busy machine): every query resumes from its
+                # checkpoint, so starting again loses and repeats nothing.
+                if attempt > RESTARTS or stop.is_set():
+                    raise
+                logger.error(
+                    "job failed, starting it again from its checkpoint %s",
+                    kv(job=job, attempt=attempt, of=RESTARTS, error=str(exc).splitlines()[0]),
+                )
+                for query in spark.streams.active:
+                    query.stop()
+                if stop.wait(RESTART_DELAY_S):
+                    return
     finally:
         spark.stop()
     logger.info("job finished %s", kv(job=job, available_now=available_now))
