@@ -47,7 +47,7 @@ def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: 
 
     status_lines = re.findall(
         r"kafka=(\d+) bronze=(\d+|-) bronze_lag=\S+ silver=(\d+|-) dlq=\S+ duplicates=\S+ "
-        r"gold_5m=(\d+|-) gold_late=\S+ bronze=up silver=up gold=up generator=up",
+        r"gold_5m=(\d+|-) gold_late=\S+ bronze=up silver=up gold=up alerts=up generator=up",
         run.stdout,
     )
     assert len(status_lines) >= 5, run.stdout[-2000:]
@@ -63,6 +63,7 @@ def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: 
     assert re.search(r"stopped component=bronze exit_code=0", out), out[-3000:]
     assert re.search(r"stopped component=silver exit_code=0", out), out[-3000:]
     assert re.search(r"stopped component=gold exit_code=0", out), out[-3000:]
+    assert re.search(r"stopped component=alerts exit_code=0", out), out[-3000:]
     assert re.search(r"stopped component=generator exit_code=0", out), out[-3000:]
     assert "kafka broker stopped" in out
     assert not port_open(port)
