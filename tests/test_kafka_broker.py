@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from confluent_kafka.admin import AdminClient
 
 from iot_lakehouse.kafka_broker import LocalKafkaBroker, min_heap, server_properties
@@ -41,3 +42,19 @@ def test_start_twice_reuses_then_stop(tmp_path: Path) -> None:
     after = broker.status()
     assert not after.reachable and not after.process_alive
     assert broker.stop() is False  # stopping a stopped broker is harmless
+
+
+def test_a_cluster_id_starting_with_a_dash_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # URL-safe base64 ids start with "-" 1 time in 64; kafka-storage once read that as an option.
+    monkeypatch.setattr(
+        "iot_lakehouse.kafka_broker.new_cluster_id", lambda: "-Ab3ZQx9Rfa1Y2b3c4d5eA"
+    )
+    broker = LocalKafkaBroker(broker_settings(tmp_path))
+    try:
+        assert broker.start().reachable
+        meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
+        assert "cluster.id=-Ab3ZQx9Rfa1Y2b3c4d5eA" in meta
+    finally:
+        broker.stop()

@@ -271,15 +271,14 @@ class LocalKafkaBroker:
         return status
 
     def _format_storage(self, base_cmd: list[str]) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         cmd = [
             *base_cmd,
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
-            "-c",
-            str(self.config_file.resolve()),
+            # the = form: an id may start with "-" (1 in 64), which would read as an option
+            f"--cluster-id={cluster_id}",
+            f"--config={self.config_file.resolve()}",
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -357,6 +356,11 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
 def min_heap(heap: str) -> str:
