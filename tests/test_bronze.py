@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.generator import EventGenerator, GeneratorConfig
+from iot_lakehouse.jobs import job_starter
+from iot_lakehouse.reconcile import bronze_silver_ledger
 from iot_lakehouse.schemas import BRONZE_EVENTS
 from iot_lakehouse.settings import Settings
+from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.status import delta_row_count
 from tests.conftest import commits, kill_mid_stream_then_finish, produce
 
@@ -128,3 +132,90 @@ def test_bronze_job_killed_with_sigkill_and_restarted_loses_and_duplicates_nothi
     bronze = spark.read.format("delta").load(settings.bronze_events_path)
     assert bronze.count() == total
     assert bronze.select("topic", "partition", "offset").distinct().count() == total
+
+
+def is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def landing_lines(count: int, seed: int) -> list[bytes]:
+    """Generated records (bad input included) that can be lines of a JSON-lines file."""
+    config = GeneratorConfig(
+        sensors=50,
+        seed=seed,
+        malformed_fraction=0.1,
+        invalid_fraction=0.1,
+        duplicate_fraction=0.05,
+        start_time=START,
+    )
+    generator = EventGenerator(config)
+    values = (generator.generate_event(i).value for i in range(count))
+    return [v for v in values if v and b"\n" not in v and b"\r" not in v]
+
+
+def test_file_source_ingests_each_landed_line_once_with_its_bytes(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    files_settings = settings.with_(landing_path=str(landing))
+    first, second = landing_lines(600, seed=3), landing_lines(400, seed=4)
+    assert any(not is_utf8(v) for v in first), "the corpus should hold non-UTF-8 lines"
+    # Windows line ends and blank lines are layout; the bytes of each line are the record.
+    (landing / "sensor_data_01.json").write_bytes(
+        b"\r\n".join(first[:300]) + b"\r\n\n" + b"\n".join(first[300:]) + b"\n"
+    )
+    (landing / ".sensor_data_02.json.tmp").write_bytes(b"half a file, still being written")
+    (landing / "notes.txt").write_bytes(b"not matching the pattern\n")
+
+    def ingest() -> DataFrame:
+        query = start_bronze_stream(spark, files_settings, available_now=True, source="files")
+        query.awaitTermination(300)
+        assert query.exception() is None
+        return spark.read.format("delta").load(settings.bronze_events_path)
+
+    bronze = ingest()
+    assert sorted(bytes(r.raw_value) for r in bronze.select("raw_value").collect()) == sorted(first)
+    assert {r.topic for r in bronze.select("topic").distinct().collect()} == {
+        "file:sensor_data_01.json"
+    }
+    assert bronze.select("topic", "partition", "offset").distinct().count() == len(first)
+    assert bronze.where(F.col("source_file").endswith("/sensor_data_01.json")).count() == len(first)
+    assert bronze.where(F.col("kafka_timestamp").isNull()).count() == 0
+
+    # A file renamed into place later is picked up; the first one is not read again.
+    (landing / ".sensor_data_02.json.tmp").write_bytes(b"\n".join(second))
+    (landing / ".sensor_data_02.json.tmp").rename(landing / "sensor_data_02.json")
+    bronze = ingest()
+    assert sorted(bytes(r.raw_value) for r in bronze.select("raw_value").collect()) == sorted(
+        first + second
+    )
+    assert ingest().count() == len(first) + len(second)
+
+    # Silver treats file records like Kafka records, and the ledger accounts for every one.
+    query = start_silver_stream(spark, settings, available_now=True)
+    query.awaitTermination(300)
+    assert query.exception() is None
+    ledger = bronze_silver_ledger(spark, settings)
+    assert ledger.ok and ledger.source == len(first) + len(second), ledger
+    assert ledger.parts["silver"] > 0 and ledger.parts["dlq"] > 0
+
+
+def test_file_source_needs_an_existing_landing_folder(spark: SparkSession, tmp_path: Path) -> None:
+    settings = Settings.from_env({}).with_(
+        landing_path=str(tmp_path / "nowhere"), lakehouse_path=str(tmp_path / "lakehouse")
+    )
+    with pytest.raises(JobError, match=r"landing folder .*nowhere does not exist"):
+        start_bronze_stream(spark, settings, available_now=True, source="files")
+
+
+def test_only_bronze_takes_a_source() -> None:
+    assert job_starter("bronze", "files") is not job_starter("bronze", "kafka")
+    with pytest.raises(JobError, match="--source files applies to the bronze job only"):
+        job_starter("silver", "files")
+    with pytest.raises(JobError, match="unknown job 'platinum'"):
+        job_starter("platinum", "kafka")

@@ -1,14 +1,21 @@
-"""Kafka -> bronze: keep every record exactly as received, with its coordinates.
+"""Kafka (or the landing folder) -> bronze: keep every record exactly as received.
 
 Transforms are pure ``DataFrame -> DataFrame`` functions; ``start_bronze_stream`` owns the
 source and the sink. Nothing is parsed or filtered here: a record that is not JSON or not even
 UTF-8 is stored like any other (raw bytes in ``raw_value``, ``payload`` null).
+
+With ``--source files`` a record is one line of a file in the landing folder (JSON lines, the
+same formats as the topic). Its coordinates are ``topic = "file:<file name>"``, partition 0 and
+``offset`` = the line number, so every line has a unique (topic, partition, offset) like a Kafka
+record; ``source_file`` holds the full path and ``kafka_timestamp`` the file's modification time.
+Empty lines are layout, not records, and are skipped.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -23,6 +30,11 @@ from iot_lakehouse.settings import Settings
 logger = logging.getLogger(__name__)
 
 JOB_NAME = "bronze"
+SOURCES = ("kafka", "files")
+FILE_TOPIC_PREFIX = "file:"
+# Spark's fixed schema of format("binaryFile"); a streaming source must be given it.
+BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
+LATIN_1 = "ISO-8859-1"  # one character per byte: splits bytes without decoding them
 
 
 def require_columns(df: DataFrame, columns: tuple[str, ...], what: str) -> None:
@@ -81,6 +93,35 @@ def to_bronze_events(kafka_df: DataFrame) -> DataFrame:
     )
 
 
+def file_lines_to_bronze_events(files_df: DataFrame) -> DataFrame:
+    """Map binaryFile source rows (path, modificationTime, content) to one bronze row per line.
+
+    The content is split as bytes: ISO-8859-1 maps every byte to one character and back, so a
+    line that is not UTF-8 keeps its exact bytes in ``raw_value`` and gets a null ``payload``,
+    as from Kafka.
+    """
+    require_columns(files_df, ("path", "modificationTime", "content"), "the file source")
+    ingest_time = F.current_timestamp()
+    lines = files_df.select(
+        "path",
+        "modificationTime",
+        F.posexplode(F.split(F.decode("content", LATIN_1), "\n")).alias("line_no", "line"),
+    )
+    raw_line = F.encode(F.regexp_replace(F.col("line"), "\r$", ""), LATIN_1)
+    return lines.where(F.length(raw_line) > 0).select(
+        raw_line.alias("raw_value"),
+        decoded_utf8(raw_line).alias("payload"),
+        F.lit(None).cast("string").alias("key"),
+        F.concat(F.lit(FILE_TOPIC_PREFIX), F.regexp_extract("path", "([^/]*)$", 1)).alias("topic"),
+        F.lit(0).alias("partition"),
+        F.col("line_no").cast("long").alias("offset"),
+        F.col("modificationTime").alias("kafka_timestamp"),
+        F.col("path").alias("source_file"),
+        ingest_time.alias("ingest_time"),
+        F.to_date(ingest_time).alias("ingest_date"),
+    )
+
+
 def conform(df: DataFrame) -> DataFrame:
     """Order and type the columns exactly as the bronze table declares them."""
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in BRONZE_EVENTS])
@@ -99,16 +140,51 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
+def read_landing_files(spark: SparkSession, settings: Settings) -> DataFrame:
+    """New files in the landing folder as a stream (each file once, by path; hidden files and
+    names starting with ``_`` or ``.`` are ignored until renamed)."""
+    landing = settings.landing_path
+    if "://" not in landing and not Path(landing).is_dir():
+        raise JobError(
+            f"the landing folder {landing} does not exist; create it or set LANDING_PATH "
+            "(`iot-lakehouse emitter reset` prepares one)"
+        )
+    return (
+        spark.readStream.format("binaryFile")
+        .schema(BINARY_FILE_SCHEMA)
+        .option("pathGlobFilter", settings.landing_pattern)
+        .option("maxFilesPerTrigger", settings.landing_max_files_per_trigger)
+        .load(landing)
+    )
+
+
+def bronze_source(spark: SparkSession, settings: Settings, source: str) -> DataFrame:
+    """The chosen source mapped to the bronze contract."""
+    if source == "kafka":
+        return read_kafka(spark, settings).transform(to_bronze_events).transform(conform)
+    if source == "files":
+        return (
+            read_landing_files(spark, settings)
+            .transform(file_lines_to_bronze_events)
+            .transform(conform)
+        )
+    raise JobError(f"unknown bronze source {source!r}; choose one of {list(SOURCES)}")
+
+
 def start_bronze_stream(
-    spark: SparkSession, settings: Settings, available_now: bool = False
+    spark: SparkSession, settings: Settings, available_now: bool = False, source: str = "kafka"
 ) -> StreamingQuery:
-    """Start the Kafka -> bronze query; its checkpoint makes the Delta sink exactly-once."""
-    events = read_kafka(spark, settings).transform(to_bronze_events).transform(conform)
+    """Start the source -> bronze query; its checkpoint makes the Delta sink exactly-once.
+
+    Each source has its own checkpoint (``bronze`` for Kafka, ``bronze_files`` for files):
+    their offsets mean different things and must never be mixed."""
+    events = bronze_source(spark, settings, source)
+    checkpoint = JOB_NAME if source == "kafka" else f"{JOB_NAME}_{source}"
     writer = (
         events.writeStream.format("delta")
         .outputMode("append")
-        .queryName(JOB_NAME)
-        .option("checkpointLocation", settings.checkpoint_path(JOB_NAME))
+        .queryName(checkpoint)
+        .option("checkpointLocation", settings.checkpoint_path(checkpoint))
         .partitionBy(*BRONZE_PARTITION_COLUMNS)
     )
     writer = with_trigger(writer, settings, available_now)
@@ -117,9 +193,9 @@ def start_bronze_stream(
         "bronze stream started %s",
         kv(
             job=JOB_NAME,
-            topic=settings.kafka_topic,
+            source=settings.kafka_topic if source == "kafka" else settings.landing_path,
             table=settings.bronze_events_path,
-            checkpoint=settings.checkpoint_path(JOB_NAME),
+            checkpoint=settings.checkpoint_path(checkpoint),
             available_now=available_now,
         ),
     )

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
+    from iot_lakehouse.emitter import add_emitter_parser
     from iot_lakehouse.generator import add_generate_arguments
 
     parser = argparse.ArgumentParser(
@@ -43,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--source",
-        choices=["kafka"],
+        choices=["kafka", "files"],
         default="kafka",
-        help="where bronze reads from (default: kafka)",
+        help="where bronze reads from: the Kafka topic, or JSON-lines files arriving in "
+        "LANDING_PATH (default: kafka)",
     )
 
     evaluate = sub.add_parser(
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="alerts this long after an anomaly still belong to it (default 300)",
     )
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    add_emitter_parser(sub)
 
     sub.add_parser("status", help="print the current counts of Kafka and every table")
     sub.add_parser("reconcile", help="ledger per layer; exit 1 on any unexplained record")
@@ -113,7 +117,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         from iot_lakehouse.jobs import run_job
 
-        run_job(args.job, settings, available_now=args.available_now)
+        run_job(args.job, settings, available_now=args.available_now, source=args.source)
         return 0
     if args.command == "evaluate-alerts":
         from pathlib import Path
@@ -123,6 +127,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         scores = evaluate_lakehouse(settings, Path(args.ground_truth), args.grace_seconds)
         print(scores_json(scores) if args.json else format_scores(scores))
         return 0
+    if args.command == "emitter":
+        from iot_lakehouse.emitter import run_emitter_command
+
+        return run_emitter_command(args)
     if args.command == "status":
         from iot_lakehouse.status import pipeline_counts
 

@@ -144,10 +144,24 @@ def await_queries(job: str, queries: list[StreamingQuery], stop: threading.Event
             )
 
 
-def run_job(job: str, settings: Settings, available_now: bool = False) -> None:
-    """Run streaming job ``job`` (a key of JOBS) in this process until done or signalled."""
+def job_starter(job: str, source: str) -> JobStarter:
+    """The start function of ``job``; ``source`` picks bronze's input (kafka or files)."""
     if job not in JOBS:
         raise JobError(f"unknown job {job!r}; choose one of {sorted(JOBS)}")
+    if source == "kafka":
+        return JOBS[job]
+    if job != "bronze":
+        raise JobError(f"--source {source} applies to the bronze job only, not to {job}")
+    return lambda spark, settings, available_now: start_bronze_stream(
+        spark, settings, available_now, source
+    )
+
+
+def run_job(
+    job: str, settings: Settings, available_now: bool = False, source: str = "kafka"
+) -> None:
+    """Run streaming job ``job`` (a key of JOBS) in this process until done or signalled."""
+    starter = job_starter(job, source)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -162,7 +176,7 @@ def run_job(job: str, settings: Settings, available_now: bool = False) -> None:
             return
         for attempt in range(1, RESTARTS + 2):
             try:
-                started = JOBS[job](spark, settings, available_now)
+                started = starter(spark, settings, available_now)
                 await_queries(job, started if isinstance(started, list) else [started], stop)
                 break
             except (JobError, StreamingQueryException) as exc:

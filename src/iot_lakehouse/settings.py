@@ -81,6 +81,9 @@ class Settings:
     kafka_heap: str = "512m"
     lakehouse_path: str = "lakehouse"
     dlq_path: str = "dlq"
+    landing_path: str = "landing"
+    landing_pattern: str = "*.json"
+    landing_max_files_per_trigger: int = 50
     runtime_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".runtime")
     jars_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".runtime" / "jars")
     maven_settings_file: Path | None = None
@@ -120,6 +123,11 @@ class Settings:
             kafka_heap=e.get("KAFKA_HEAP") or d.kafka_heap,
             lakehouse_path=e.get("LAKEHOUSE_PATH") or d.lakehouse_path,
             dlq_path=e.get("DLQ_PATH") or d.dlq_path,
+            landing_path=e.get("LANDING_PATH") or d.landing_path,
+            landing_pattern=e.get("LANDING_PATTERN") or d.landing_pattern,
+            landing_max_files_per_trigger=_int(
+                e, "LANDING_MAX_FILES_PER_TRIGGER", d.landing_max_files_per_trigger, 1
+            ),
             runtime_dir=runtime,
             jars_dir=Path(e.get("IOT_JARS_DIR") or d.jars_dir),
             maven_settings_file=Path(e["IOT_MAVEN_SETTINGS"])
