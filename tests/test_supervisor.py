@@ -47,7 +47,8 @@ def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: 
 
     status_lines = re.findall(
         r"kafka=(\d+) bronze=(\d+|-) bronze_lag=\S+ silver=(\d+|-) dlq=\S+ duplicates=\S+ "
-        r"gold_5m=(\d+|-) gold_late=\S+ bronze=up silver=up gold=up alerts=up generator=up",
+        r"gold_5m=(\d+|-) gold_late=\S+ alerts=(?:\d+|-) open_alerts=(?:\d+|-) "
+        r"(?:\w+_per_s=[\d.-]+ )*bronze=up silver=up gold=up alerts=up generator=up",
         run.stdout,
     )
     assert len(status_lines) >= 5, run.stdout[-2000:]
@@ -58,6 +59,7 @@ def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: 
     assert bronze_seen == sorted(bronze_seen), "bronze row count went down"
     assert silver_seen and silver_seen[-1] > 0, f"silver never grew:\n{run.stdout[-3000:]}"
     assert gold_seen and gold_seen[-1] > 0, f"gold never grew:\n{run.stdout[-3000:]}"
+    assert re.search(r"bronze_per_s=[1-9]", run.stdout), "no bronze rate shown"
 
     # Graceful stop of every child, then the broker it started.
     assert re.search(r"stopped component=bronze exit_code=0", out), out[-3000:]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
+import pyarrow.dataset as ds
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
@@ -13,6 +16,11 @@ from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+OPEN_ALERT_WINDOW = timedelta(minutes=15)
+SILENT = "SENSOR_SILENT"
+# Layers whose growth the status screen shows as rows/s, in pipeline order.
+RATE_LAYERS = ("kafka_messages", "bronze_rows", "silver_rows", "dlq_rows", "gold_rows", "alerts")
 
 
 def kafka_watermarks(
@@ -63,6 +71,46 @@ def delta_row_count(path: str) -> int | None:
     return int(sum(v for v in column.to_pylist() if v)) if column is not None else 0
 
 
+def open_alerts(rows: list[dict[str, object]], now: datetime) -> int:
+    """Alerts still open at ``now``: fired in the last OPEN_ALERT_WINDOW (by detection time),
+    plus silent sensors whose newest SENSOR_SILENT row is ``fired`` (open until it clears)."""
+    since = now - OPEN_ALERT_WINDOW
+    recent = sum(
+        1
+        for r in rows
+        if r["alert_type"] != SILENT
+        and r["status"] == "fired"
+        and _aware(r["detected_at"]) >= since
+    )
+    newest: dict[object, tuple[datetime, object]] = {}
+    for r in rows:
+        if r["alert_type"] == SILENT:
+            at = _aware(r["event_time"])
+            if r["sensor_id"] not in newest or at >= newest[r["sensor_id"]][0]:
+                newest[r["sensor_id"]] = (at, r["status"])
+    return recent + sum(1 for _at, status in newest.values() if status == "fired")
+
+
+def _aware(value: object) -> datetime:
+    assert isinstance(value, datetime), value
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def read_open_alerts(path: str, now: datetime | None = None) -> int | None:
+    """``open_alerts`` of the gold/alerts table at ``path``; None if there is no table yet."""
+    now = now or datetime.now(UTC)
+    try:
+        dataset = DeltaTable(path).to_pyarrow_dataset()
+    except TableNotFoundError:
+        return None
+    since = now - OPEN_ALERT_WINDOW
+    column_type = dataset.schema.field("detected_at").type  # Delta: UTC; older writers: naive
+    bound = pa.scalar(since if column_type.tz else since.replace(tzinfo=None), type=column_type)
+    wanted = (ds.field("alert_type") == SILENT) | (ds.field("detected_at") >= bound)
+    columns = ["sensor_id", "alert_type", "status", "event_time", "detected_at"]
+    return open_alerts(dataset.to_table(columns=columns, filter=wanted).to_pylist(), now)
+
+
 @dataclass(frozen=True)
 class PipelineCounts:
     """One snapshot of the pipeline: what Kafka holds and what each table has."""
@@ -74,6 +122,8 @@ class PipelineCounts:
     duplicates: int | None = None
     gold_rows: int | None = None  # rows of gold/sensor_metrics_5m
     gold_late: int | None = None  # readings the gold watermark left out (kept in _ops)
+    alerts: int | None = None  # rows of gold/alerts
+    open_alerts: int | None = None  # see ``open_alerts``
 
     @property
     def bronze_lag(self) -> int | None:
@@ -81,20 +131,69 @@ class PipelineCounts:
             return None
         return self.kafka_messages - self.bronze_rows
 
-    def line(self) -> str:
-        def show(value: int | None) -> str:
-            return "-" if value is None else f"{value}"
+    def rates(self, earlier: PipelineCounts, seconds: float) -> dict[str, float | None]:
+        """Rows per second each layer grew by since ``earlier``, ``seconds`` ago."""
+        out: dict[str, float | None] = {}
+        for name in RATE_LAYERS:
+            now, before = getattr(self, name), getattr(earlier, name)
+            ok = now is not None and seconds > 0
+            out[name] = (now - (before or 0)) / seconds if ok else None
+        return out
 
+    def line(self) -> str:
         return kv(
-            kafka=show(self.kafka_messages),
-            bronze=show(self.bronze_rows),
-            bronze_lag=show(self.bronze_lag),
-            silver=show(self.silver_rows),
-            dlq=show(self.dlq_rows),
-            duplicates=show(self.duplicates),
-            gold_5m=show(self.gold_rows),
-            gold_late=show(self.gold_late),
+            kafka=_show(self.kafka_messages),
+            bronze=_show(self.bronze_rows),
+            bronze_lag=_show(self.bronze_lag),
+            silver=_show(self.silver_rows),
+            dlq=_show(self.dlq_rows),
+            duplicates=_show(self.duplicates),
+            gold_5m=_show(self.gold_rows),
+            gold_late=_show(self.gold_late),
+            alerts=_show(self.alerts),
+            open_alerts=_show(self.open_alerts),
         )
+
+
+def _show(value: int | float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else f"{value}"
+
+
+SCREEN_ROWS = (  # (label, PipelineCounts field, rate key or None)
+    ("kafka", "kafka_messages", "kafka_messages"),
+    ("bronze", "bronze_rows", "bronze_rows"),
+    ("silver", "silver_rows", "silver_rows"),
+    ("dlq", "dlq_rows", "dlq_rows"),
+    ("duplicates", "duplicates", None),
+    ("gold_5m", "gold_rows", "gold_rows"),
+    ("gold_late", "gold_late", None),
+    ("alerts", "alerts", "alerts"),
+)
+
+
+def render_screen(
+    counts: PipelineCounts,
+    rates: dict[str, float | None],
+    health: dict[str, str],
+    clock: str,
+    uptime_s: float,
+) -> list[str]:
+    """The live status screen of ``start_all``: rows and rows/s per layer, lag, alerts, jobs."""
+    minutes, seconds = divmod(int(uptime_s), 60)
+    lines = [f"{clock}  up {minutes}m{seconds:02d}s   (Ctrl-C stops everything gracefully)"]
+    lines.append(f"{'layer':<12}{'rows':>12}{'rows/s':>10}")
+    for label, name, rate in SCREEN_ROWS:
+        value = getattr(counts, name)
+        per_s = rates.get(rate) if rate else None
+        lines.append(f"{label:<12}{_show(value):>12}{_show(per_s):>10}")
+    lines.append(
+        f"kafka lag (not yet in bronze): {_show(counts.bronze_lag)}   "
+        f"open alerts: {_show(counts.open_alerts)}"
+    )
+    lines.append("jobs: " + "  ".join(f"{name}={state}" for name, state in health.items()))
+    return lines
 
 
 def pipeline_counts(settings: Settings) -> PipelineCounts:
@@ -108,4 +207,6 @@ def pipeline_counts(settings: Settings) -> PipelineCounts:
         duplicates=delta_row_count(settings.silver_duplicates_path),
         gold_rows=delta_row_count(settings.gold_path("sensor_metrics_5m")),
         gold_late=delta_row_count(settings.gold_late_readings_path),
+        alerts=delta_row_count(settings.alerts_path),
+        open_alerts=read_open_alerts(settings.alerts_path),
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.status import pipeline_counts
+from iot_lakehouse.status import PipelineCounts, pipeline_counts, render_screen
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +115,31 @@ def run_all(
         )
         deadline = time.monotonic() + duration if duration else None
         tty = sys.stdout.isatty()
+        started = last_at = time.monotonic()
+        last = PipelineCounts(None, None)
+        drawn = 0
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             stop.wait(status_interval)
-            health = " ".join(
-                f"{c.name}={'up' if c.proc.poll() is None else 'exited'}" for c in children
-            )
-            line = f"{time.strftime('%H:%M:%S')} {pipeline_counts(settings).line()} {health}"
-            print(f"\r{line}\033[K" if tty else line, end="" if tty else "\n", flush=True)
+            counts, now = pipeline_counts(settings), time.monotonic()
+            rates = counts.rates(last, now - last_at) if last.kafka_messages is not None else {}
+            last, last_at = counts, now
+            health = {c.name: "up" if c.proc.poll() is None else "exited" for c in children}
+            if tty:  # redraw the screen in place
+                screen = render_screen(
+                    counts, rates, health, time.strftime("%H:%M:%S"), now - started
+                )
+                up = f"\033[{drawn}F" if drawn else ""
+                print(up + "\n".join(f"{row}\033[K" for row in screen), flush=True)
+                drawn = len(screen)
+            else:  # one searchable line per interval (logs, CI)
+                per_s = " ".join(
+                    f"{name.split('_')[0]}_per_s={value:.1f}"
+                    for name, value in rates.items()
+                    if value is not None
+                )
+                jobs = " ".join(f"{name}={state}" for name, state in health.items())
+                parts = (time.strftime("%H:%M:%S"), counts.line(), per_s, jobs)
+                print(" ".join(part for part in parts if part), flush=True)
             for child in children:
                 if child.proc.poll() is not None and not child.exited_reported:
                     child.exited_reported = True
@@ -131,8 +149,6 @@ def run_all(
                         child.name,
                         kv(exit_code=child.proc.returncode, log=child.log),
                     )
-        if tty:
-            print()
     finally:
         stop_children(children)
         if started_broker:
