@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import date
 
 from iot_lakehouse import jvm_deps
 from iot_lakehouse.errors import LakehouseError
@@ -65,6 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     add_emitter_parser(sub)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter queue: list reasons, or redrive")
+    dlq.add_argument(
+        "action",
+        choices=["list", "redrive"],
+        help="list: rows per reason and rule version; redrive: re-judge every DLQ row "
+        "against the current rules, move the ones that pass into silver (exactly once)",
+    )
+    dlq.add_argument("--json", action="store_true", help="list: print JSON")
+
+    rerun = sub.add_parser(
+        "rerun",
+        help="rebuild one layer from upstream (old checkpoint backed up, old rows in history)",
+    )
+    rerun.add_argument("layer", choices=["bronze", "silver", "gold", "alerts"])
+    rerun.add_argument("--cascade", action="store_true", help="rebuild the layers below it as well")
+    rerun.add_argument(
+        "--from",
+        dest="since",
+        type=date.fromisoformat,
+        default=None,
+        metavar="DATE",
+        help="silver only: rebuild from the bronze records ingested on or after DATE "
+        "(YYYY-MM-DD); default: everything",
+    )
 
     sub.add_parser("status", help="print the current counts of Kafka and every table")
     sub.add_parser("reconcile", help="ledger per layer; exit 1 on any unexplained record")
@@ -126,6 +152,30 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         scores = evaluate_lakehouse(settings, Path(args.ground_truth), args.grace_seconds)
         print(scores_json(scores) if args.json else format_scores(scores))
+        return 0
+    if args.command == "dlq":
+        from iot_lakehouse.dlq import dlq_list, redrive
+        from iot_lakehouse.spark_session import build_spark
+
+        spark = build_spark(settings, f"iot-lakehouse-dlq-{args.action}")
+        try:
+            if args.action == "list":
+                print(dlq_list(spark, settings, args.json))
+            else:
+                print(redrive(spark, settings).describe())
+        finally:
+            spark.stop()
+        return 0
+    if args.command == "rerun":
+        from iot_lakehouse.rerun import rerun
+        from iot_lakehouse.spark_session import build_spark
+
+        spark = build_spark(settings, f"iot-lakehouse-rerun-{args.layer}")
+        try:
+            rebuilt = rerun(spark, settings, args.layer, args.cascade, args.since)
+        finally:
+            spark.stop()
+        print(rebuilt.describe())
         return 0
     if args.command == "emitter":
         from iot_lakehouse.emitter import run_emitter_command

@@ -1,0 +1,271 @@
+"""``iot-lakehouse dlq list|redrive``: look at the dead-letter queue and re-judge it.
+
+A DLQ row stands for one rejected reading (or, metric null, for a record that gave none). Its
+raw bytes and bronze coordinates are enough to judge it again, so a redrive needs neither
+bronze nor Kafka. ``redrive`` re-judges every DLQ row against the current rules:
+
+- a row all of whose readings now pass leaves the DLQ; its readings enter silver (or, when
+  silver already holds that sensor, metric and instant from another record, the duplicate
+  ledger), exactly once: a reading whose bronze lineage is already in silver or the ledger is
+  not written again, so a redrive that stopped half-way, or one run twice, changes nothing;
+- the other rows stay in the DLQ as they are;
+- every judgement is recorded once per rule version in ``DLQ_PATH/redrive_history``
+  (outcome, reasons under that version, time), so a row keeps its history.
+
+``reconcile`` balances before and after: a redriven reading moves from the DLQ to silver or
+the duplicate ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from iot_lakehouse.jobs import delta_table_exists
+from iot_lakehouse.logs import kv
+from iot_lakehouse.rules import RuleSet, load_rules, split_judged
+from iot_lakehouse.schemas import create_table_if_missing
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.silver import (
+    DEDUP_KEY,
+    LINEAGE,
+    create_silver_tables,
+    judge,
+    split_batch_duplicates,
+    to_duplicate_rows,
+    to_silver_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+REDRIVEN, STILL_REJECTED = "redriven", "still_rejected"
+# Identity of a DLQ row: the bronze record and the reading's metric (null: the whole record).
+DLQ_ROW_KEY = (*LINEAGE, "metric")
+
+REDRIVE_HISTORY = StructType(
+    [
+        StructField("bronze_topic", StringType(), nullable=True),
+        StructField("bronze_partition", IntegerType(), nullable=True),
+        StructField("bronze_offset", LongType(), nullable=True),
+        StructField("metric", StringType(), nullable=True),
+        StructField("rejected_under", StringType(), nullable=True),  # rule version in the DLQ
+        StructField("judged_under", StringType(), nullable=False),  # rule version now
+        StructField("outcome", StringType(), nullable=False),  # redriven | still_rejected
+        StructField("reasons", ArrayType(StringType()), nullable=True),  # under judged_under
+        StructField("judged_at", TimestampType(), nullable=False),
+    ]
+)
+
+
+def history_path(settings: Settings) -> str:
+    return f"{settings.dlq_path.rstrip('/')}/redrive_history"
+
+
+# --- list ---
+def reason_counts(dlq: DataFrame) -> DataFrame:
+    """Rows per reason code and rule version, with the oldest and newest rejection."""
+    return (
+        dlq.select(F.explode("reasons").alias("reason"), "rule_version", "rejected_at")
+        .groupBy("reason", "rule_version")
+        .agg(
+            F.count("*").alias("rows"),
+            F.min("rejected_at").alias("first_rejected"),
+            F.max("rejected_at").alias("last_rejected"),
+        )
+        .orderBy(F.desc("rows"), "reason")
+    )
+
+
+def format_reason_counts(rows: list[dict[str, object]], total: int) -> str:
+    header = f"{'reason':<22}{'rule version':<22}{'rows':>9}  {'first rejected':<20}  last"
+    lines = [f"dlq rows: {total}", header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['reason']!s:<22}{r['rule_version']!s:<22}{r['rows']!s:>9}  "
+            f"{str(r['first_rejected'])[:19]:<20}  {str(r['last_rejected'])[:19]}"
+        )
+    return "\n".join(lines)
+
+
+def dlq_list(spark: SparkSession, settings: Settings, as_json: bool = False) -> str:
+    """The DLQ summary: rows per reason and rule version (table or JSON)."""
+    if not delta_table_exists(spark, settings.dlq_rejects_path):
+        return f"no DLQ table at {settings.dlq_rejects_path} yet: the silver job has not run"
+    dlq = spark.read.format("delta").load(settings.dlq_rejects_path)
+    rows = [r.asDict() for r in reason_counts(dlq).collect()]
+    total = dlq.count()
+    if as_json:
+        return json.dumps({"rows": total, "reasons": rows}, default=str, indent=2)
+    return format_reason_counts(rows, total)
+
+
+# --- redrive ---
+def dlq_records(dlq: DataFrame) -> DataFrame:
+    """The distinct bronze records behind the DLQ rows, in bronze's column names."""
+    return dlq.select(
+        "raw_value",
+        "payload",
+        F.col("bronze_topic").alias("topic"),
+        F.col("bronze_partition").alias("partition"),
+        F.col("bronze_offset").alias("offset"),
+        F.col("bronze_ingest_time").alias("ingest_time"),
+    ).dropDuplicates(["topic", "partition", "offset"])
+
+
+def rejudge(dlq: DataFrame, ruleset: RuleSet) -> DataFrame:
+    """Judge the DLQ's records again; keep the readings each DLQ row stands for, tagged with
+    that row's key (``d_*``): its own metric, or every reading of a record-level row."""
+    judged = judge(dlq_records(dlq), ruleset)
+    keys = dlq.select(
+        *[F.col(c).alias(f"d_{c}") for c in DLQ_ROW_KEY], F.col("rule_version").alias("d_rv")
+    ).distinct()
+    same_record = (
+        (F.col("topic") == F.col("d_bronze_topic"))
+        & (F.col("partition") == F.col("d_bronze_partition"))
+        & (F.col("offset") == F.col("d_bronze_offset"))
+    )
+    its_reading = F.col("d_metric").isNull() | F.col("metric").eqNullSafe(F.col("d_metric"))
+    return judged.join(keys, same_record & its_reading)
+
+
+def row_outcomes(rejudged: DataFrame) -> DataFrame:
+    """Per DLQ row: redriven when every reading it stands for passes now, else still rejected."""
+    d_keys = [f"d_{c}" for c in DLQ_ROW_KEY]
+    return rejudged.groupBy(*d_keys, "d_rv").agg(
+        F.when(F.max(F.size("reasons")) == 0, F.lit(REDRIVEN))
+        .otherwise(F.lit(STILL_REJECTED))
+        .alias("outcome"),
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list("reasons")))).alias("reasons"),
+    )
+
+
+def _match(left: str, right: str) -> Column:
+    """Null-safe equality of the DLQ row key columns ``<left>c`` and ``<right>c``."""
+    return F.expr(" AND ".join(f"{left}{c} <=> {right}{c}" for c in DLQ_ROW_KEY))
+
+
+@dataclass(frozen=True)
+class RedriveReport:
+    judged: int  # DLQ rows judged
+    redriven: int  # of which left the DLQ
+    to_silver: int  # readings inserted into silver
+    to_duplicates: int  # readings found to repeat a silver key from another record
+    rule_version: str
+
+    def describe(self) -> str:
+        return (
+            f"judged {self.judged} DLQ rows under rules {self.rule_version}: "
+            f"{self.redriven} redriven ({self.to_silver} readings into silver, "
+            f"{self.to_duplicates} to the duplicate ledger), "
+            f"{self.judged - self.redriven} still rejected"
+        )
+
+
+def redrive(spark: SparkSession, settings: Settings) -> RedriveReport:
+    """Re-judge the DLQ against the current rules; see the module docstring."""
+    from delta.tables import DeltaTable
+
+    ruleset = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
+    if not delta_table_exists(spark, settings.dlq_rejects_path):
+        return RedriveReport(0, 0, 0, 0, ruleset.version)
+    create_silver_tables(spark, settings)
+    create_table_if_missing(spark, history_path(settings), REDRIVE_HISTORY, [])
+    dlq = spark.read.format("delta").load(settings.dlq_rejects_path).localCheckpoint(eager=True)
+    rejudged = rejudge(dlq, ruleset).localCheckpoint(eager=True)
+    outcomes = row_outcomes(rejudged).localCheckpoint(eager=True)
+    passing = outcomes.where(F.col("outcome") == REDRIVEN).select(*[f"d_{c}" for c in DLQ_ROW_KEY])
+    valid, _ = split_judged(rejudged.join(passing, [f"d_{c}" for c in DLQ_ROW_KEY], "left_semi"))
+    first, later = split_batch_duplicates(to_silver_rows(valid.drop("d_rv"), ruleset))
+    inserts, dups = _new_readings(spark, settings, first.localCheckpoint(eager=True), later)
+    to_silver = _append_if_any(inserts, settings.silver_readings_path)
+    to_duplicates = _append_if_any(dups, settings.silver_duplicates_path)
+    # Only now leave the DLQ: a redrive stopped before this point is finished by the next one.
+    redriven = passing.count()
+    if redriven:
+        (
+            DeltaTable.forPath(spark, settings.dlq_rejects_path)
+            .alias("t")
+            .merge(passing.alias("p"), _match("t.", "p.d_"))
+            .whenMatchedDelete()
+            .execute()
+        )
+    _record_history(spark, settings, outcomes, ruleset.version)
+    report = RedriveReport(
+        judged=outcomes.count(),
+        redriven=redriven,
+        to_silver=to_silver,
+        to_duplicates=to_duplicates,
+        rule_version=ruleset.version,
+    )
+    logger.info("dlq redrive %s", kv(**report.__dict__))
+    return report
+
+
+def _new_readings(
+    spark: SparkSession, settings: Settings, first: DataFrame, later: DataFrame
+) -> tuple[DataFrame, DataFrame]:
+    """(readings to insert into silver, duplicate-ledger rows), leaving out every reading whose
+    lineage silver or the ledger already holds (an earlier, interrupted redrive)."""
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    ledger = spark.read.format("delta").load(settings.silver_duplicates_path)
+    lineage = [*DEDUP_KEY, *LINEAGE]
+    first = first.join(silver.select(*lineage), lineage, "left_anti")
+    kept = silver.select(
+        *DEDUP_KEY, *[F.col(c).alias(c.replace("bronze_", "kept_")) for c in LINEAGE]
+    )
+    looked_up = first.join(kept.hint("merge"), list(DEDUP_KEY), "left")
+    inserts = looked_up.where(F.col("kept_offset").isNull()).select(*first.columns)
+    inserts = inserts.localCheckpoint(eager=True)
+    repeats = (
+        later.alias("l")
+        .join(inserts.alias("f"), list(DEDUP_KEY))
+        .select(
+            *[F.col(f"l.{c}") for c in later.columns if c not in DEDUP_KEY],
+            *DEDUP_KEY,
+            *[F.col(f"f.{c}").alias(c.replace("bronze_", "kept_")) for c in LINEAGE],
+        )
+    )
+    against_silver = looked_up.where(F.col("kept_offset").isNotNull())
+    dups = to_duplicate_rows(
+        repeats.unionByName(against_silver.select(repeats.columns)), batch_id=-1
+    ).join(ledger.select(*lineage), lineage, "left_anti")
+    return inserts, dups.localCheckpoint(eager=True)
+
+
+def _record_history(
+    spark: SparkSession, settings: Settings, outcomes: DataFrame, version: str
+) -> int:
+    """One history row per DLQ row and rule version (a repeated judgement adds nothing)."""
+    rows = outcomes.select(
+        *[F.col(f"d_{c}").alias(c) for c in DLQ_ROW_KEY],
+        F.col("d_rv").alias("rejected_under"),
+        F.lit(version).alias("judged_under"),
+        "outcome",
+        "reasons",
+        F.current_timestamp().alias("judged_at"),
+    )
+    history = spark.read.format("delta").load(history_path(settings))
+    seen = _match("n.", "h.") & (F.col("n.judged_under") == F.col("h.judged_under"))
+    new = rows.alias("n").join(history.alias("h"), seen, "left_anti").localCheckpoint(eager=True)
+    return _append_if_any(new, history_path(settings))
+
+
+def _append_if_any(df: DataFrame, path: str) -> int:
+    """Append ``df`` unless it is empty (no empty commits: a no-op redrive changes nothing)."""
+    rows = df.count()
+    if rows:
+        df.write.format("delta").mode("append").save(path)
+    return rows
