@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
     from iot_lakehouse.emitter import add_emitter_parser
     from iot_lakehouse.generator import add_generate_arguments
+    from iot_lakehouse.maintain import add_maintain_arguments
 
     parser = argparse.ArgumentParser(
         prog="iot-lakehouse",
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         "against the current rules, move the ones that pass into silver (exactly once)",
     )
     dlq.add_argument("--json", action="store_true", help="list: print JSON")
+
+    maintain = sub.add_parser(
+        "maintain", help="small-file report, OPTIMIZE and VACUUM of every lakehouse table"
+    )
+    add_maintain_arguments(maintain)
 
     rerun = sub.add_parser(
         "rerun",
@@ -153,6 +159,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         scores = evaluate_lakehouse(settings, Path(args.ground_truth), args.grace_seconds)
         print(scores_json(scores) if args.json else format_scores(scores))
         return 0
+    if args.command == "maintain":
+        from iot_lakehouse.maintain import run_maintain
+
+        return run_maintain(settings, args)
     if args.command == "dlq":
         from iot_lakehouse.dlq import dlq_list, redrive
         from iot_lakehouse.spark_session import build_spark
