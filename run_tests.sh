@@ -6,6 +6,6 @@ set -euo pipefail
 source "$(dirname "$0")/scripts/lib.sh"
 iot_bootstrap
 cd "$IOT_ROOT"
-echo "== ruff" && uv run --frozen ruff check src tests spark bench
+echo "== ruff" && uv run --frozen ruff check src tests spark bench notebooks
 echo "== mypy" && uv run --frozen mypy
 echo "== pytest" && uv run --frozen pytest "$@"
