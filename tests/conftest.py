@@ -103,10 +103,15 @@ def produce(
 
 
 def write_generated_bronze(
-    spark: SparkSession, settings: Settings, config: GeneratorConfig, parts: int
+    spark: SparkSession,
+    settings: Settings,
+    config: GeneratorConfig,
+    parts: int,
+    topic: str = "generated",
 ) -> None:
     """Write the ``config`` event stream into bronze directly (no Kafka, no pacing), as
-    ``parts`` appends, so a streaming reader of bronze sees ``parts`` micro-batches."""
+    ``parts`` appends, so a streaming reader of bronze sees ``parts`` micro-batches; ingested
+    one minute after the last event, as records of ``topic``."""
     from pyspark.sql import functions as F
 
     from iot_lakehouse.bronze import conform, to_bronze_events
@@ -119,7 +124,7 @@ def write_generated_bronze(
     size = -(-len(events) // parts)
     for part in range(parts):
         offsets = range(part * size, min(len(events), (part + 1) * size))
-        rows = [(events[i].key, events[i].value, "generated", 0, i, ingest) for i in offsets]
+        rows = [(events[i].key, events[i].value, topic, 0, i, ingest) for i in offsets]
         kafka_like = spark.createDataFrame(
             rows,
             "key binary, value binary, topic string, partition int, offset long, "

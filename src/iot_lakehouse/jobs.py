@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
@@ -43,6 +47,46 @@ UPSTREAM: dict[str, Callable[[Settings], str] | None] = {
     "gold": lambda s: s.silver_readings_path,
     "alerts": lambda s: s.silver_readings_path,
 }
+
+
+def lock_file(settings: Settings, name: str) -> Path:
+    """Where the lock of checkpoint ``name`` lives: next to the checkpoint when the lakehouse
+    is a local folder, else under the runtime folder (keyed by the lakehouse location)."""
+    if "://" not in settings.lakehouse_path:
+        return Path(settings.checkpoint_path(name) + ".lock")
+    key = hashlib.sha256(settings.lakehouse_path.encode()).hexdigest()[:12]
+    return settings.runtime_dir / "locks" / f"{key}-{name.replace('/', '_')}.lock"
+
+
+@contextlib.contextmanager
+def job_lock(settings: Settings, name: str) -> Iterator[None]:
+    """Hold the lock of checkpoint ``name`` for the block; JobError if another process holds
+    it. The OS releases it when the process dies, so a killed job leaves no stale lock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the scripts run one job per checkpoint
+        yield
+        return
+    path = lock_file(settings, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise JobError(
+                f"{name} is running ({holder}, lock {path}); stop it first "
+                "(Ctrl-C, or ./stop_all.sh) and try again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def delta_table_exists(spark: SparkSession, path: str) -> bool:
@@ -170,6 +214,19 @@ def run_job(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    lock = job if source == "kafka" else f"{job}_{source}"
+    with job_lock(settings, lock):
+        _run_locked(job, starter, settings, available_now, stop)
+    logger.info("job finished %s", kv(job=job, available_now=available_now))
+
+
+def _run_locked(
+    job: str,
+    starter: JobStarter,
+    settings: Settings,
+    available_now: bool,
+    stop: threading.Event,
+) -> None:
     spark = build_spark(settings, f"iot-lakehouse-{job}")
     try:
         if not wait_for_upstream(spark, job, settings, available_now, stop):
@@ -195,4 +252,3 @@ def run_job(
                     return
     finally:
         spark.stop()
-    logger.info("job finished %s", kv(job=job, available_now=available_now))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,8 @@ class Settings:
     alerts_max_files_per_trigger: int = 100
     log_level: str = "INFO"
     log_format: str = "kv"
+    # Set by `rerun silver --from DATE` only: silver reads bronze ingested on or after it.
+    silver_rebuild_from: date | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

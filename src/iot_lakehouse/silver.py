@@ -430,6 +430,8 @@ def start_silver_stream(
         .option("maxBytesPerTrigger", settings.silver_max_bytes_per_trigger)
         .load(settings.bronze_events_path)
     )
+    if settings.silver_rebuild_from is not None:  # `rerun silver --from DATE`
+        source = source.where(F.col("ingest_date") >= F.lit(settings.silver_rebuild_from))
     query = start_foreach_batch(
         source,
         JOB_NAME,

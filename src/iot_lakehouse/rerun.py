@@ -1,0 +1,310 @@
+"""``iot-lakehouse rerun <layer> [--cascade] [--from DATE]``: rebuild one layer from upstream.
+
+Steps, each checked before anything changes:
+
+1. refuse while the layer's job (or, with ``--cascade``, a job below it) is running;
+2. refuse when a layer below reads this one as a stream and ``--cascade`` was not given: it
+   would count the rebuilt rows a second time;
+3. bronze only: refuse when Kafka no longer holds every offset bronze has (rebuilding would
+   lose what Kafka dropped);
+4. move the old checkpoints to ``_checkpoints/_backup/<job>-<UTC time>``;
+5. delete the layer's rows with Delta (the old rows stay in the table history: ``RESTORE``
+   brings them back), all of them or, with ``--from``, those of bronze records ingested on or
+   after DATE (silver only);
+6. run each job ``--available-now`` in pipeline order, from new checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
+
+from iot_lakehouse.errors import JobError
+from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
+from iot_lakehouse.jobs import JOBS, await_queries, delta_table_exists, job_lock
+from iot_lakehouse.logs import kv
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.status import kafka_watermarks
+
+logger = logging.getLogger(__name__)
+
+BACKUP_DIR = "_backup"
+
+# Which rows of a table a rebuild deletes: None = all of them.
+RowFilter = Callable[[Settings, date | None], Column | None]
+
+
+def _all_rows(_settings: Settings, _since: date | None) -> Column | None:
+    return None
+
+
+def _kafka_rows(settings: Settings, _since: date | None = None) -> Column:
+    """Bronze rows that came from the Kafka topic (file-source rows are not rebuilt)."""
+    return F.col("topic") == settings.kafka_topic
+
+
+def _ingested_since(_settings: Settings, since: date | None) -> Column | None:
+    """Rows of bronze records ingested on or after ``since`` (all rows without it)."""
+    return None if since is None else F.to_date("bronze_ingest_time") >= F.lit(since)
+
+
+def _gold_table(name: str) -> Callable[[Settings], str]:
+    return lambda settings: settings.gold_path(name)
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    """A table a layer's job writes, and which of its rows a rebuild deletes."""
+
+    path: Callable[[Settings], str]
+    rows: RowFilter = _all_rows
+    by_bronze_coordinates: bool = False  # no ingest time: match bronze rows by coordinates
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One rebuildable layer: its job's checkpoints, its tables and the layers reading it."""
+
+    checkpoints: tuple[str, ...]
+    tables: tuple[LayerTable, ...]
+    downstream: tuple[str, ...]
+    supports_from: bool = False
+
+
+LAYERS: dict[str, Layer] = {
+    "bronze": Layer(
+        ("bronze",),
+        (LayerTable(lambda s: s.bronze_events_path, _kafka_rows),),
+        ("silver",),
+    ),
+    "silver": Layer(
+        ("silver",),
+        (
+            LayerTable(lambda s: s.silver_readings_path, _ingested_since),
+            LayerTable(lambda s: s.dlq_rejects_path, _ingested_since),
+            LayerTable(lambda s: s.silver_duplicates_path, by_bronze_coordinates=True),
+        ),
+        ("gold", "alerts"),
+        supports_from=True,
+    ),
+    "gold": Layer(
+        ("gold",),
+        (
+            *(LayerTable(_gold_table(t.name)) for t in GOLD_TABLES),
+            LayerTable(lambda s: s.gold_late_readings_path),
+            LayerTable(lambda s: s.gold_progress_path),
+        ),
+        (),
+    ),
+    "alerts": Layer(
+        ("alerts",),
+        (
+            LayerTable(lambda s: s.alerts_path),
+            LayerTable(lambda s: s.gold_path(ALERT_COUNTS_TABLE.name)),
+        ),
+        (),
+    ),
+}
+
+
+def layers_to_rebuild(layer: str, cascade: bool) -> list[str]:
+    """``layer`` and, with ``cascade``, every layer below it, in pipeline order."""
+    if layer not in LAYERS:
+        raise JobError(f"unknown layer {layer!r}; choose one of {list(LAYERS)}")
+    chosen = {layer}
+    if cascade:
+        frontier = [layer]
+        while frontier:
+            below = LAYERS[frontier.pop()].downstream
+            chosen.update(below)
+            frontier.extend(below)
+    return [name for name in LAYERS if name in chosen]
+
+
+@dataclass(frozen=True)
+class RerunReport:
+    layers: list[str]
+    backups: list[tuple[str, str]]  # (checkpoint, where it was moved)
+    deleted: dict[str, int]  # table path -> rows deleted
+    restore_versions: dict[str, int]  # table path -> version to RESTORE to undo the rebuild
+
+    def describe(self) -> str:
+        lines = [f"rebuilt: {', '.join(self.layers)}"]
+        lines += [f"checkpoint {src} backed up to {dst}" for src, dst in self.backups]
+        for path, rows in self.deleted.items():
+            lines.append(
+                f"{path}: {rows} old rows replaced (undo: RESTORE TABLE delta.`{path}` "
+                f"TO VERSION AS OF {self.restore_versions[path]})"
+            )
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings, names: list[str]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            stack.enter_context(job_lock(settings, name))
+        yield
+
+
+def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    jvm: Any = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def checkpoint_exists(spark: SparkSession, settings: Settings, name: str) -> bool:
+    fs, path = _hadoop_fs(spark, settings.checkpoint_path(name))
+    return bool(fs.exists(path))
+
+
+def check_downstream(spark: SparkSession, settings: Settings, layers: list[str]) -> None:
+    """Refuse when a layer reading a rebuilt one keeps its checkpoint (no ``--cascade``)."""
+    for name in layers:
+        for below in LAYERS[name].downstream:
+            if below in layers:
+                continue
+            if any(checkpoint_exists(spark, settings, c) for c in LAYERS[below].checkpoints):
+                raise JobError(
+                    f"{below} reads {name} as a stream: rebuilding {name} alone would make it "
+                    f"count the rebuilt rows again. Use --cascade to rebuild {below} too."
+                )
+
+
+def check_kafka_retention(spark: SparkSession, settings: Settings) -> None:
+    """Refuse a bronze rebuild when Kafka has dropped offsets that bronze holds."""
+    marks = kafka_watermarks(settings, timeout=10.0)
+    if marks is None:
+        raise JobError(
+            f"cannot rebuild bronze: Kafka at {settings.kafka_bootstrap_servers} or topic "
+            f"{settings.kafka_topic} is not reachable (./start_kafka.sh starts the local broker)"
+        )
+    if not delta_table_exists(spark, settings.bronze_events_path):
+        return
+    firsts = (
+        spark.read.format("delta")
+        .load(settings.bronze_events_path)
+        .where(_kafka_rows(settings))
+        .groupBy("partition")
+        .agg(F.min("offset").alias("first"))
+        .collect()
+    )
+    for row in firsts:
+        low = marks.get(int(row["partition"]), (0, 0))[0]
+        if low > int(row["first"]):
+            raise JobError(
+                f"cannot rebuild bronze from Kafka: partition {row['partition']} starts at "
+                f"offset {low} now, but bronze holds offsets from {row['first']}; the records "
+                "in between exist only in bronze and would be lost"
+            )
+
+
+def backup_checkpoints(
+    spark: SparkSession, settings: Settings, layers: list[str], stamp: str
+) -> list[tuple[str, str]]:
+    """Move each existing checkpoint of ``layers`` to ``_checkpoints/_backup/<name>-<stamp>``."""
+    moved = []
+    for layer in layers:
+        for name in LAYERS[layer].checkpoints:
+            source = settings.checkpoint_path(name)
+            target = settings.checkpoint_path(f"{BACKUP_DIR}/{name}-{stamp}")
+            fs, src = _hadoop_fs(spark, source)
+            if not fs.exists(src):
+                continue
+            _, dst = _hadoop_fs(spark, target)
+            fs.mkdirs(dst.getParent())
+            if not fs.rename(src, dst):
+                raise JobError(f"could not move checkpoint {source} to {target}")
+            moved.append((source, target))
+    return moved
+
+
+def _last_commit(delta: Any, field: str) -> Any:
+    """``field`` of the newest commit in a DeltaTable's history."""
+    row = delta.history(1).select(field).first()
+    assert row is not None, "a Delta table has at least one commit"
+    return row[0]
+
+
+def clear_tables(
+    spark: SparkSession, settings: Settings, layers: list[str], since: date | None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Delete the rows each layer's job will write again; (rows deleted, version before)."""
+    from delta.tables import DeltaTable
+
+    deleted: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    for layer in layers:
+        for table in LAYERS[layer].tables:
+            path = table.path(settings)
+            if not delta_table_exists(spark, path):
+                continue
+            delta = DeltaTable.forPath(spark, path)
+            versions[path] = int(_last_commit(delta, "version"))
+            condition = table.rows(settings, since)
+            if table.by_bronze_coordinates and since is not None:
+                coords = (
+                    spark.read.format("delta")
+                    .load(settings.bronze_events_path)
+                    .where(F.col("ingest_date") >= F.lit(since))
+                    .select("topic", "partition", "offset")
+                )
+                delta.alias("t").merge(
+                    coords.alias("b"),
+                    "t.bronze_topic = b.topic AND t.bronze_partition = b.partition "
+                    "AND t.bronze_offset = b.offset",
+                ).whenMatchedDelete().execute()
+                metrics = _last_commit(delta, "operationMetrics") or {}
+                deleted[path] = int(metrics.get("numTargetRowsDeleted", 0))
+                continue
+            rows = spark.read.format("delta").load(path)
+            deleted[path] = (rows if condition is None else rows.where(condition)).count()
+            if condition is None:
+                delta.delete()
+            else:
+                delta.delete(condition)
+    return deleted, versions
+
+
+def rerun(
+    spark: SparkSession,
+    settings: Settings,
+    layer: str,
+    cascade: bool = False,
+    since: date | None = None,
+) -> RerunReport:
+    """Rebuild ``layer`` (and with ``cascade`` the layers below) from upstream; see the module
+    docstring for the steps and what each refusal protects."""
+    layers = layers_to_rebuild(layer, cascade)
+    if since is not None and not LAYERS[layer].supports_from:
+        raise JobError(
+            f"--from applies to silver (bronze records ingested on or after DATE); {layer} "
+            "rebuilds whole windows and detector state, so it is always rebuilt in full"
+        )
+    checkpoints = [c for name in layers for c in LAYERS[name].checkpoints]
+    with _locked(settings, checkpoints):
+        check_downstream(spark, settings, layers)
+        if "bronze" in layers:
+            check_kafka_retention(spark, settings)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        backups = backup_checkpoints(spark, settings, layers, stamp)
+        deleted, versions = clear_tables(spark, settings, layers, since)
+        logger.info(
+            "rerun: old checkpoints moved, rows deleted %s",
+            kv(layers=",".join(layers), backups=len(backups), since=since or "all"),
+        )
+        for index, name in enumerate(layers):
+            job_settings = settings.with_(silver_rebuild_from=since if index == 0 else None)
+            started = JOBS[name](spark, job_settings, True)
+            queries = started if isinstance(started, list) else [started]
+            await_queries(name, queries, threading.Event())  # to the end of its input
+            logger.info("rerun: layer rebuilt %s", kv(layer=name))
+    return RerunReport(layers, backups, deleted, versions)
