@@ -21,3 +21,7 @@ class BrokerError(LakehouseError):
 
 class JobError(LakehouseError):
     """A streaming job could not start or stopped with an error."""
+
+
+class ClusterError(LakehouseError):
+    """The local Spark standalone cluster could not be started, reached or stopped."""
