@@ -7,10 +7,12 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from iot_lakehouse.dlq import REDRIVEN, STILL_REJECTED, dlq_list, history_path, redrive
+from iot_lakehouse.errors import JobError
 from iot_lakehouse.generator import GeneratorConfig
 from iot_lakehouse.reconcile import bronze_silver_ledger
 from iot_lakehouse.rules import default_rules_file, load_rules
@@ -89,13 +91,16 @@ def test_redrive_after_a_rule_fix_moves_exactly_the_now_valid_rows_once(
     assert by_reason["OUT_OF_RANGE"] > 100 and "MALFORMED_JSON" in by_reason, by_reason
     assert "OUT_OF_RANGE" in dlq_list(spark, settings)
     dlq_before = rows(spark, settings.dlq_rejects_path, *DLQ_ROW)
+    ledger_before = rows(spark, settings.silver_duplicates_path, *LEDGER_ROW)
     dlq_version_before = version(spark, settings.dlq_rejects_path)
+    ledger_version_before = version(spark, settings.silver_duplicates_path)
 
     report = redrive(spark, settings)
     assert report.rule_version == load_rules().version
     assert report.judged == len(dlq_before)
     assert 100 < report.redriven < report.judged
     assert report.to_silver > 0
+    assert report.to_duplicates > 0, "no redriven reading repeated another: weak test data"
 
     # Silver, the DLQ and the ledger are what a pipeline with the fixed rule gives.
     run_silver(spark, fresh)
@@ -129,16 +134,22 @@ def test_redrive_after_a_rule_fix_moves_exactly_the_now_valid_rows_once(
     assert (again.redriven, again.to_silver, again.to_duplicates) == (0, 0, 0)
     assert [version(spark, p) for p in paths] == versions
 
-    # A redrive that stopped after writing silver but before leaving the DLQ is finished by
-    # the next one, without writing silver again.
+    # A redrive that stopped after writing silver, before the ledger and leaving the DLQ, is
+    # finished by the next one: the ledger rows are written, silver is not written again.
     silver_rows = rows(spark, settings.silver_readings_path, *SILVER_CONTENT)
-    dlq_table = f"delta.`{settings.dlq_rejects_path}`"
-    spark.sql(f"RESTORE TABLE {dlq_table} TO VERSION AS OF {dlq_version_before}")
+    ledger_after = rows(spark, settings.silver_duplicates_path, *LEDGER_ROW)
+    for path, before in (
+        (settings.dlq_rejects_path, dlq_version_before),
+        (settings.silver_duplicates_path, ledger_version_before),
+    ):
+        spark.sql(f"RESTORE TABLE delta.`{path}` TO VERSION AS OF {before}")
     assert rows(spark, settings.dlq_rejects_path, *DLQ_ROW) == dlq_before
+    assert rows(spark, settings.silver_duplicates_path, *LEDGER_ROW) == ledger_before
     finish = redrive(spark, settings)
     assert finish.redriven == report.redriven
-    assert (finish.to_silver, finish.to_duplicates) == (0, 0)
+    assert (finish.to_silver, finish.to_duplicates) == (0, report.to_duplicates)
     assert rows(spark, settings.silver_readings_path, *SILVER_CONTENT) == silver_rows
+    assert rows(spark, settings.silver_duplicates_path, *LEDGER_ROW) == ledger_after
     assert rows(spark, settings.dlq_rejects_path, *DLQ_ROW) == rows(
         spark, fresh.dlq_rejects_path, *DLQ_ROW
     )
@@ -148,4 +159,5 @@ def test_redrive_after_a_rule_fix_moves_exactly_the_now_valid_rows_once(
 def test_dlq_list_without_a_table_says_so(spark: SparkSession, tmp_path: Path) -> None:
     settings = Settings.from_env({}).with_(dlq_path=str(tmp_path / "dlq"))
     assert "no DLQ table" in dlq_list(spark, settings)
-    assert redrive(spark, settings).judged == 0
+    with pytest.raises(JobError, match=r"no DLQ table at .* run the silver job first"):
+        redrive(spark, settings)

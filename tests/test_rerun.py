@@ -167,6 +167,9 @@ def test_rerun_silver_cascade_after_a_rule_change_equals_a_fresh_pipeline(
     report = rerun(spark, new_rules, "silver", cascade=True)
     assert len(report.backups) == 3 and all("/_backup/" in dst for _, dst in report.backups)
     assert all(Path(dst).is_dir() for _, dst in report.backups)
+    assert f"RESTORE TABLE delta.`{settings.silver_readings_path}` TO VERSION AS OF" in (
+        report.describe()
+    )
     fresh = new_rules.with_(
         lakehouse_path=str(tmp_path / "fresh" / "lakehouse"),
         dlq_path=str(tmp_path / "fresh" / "dlq"),

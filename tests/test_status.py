@@ -48,7 +48,7 @@ def test_rates_per_layer_from_two_snapshots() -> None:
     later = PipelineCounts(kafka_messages=600, bronze_rows=400, silver_rows=10, alerts=None)
     rates = later.rates(earlier, 5.0)
     assert rates["kafka_messages"] == 100.0
-    assert rates["bronze_rows"] == 80.0  # a table that appeared counts from zero
+    assert rates["bronze_rows"] is None  # appeared since: no rate yet
     assert rates["silver_rows"] == 0.0
     assert rates["alerts"] is None
     assert later.rates(earlier, 0.0)["kafka_messages"] is None
@@ -58,7 +58,8 @@ def test_screen_shows_rows_rates_lag_open_alerts_and_job_health() -> None:
     counts = PipelineCounts(
         kafka_messages=1200, bronze_rows=1150, silver_rows=3000, dlq_rows=7, alerts=9, open_alerts=2
     )
-    rates = counts.rates(PipelineCounts(kafka_messages=200, bronze_rows=150), 10.0)
+    earlier = PipelineCounts(kafka_messages=200, bronze_rows=150, silver_rows=3000, dlq_rows=0)
+    rates = counts.rates(earlier, 10.0)
     screen = render_screen(counts, rates, {"bronze": "up", "gold": "exited"}, "12:00:00", 125)
     text = "\n".join(screen)
     assert screen[0].startswith("12:00:00  up 2m05s")

@@ -107,7 +107,7 @@ def file_lines_to_bronze_events(files_df: DataFrame) -> DataFrame:
         "modificationTime",
         F.posexplode(F.split(F.decode("content", LATIN_1), "\n")).alias("line_no", "line"),
     )
-    raw_line = F.encode(F.regexp_replace(F.col("line"), "\r$", ""), LATIN_1)
+    raw_line = F.encode(F.regexp_replace(F.col("line"), "\r\\z", ""), LATIN_1)
     return lines.where(F.length(raw_line) > 0).select(
         raw_line.alias("raw_value"),
         decoded_utf8(raw_line).alias("payload"),

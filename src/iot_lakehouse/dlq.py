@@ -34,7 +34,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from iot_lakehouse.jobs import delta_table_exists
+from iot_lakehouse.errors import JobError
+from iot_lakehouse.jobs import delta_table_exists, job_lock
 from iot_lakehouse.logs import kv
 from iot_lakehouse.rules import RuleSet, load_rules, split_judged
 from iot_lakehouse.schemas import create_table_if_missing
@@ -52,6 +53,7 @@ from iot_lakehouse.silver import (
 logger = logging.getLogger(__name__)
 
 REDRIVEN, STILL_REJECTED = "redriven", "still_rejected"
+NO_READING = "NO_READING"  # history reason: the record no longer gives the row's reading
 # Identity of a DLQ row: the bronze record and the reading's metric (null: the whole record).
 DLQ_ROW_KEY = (*LINEAGE, "metric")
 
@@ -71,6 +73,7 @@ REDRIVE_HISTORY = StructType(
 
 
 def history_path(settings: Settings) -> str:
+    """Where the redrive history table lives: ``DLQ_PATH/redrive_history``."""
     return f"{settings.dlq_path.rstrip('/')}/redrive_history"
 
 
@@ -90,6 +93,7 @@ def reason_counts(dlq: DataFrame) -> DataFrame:
 
 
 def format_reason_counts(rows: list[dict[str, object]], total: int) -> str:
+    """The ``reason_counts`` rows as a fixed-width table under a total line."""
     header = f"{'reason':<22}{'rule version':<22}{'rows':>9}  {'first rejected':<20}  last"
     lines = [f"dlq rows: {total}", header, "-" * len(header)]
     for r in rows:
@@ -138,17 +142,23 @@ def rejudge(dlq: DataFrame, ruleset: RuleSet) -> DataFrame:
         & (F.col("offset") == F.col("d_bronze_offset"))
     )
     its_reading = F.col("d_metric").isNull() | F.col("metric").eqNullSafe(F.col("d_metric"))
-    return judged.join(keys, same_record & its_reading)
+    # A left join: a DLQ row whose record no longer gives its reading is judged too.
+    matched = judged.withColumn("_matched", F.lit(True))
+    return keys.join(matched, same_record & its_reading, "left")
 
 
 def row_outcomes(rejudged: DataFrame) -> DataFrame:
-    """Per DLQ row: redriven when every reading it stands for passes now, else still rejected."""
+    """Per DLQ row: redriven when every reading it stands for passes now, else still rejected
+    (``NO_READING`` when its record no longer gives the reading the row stands for)."""
     d_keys = [f"d_{c}" for c in DLQ_ROW_KEY]
+    reasons = F.array_sort(F.array_distinct(F.flatten(F.collect_list("reasons"))))
+    no_reading = F.max("_matched").isNull()
     return rejudged.groupBy(*d_keys, "d_rv").agg(
-        F.when(F.max(F.size("reasons")) == 0, F.lit(REDRIVEN))
+        F.when(no_reading, F.lit(STILL_REJECTED))
+        .when(F.max(F.size("reasons")) == 0, F.lit(REDRIVEN))
         .otherwise(F.lit(STILL_REJECTED))
         .alias("outcome"),
-        F.array_sort(F.array_distinct(F.flatten(F.collect_list("reasons")))).alias("reasons"),
+        F.when(no_reading, F.array(F.lit(NO_READING))).otherwise(reasons).alias("reasons"),
     )
 
 
@@ -159,6 +169,8 @@ def _match(left: str, right: str) -> Column:
 
 @dataclass(frozen=True)
 class RedriveReport:
+    """What one redrive did (counts of DLQ rows and readings)."""
+
     judged: int  # DLQ rows judged
     redriven: int  # of which left the DLQ
     to_silver: int  # readings inserted into silver
@@ -175,23 +187,34 @@ class RedriveReport:
 
 
 def redrive(spark: SparkSession, settings: Settings) -> RedriveReport:
-    """Re-judge the DLQ against the current rules; see the module docstring."""
-    from delta.tables import DeltaTable
-
+    """Re-judge the DLQ against the current rules; see the module docstring. Holds the silver
+    job's lock: the job (or a rerun) writing silver at the same time would race its checks."""
     ruleset = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
     if not delta_table_exists(spark, settings.dlq_rejects_path):
-        return RedriveReport(0, 0, 0, 0, ruleset.version)
+        raise JobError(
+            f"no DLQ table at {settings.dlq_rejects_path} yet: run the silver job first "
+            "(iot-lakehouse run silver)"
+        )
+    with job_lock(settings, "silver"):
+        return _redrive_locked(spark, settings, ruleset)
+
+
+def _redrive_locked(spark: SparkSession, settings: Settings, ruleset: RuleSet) -> RedriveReport:
+    from delta.tables import DeltaTable
+
     create_silver_tables(spark, settings)
     create_table_if_missing(spark, history_path(settings), REDRIVE_HISTORY, [])
     dlq = spark.read.format("delta").load(settings.dlq_rejects_path).localCheckpoint(eager=True)
     rejudged = rejudge(dlq, ruleset).localCheckpoint(eager=True)
     outcomes = row_outcomes(rejudged).localCheckpoint(eager=True)
-    passing = outcomes.where(F.col("outcome") == REDRIVEN).select(*[f"d_{c}" for c in DLQ_ROW_KEY])
-    valid, _ = split_judged(rejudged.join(passing, [f"d_{c}" for c in DLQ_ROW_KEY], "left_semi"))
-    first, later = split_batch_duplicates(to_silver_rows(valid.drop("d_rv"), ruleset))
-    inserts, dups = _new_readings(spark, settings, first.localCheckpoint(eager=True), later)
+    d_keys = [f"d_{c}" for c in DLQ_ROW_KEY]
+    passing = outcomes.where(F.col("outcome") == REDRIVEN).select(*d_keys)
+    valid, _ = split_judged(rejudged.join(passing, d_keys, "left_semi"))
+    readings = to_silver_rows(valid.drop("d_rv", "_matched"), ruleset)
+    inserts, dups = classify_readings(spark, settings, readings)
     to_silver = _append_if_any(inserts, settings.silver_readings_path)
     to_duplicates = _append_if_any(dups, settings.silver_duplicates_path)
+    _record_history(spark, settings, outcomes, ruleset.version)
     # Only now leave the DLQ: a redrive stopped before this point is finished by the next one.
     redriven = passing.count()
     if redriven:
@@ -202,7 +225,6 @@ def redrive(spark: SparkSession, settings: Settings) -> RedriveReport:
             .whenMatchedDelete()
             .execute()
         )
-    _record_history(spark, settings, outcomes, ruleset.version)
     report = RedriveReport(
         judged=outcomes.count(),
         redriven=redriven,
@@ -214,35 +236,48 @@ def redrive(spark: SparkSession, settings: Settings) -> RedriveReport:
     return report
 
 
-def _new_readings(
-    spark: SparkSession, settings: Settings, first: DataFrame, later: DataFrame
+def classify_readings(
+    spark: SparkSession, settings: Settings, readings: DataFrame
 ) -> tuple[DataFrame, DataFrame]:
-    """(readings to insert into silver, duplicate-ledger rows), leaving out every reading whose
-    lineage silver or the ledger already holds (an earlier, interrupted redrive)."""
+    """(readings to insert into silver, duplicate-ledger rows) for redriven ``readings``.
+
+    A reading whose lineage silver or the ledger already holds was written by an earlier,
+    interrupted redrive: it is written nowhere again. Of the rest, one whose key silver holds
+    (from another record) is a duplicate of that row; among those with a new key the lowest
+    lineage is inserted and the others are its duplicates, as in the silver job.
+    """
     silver = spark.read.format("delta").load(settings.silver_readings_path)
     ledger = spark.read.format("delta").load(settings.silver_duplicates_path)
     lineage = [*DEDUP_KEY, *LINEAGE]
-    first = first.join(silver.select(*lineage), lineage, "left_anti")
-    kept = silver.select(
-        *DEDUP_KEY, *[F.col(c).alias(c.replace("bronze_", "kept_")) for c in LINEAGE]
+    pending = readings.join(silver.select(*lineage), lineage, "left_anti").join(
+        ledger.select(*lineage), lineage, "left_anti"
     )
-    looked_up = first.join(kept.hint("merge"), list(DEDUP_KEY), "left")
-    inserts = looked_up.where(F.col("kept_offset").isNull()).select(*first.columns)
-    inserts = inserts.localCheckpoint(eager=True)
+    kept = silver.select(*DEDUP_KEY, *[F.col(c).alias(_kept(c)) for c in LINEAGE])
+    looked_up = pending.join(kept.hint("merge"), list(DEDUP_KEY), "left").localCheckpoint(
+        eager=True
+    )
+    against_silver = looked_up.where(F.col("kept_offset").isNotNull())
+    first, later = split_batch_duplicates(
+        looked_up.where(F.col("kept_offset").isNull()).select(*readings.columns)
+    )
+    first = first.localCheckpoint(eager=True)
     repeats = (
         later.alias("l")
-        .join(inserts.alias("f"), list(DEDUP_KEY))
+        .join(first.alias("f"), list(DEDUP_KEY))
         .select(
             *[F.col(f"l.{c}") for c in later.columns if c not in DEDUP_KEY],
             *DEDUP_KEY,
-            *[F.col(f"f.{c}").alias(c.replace("bronze_", "kept_")) for c in LINEAGE],
+            *[F.col(f"f.{c}").alias(_kept(c)) for c in LINEAGE],
         )
     )
-    against_silver = looked_up.where(F.col("kept_offset").isNotNull())
     dups = to_duplicate_rows(
         repeats.unionByName(against_silver.select(repeats.columns)), batch_id=-1
-    ).join(ledger.select(*lineage), lineage, "left_anti")
-    return inserts, dups.localCheckpoint(eager=True)
+    )
+    return first, dups.localCheckpoint(eager=True)
+
+
+def _kept(column: str) -> str:
+    return column.replace("bronze_", "kept_")
 
 
 def _record_history(

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
-from iot_lakehouse.jobs import JOBS, await_queries, delta_table_exists, job_lock
+from iot_lakehouse.jobs import JOBS, UPSTREAM, await_queries, delta_table_exists, job_lock
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import kafka_watermarks
@@ -131,6 +131,8 @@ def layers_to_rebuild(layer: str, cascade: bool) -> list[str]:
 
 @dataclass(frozen=True)
 class RerunReport:
+    """What a rerun changed, and how to undo it."""
+
     layers: list[str]
     backups: list[tuple[str, str]]  # (checkpoint, where it was moved)
     deleted: dict[str, int]  # table path -> rows deleted
@@ -138,12 +140,18 @@ class RerunReport:
 
     def describe(self) -> str:
         lines = [f"rebuilt: {', '.join(self.layers)}"]
-        lines += [f"checkpoint {src} backed up to {dst}" for src, dst in self.backups]
-        for path, rows in self.deleted.items():
-            lines.append(
-                f"{path}: {rows} old rows replaced (undo: RESTORE TABLE delta.`{path}` "
-                f"TO VERSION AS OF {self.restore_versions[path]})"
-            )
+        lines += [f"{path}: {rows} old rows replaced" for path, rows in self.deleted.items()]
+        return "\n".join([*lines, "to undo, stop the jobs and:", self.undo()])
+
+    def undo(self) -> str:
+        """The statements that put the old tables and checkpoints back."""
+        lines = [
+            f"  RESTORE TABLE delta.`{path}` TO VERSION AS OF {version}"
+            for path, version in self.restore_versions.items()
+        ]
+        lines += [
+            f"  move {dst} back to {src} (replacing the new one)" for src, dst in self.backups
+        ]
         return "\n".join(lines)
 
 
@@ -162,6 +170,7 @@ def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
 
 
 def checkpoint_exists(spark: SparkSession, settings: Settings, name: str) -> bool:
+    """True if the checkpoint folder ``_checkpoints/<name>`` exists."""
     fs, path = _hadoop_fs(spark, settings.checkpoint_path(name))
     return bool(fs.exists(path))
 
@@ -189,21 +198,27 @@ def check_kafka_retention(spark: SparkSession, settings: Settings) -> None:
         )
     if not delta_table_exists(spark, settings.bronze_events_path):
         return
-    firsts = (
+    spans = (
         spark.read.format("delta")
         .load(settings.bronze_events_path)
         .where(_kafka_rows(settings))
         .groupBy("partition")
-        .agg(F.min("offset").alias("first"))
+        .agg(F.min("offset").alias("first"), F.max("offset").alias("last"))
         .collect()
     )
-    for row in firsts:
-        low = marks.get(int(row["partition"]), (0, 0))[0]
-        if low > int(row["first"]):
+    for row in spans:
+        partition, first, last = int(row["partition"]), int(row["first"]), int(row["last"])
+        if partition not in marks or marks[partition][1] <= last:
             raise JobError(
-                f"cannot rebuild bronze from Kafka: partition {row['partition']} starts at "
-                f"offset {low} now, but bronze holds offsets from {row['first']}; the records "
-                "in between exist only in bronze and would be lost"
+                f"cannot rebuild bronze from Kafka: topic {settings.kafka_topic} does not hold "
+                f"partition {partition} up to offset {last} (was it deleted and created "
+                "again?); bronze's records would be replaced by other ones"
+            )
+        if marks[partition][0] > first:
+            raise JobError(
+                f"cannot rebuild bronze from Kafka: partition {partition} starts at offset "
+                f"{marks[partition][0]} now, but bronze holds offsets from {first}; the "
+                "records in between exist only in bronze and would be lost"
             )
 
 
@@ -222,7 +237,10 @@ def backup_checkpoints(
             _, dst = _hadoop_fs(spark, target)
             fs.mkdirs(dst.getParent())
             if not fs.rename(src, dst):
-                raise JobError(f"could not move checkpoint {source} to {target}")
+                raise JobError(
+                    f"could not move checkpoint {source} to {target} (permissions? does the "
+                    "target exist?); no table was changed: fix it and run the rerun again"
+                )
             moved.append((source, target))
     return moved
 
@@ -290,21 +308,28 @@ def rerun(
             "rebuilds whole windows and detector state, so it is always rebuilt in full"
         )
     checkpoints = [c for name in layers for c in LAYERS[name].checkpoints]
-    with _locked(settings, checkpoints):
+    # bronze's file source writes the same table: it must not run during a bronze rebuild
+    locks = checkpoints + (["bronze_files"] if "bronze" in layers else [])
+    with _locked(settings, locks):
+        upstream = UPSTREAM[layers[0]]
+        if upstream is not None and not delta_table_exists(spark, upstream(settings)):
+            raise JobError(
+                f"cannot rebuild {layers[0]}: its input table {upstream(settings)} does not "
+                "exist; run the upstream job first"
+            )
         check_downstream(spark, settings, layers)
         if "bronze" in layers:
             check_kafka_retention(spark, settings)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         backups = backup_checkpoints(spark, settings, layers, stamp)
         deleted, versions = clear_tables(spark, settings, layers, since)
-        logger.info(
-            "rerun: old checkpoints moved, rows deleted %s",
-            kv(layers=",".join(layers), backups=len(backups), since=since or "all"),
-        )
+        report = RerunReport(layers, backups, deleted, versions)
+        # Said before the rebuild runs, so it is in the log even if the rebuild fails.
+        logger.info("rerun: old rows deleted; to undo, stop the jobs and:\n%s", report.undo())
         for index, name in enumerate(layers):
             job_settings = settings.with_(silver_rebuild_from=since if index == 0 else None)
             started = JOBS[name](spark, job_settings, True)
             queries = started if isinstance(started, list) else [started]
             await_queries(name, queries, threading.Event())  # to the end of its input
             logger.info("rerun: layer rebuilt %s", kv(layer=name))
-    return RerunReport(layers, backups, deleted, versions)
+    return report

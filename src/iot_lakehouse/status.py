@@ -136,8 +136,8 @@ class PipelineCounts:
         out: dict[str, float | None] = {}
         for name in RATE_LAYERS:
             now, before = getattr(self, name), getattr(earlier, name)
-            ok = now is not None and seconds > 0
-            out[name] = (now - (before or 0)) / seconds if ok else None
+            ok = now is not None and before is not None and seconds > 0
+            out[name] = (now - before) / seconds if ok else None
         return out
 
     def line(self) -> str:
@@ -197,7 +197,8 @@ def render_screen(
 
 
 def pipeline_counts(settings: Settings) -> PipelineCounts:
-    """Read the current counts (cheap: offsets and Delta log statistics only)."""
+    """Read the current counts: Kafka offsets and Delta log statistics, plus the recent and the
+    SENSOR_SILENT rows of gold/alerts for the open alerts."""
     offsets = kafka_end_offsets(settings)
     return PipelineCounts(
         kafka_messages=sum(offsets.values()) if offsets is not None else None,

@@ -120,8 +120,13 @@ def run_all(
         drawn = 0
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             stop.wait(status_interval)
-            counts, now = pipeline_counts(settings), time.monotonic()
-            rates = counts.rates(last, now - last_at) if last.kafka_messages is not None else {}
+            try:
+                counts = pipeline_counts(settings)
+            except Exception as exc:  # a table being rewritten, a broker restarting, …
+                logger.warning("status not read this time %s", kv(error=str(exc)[:200]))
+                continue
+            now = time.monotonic()
+            rates = counts.rates(last, now - last_at)
             last, last_at = counts, now
             health = {c.name: "up" if c.proc.poll() is None else "exited" for c in children}
             if tty:  # redraw the screen in place
