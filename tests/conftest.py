@@ -153,6 +153,9 @@ def job_env(settings: Settings, **overrides: str) -> dict[str, str]:
             "SPARK_MASTER": "local[1]",
             "SPARK_DRIVER_MEMORY": "1g",
             "TRIGGER_INTERVAL": "1 second",
+            # Great Expectations costs a job seconds of CPU to import and is not what these
+            # runs test (tests/test_quality.py and test_silver.py do)
+            "QUALITY_EVERY_N_BATCHES": "0",
         }
     )
     env.update(overrides)

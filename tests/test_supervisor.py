@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
+from typing import IO
 
 from deltalake import DeltaTable
 
@@ -19,7 +23,13 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: Path) -> None:
+def collect(stream: IO[str] | None, into: list[str]) -> None:
+    """Append every line of ``stream`` to ``into`` until it closes."""
+    assert stream is not None
+    into.extend(iter(stream.readline, ""))
+
+
+def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: Path) -> None:
     port, controller = free_port(), free_port()
     env = dict(os.environ)
     env.update(
@@ -34,32 +44,58 @@ def test_start_all_runs_for_duration_then_stops_everything_it_started(tmp_path: 
             "KAFKA_HEAP": "384m",
         }
     )
-    run = subprocess.run(
-        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "330", "--rate", "300"],
+    # Like a user: run it, watch the status lines, press Ctrl-C (SIGINT to its process group)
+    # once gold has rows; --duration only caps a run that never gets there.
+    proc = subprocess.Popen(
+        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "600", "--rate", "300"],
         env=env,
         cwd=tmp_path,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=660,
+        start_new_session=True,
     )
-    out = run.stdout + run.stderr
-    assert run.returncode == 0, out[-4000:]
+    lines: list[str] = []
+    errors: list[str] = []
+    readers = [
+        threading.Thread(target=collect, args=(proc.stdout, lines)),
+        threading.Thread(target=collect, args=(proc.stderr, errors)),
+    ]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + 660
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen = "".join(lines)
+        if len(re.findall(r"gold_5m=[1-9]", seen)) >= 2 and seen.count("kafka=") >= 5:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+        time.sleep(1)
+    try:
+        proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for reader in readers:
+            reader.join(timeout=10)
+    stdout, out = "".join(lines), "".join(lines) + "".join(errors)
+    assert proc.returncode == 0, out[-4000:]
 
     status_lines = re.findall(
         r"kafka=(\d+) bronze=(\d+|-) bronze_lag=\S+ silver=(\d+|-) dlq=\S+ duplicates=\S+ "
         r"gold_5m=(\d+|-) gold_late=\S+ alerts=(?:\d+|-) open_alerts=(?:\d+|-) "
         r"(?:\w+_per_s=[\d.-]+ )*bronze=up silver=up gold=up alerts=up generator=up",
-        run.stdout,
+        stdout,
     )
-    assert len(status_lines) >= 5, run.stdout[-2000:]
+    assert len(status_lines) >= 5, stdout[-2000:]
     bronze_seen = [int(b) for _, b, _, _ in status_lines if b != "-"]
     silver_seen = [int(s) for _, _, s, _ in status_lines if s != "-"]
     gold_seen = [int(g) for _, _, _, g in status_lines if g != "-"]
-    assert bronze_seen and bronze_seen[-1] > 0, f"bronze never grew:\n{run.stdout[-3000:]}"
+    assert bronze_seen and bronze_seen[-1] > 0, f"bronze never grew:\n{stdout[-3000:]}"
     assert bronze_seen == sorted(bronze_seen), "bronze row count went down"
-    assert silver_seen and silver_seen[-1] > 0, f"silver never grew:\n{run.stdout[-3000:]}"
-    assert gold_seen and gold_seen[-1] > 0, f"gold never grew:\n{run.stdout[-3000:]}"
-    assert re.search(r"bronze_per_s=[1-9]", run.stdout), "no bronze rate shown"
+    assert silver_seen and silver_seen[-1] > 0, f"silver never grew:\n{stdout[-3000:]}"
+    assert gold_seen and gold_seen[-1] > 0, f"gold never grew:\n{stdout[-3000:]}"
+    assert re.search(r"bronze_per_s=[1-9]", stdout), "no bronze rate shown"
 
     # Graceful stop of every child, then the broker it started.
     assert re.search(r"stopped component=bronze exit_code=0", out), out[-3000:]
