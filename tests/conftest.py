@@ -211,3 +211,17 @@ def commits(table_path: str) -> int:
     """Commit files in a Delta table's log (0 if there is no table yet)."""
     log = Path(table_path) / "_delta_log"
     return len(list(log.glob("*.json"))) if log.exists() else 0
+
+
+def stricter_rules(folder: Path) -> Path:
+    """The packaged silver rules with a temperature ceiling of 22 °C, under another version
+    (``stricter-…``): ordinary generated readings then cross it."""
+    from iot_lakehouse.rules import default_rules_file
+
+    text = default_rules_file().read_text()
+    old = 'temperature:        {unit: "°C",  min_value: -50, max_value: 50}'
+    assert old in text, "the default rules changed: update this helper"
+    text = text.replace(old, old.replace("max_value: 50", "max_value: 22"))
+    path = folder / "stricter_rules.yml"
+    path.write_text(text.replace('version: "', 'version: "stricter-', 1))
+    return path

@@ -15,21 +15,10 @@ from iot_lakehouse.dlq import REDRIVEN, STILL_REJECTED, dlq_list, history_path, 
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.generator import GeneratorConfig
 from iot_lakehouse.reconcile import bronze_silver_ledger
-from iot_lakehouse.rules import default_rules_file, load_rules
+from iot_lakehouse.rules import load_rules
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
-from tests.conftest import write_generated_bronze
-
-
-def stricter_rules(tmp_path: Path) -> Path:
-    """The default rules with a temperature ceiling of 22 °C, under another version."""
-    text = default_rules_file().read_text()
-    old = 'temperature:        {unit: "°C",  min_value: -50, max_value: 50}'
-    assert old in text, "the default rules changed: update this test"
-    text = text.replace(old, old.replace("max_value: 50", "max_value: 22"))
-    path = tmp_path / "stricter.yml"
-    path.write_text(text.replace('version: "', 'version: "stricter-', 1))
-    return path
+from tests.conftest import stricter_rules, write_generated_bronze
 
 
 def run_silver(spark: SparkSession, settings: Settings) -> None:

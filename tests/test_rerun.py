@@ -21,9 +21,8 @@ from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
 from iot_lakehouse.jobs import JOBS, await_queries, lock_file
 from iot_lakehouse.reconcile import bronze_silver_ledger, silver_gold_ledger
 from iot_lakehouse.rerun import layers_to_rebuild, rerun
-from iot_lakehouse.rules import default_rules_file
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from tests.conftest import write_generated_bronze
+from tests.conftest import stricter_rules, write_generated_bronze
 
 DAY1, DAY2 = date(2026, 1, 5), date(2026, 1, 6)
 # Columns that say when or in which micro-batch a row was written, not what it holds.
@@ -57,18 +56,6 @@ def run_pipeline(
     for job in jobs:
         started = JOBS[job](spark, settings, True)
         await_queries(job, started if isinstance(started, list) else [started], threading.Event())
-
-
-def stricter_rules(tmp_path: Path) -> Path:
-    """The default rules with a lower temperature ceiling (and a new version)."""
-    text = default_rules_file().read_text()
-    text = text.replace('version: "', 'version: "stricter-', 1)
-    old = 'temperature:        {unit: "°C",  min_value: -50, max_value: 50}'
-    assert old in text, "the default rules changed: update this test"
-    text = text.replace(old, 'temperature:        {unit: "°C",  min_value: -50, max_value: 22}')
-    path = tmp_path / "stricter_rules.yml"
-    path.write_text(text)
-    return path
 
 
 def tables(settings: Settings) -> dict[str, str]:

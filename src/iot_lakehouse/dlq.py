@@ -24,21 +24,12 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    ArrayType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
 
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.jobs import delta_table_exists, job_lock
 from iot_lakehouse.logs import kv
 from iot_lakehouse.rules import RuleSet, load_rules, split_judged
-from iot_lakehouse.schemas import create_table_if_missing
+from iot_lakehouse.schemas import REDRIVE_HISTORY, create_table_if_missing
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import (
     DEDUP_KEY,
@@ -56,20 +47,6 @@ REDRIVEN, STILL_REJECTED = "redriven", "still_rejected"
 NO_READING = "NO_READING"  # history reason: the record no longer gives the row's reading
 # Identity of a DLQ row: the bronze record and the reading's metric (null: the whole record).
 DLQ_ROW_KEY = (*LINEAGE, "metric")
-
-REDRIVE_HISTORY = StructType(
-    [
-        StructField("bronze_topic", StringType(), nullable=True),
-        StructField("bronze_partition", IntegerType(), nullable=True),
-        StructField("bronze_offset", LongType(), nullable=True),
-        StructField("metric", StringType(), nullable=True),
-        StructField("rejected_under", StringType(), nullable=True),  # rule version in the DLQ
-        StructField("judged_under", StringType(), nullable=False),  # rule version now
-        StructField("outcome", StringType(), nullable=False),  # redriven | still_rejected
-        StructField("reasons", ArrayType(StringType()), nullable=True),  # under judged_under
-        StructField("judged_at", TimestampType(), nullable=False),
-    ]
-)
 
 
 def history_path(settings: Settings) -> str:

@@ -89,16 +89,20 @@ def job_lock(settings: Settings, name: str) -> Iterator[None]:
         handle.close()
 
 
+def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """(Hadoop FileSystem, Hadoop Path) of ``path``: local folders and URIs (s3a://…) alike."""
+    jvm: Any = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
 def delta_table_exists(spark: SparkSession, path: str) -> bool:
     """True once a Delta table has been committed at ``path``, by this or any other process.
 
     Reads the file system rather than asking Delta: Delta caches a table's log per process, and
     a cached "no table here" does not notice another process creating it.
     """
-    jvm: Any = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    log = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
-    fs = log.getFileSystem(conf)
+    fs, log = hadoop_fs(spark, f"{path.rstrip('/')}/_delta_log")
     if not fs.exists(log):
         return False
     names = [status.getPath().getName() for status in fs.listStatus(log)]

@@ -29,7 +29,14 @@ from pyspark.sql import functions as F
 
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
-from iot_lakehouse.jobs import JOBS, UPSTREAM, await_queries, delta_table_exists, job_lock
+from iot_lakehouse.jobs import (
+    JOBS,
+    UPSTREAM,
+    await_queries,
+    delta_table_exists,
+    hadoop_fs,
+    job_lock,
+)
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import kafka_watermarks
@@ -163,15 +170,9 @@ def _locked(settings: Settings, names: list[str]) -> Iterator[None]:
         yield
 
 
-def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    jvm: Any = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
-
-
 def checkpoint_exists(spark: SparkSession, settings: Settings, name: str) -> bool:
     """True if the checkpoint folder ``_checkpoints/<name>`` exists."""
-    fs, path = _hadoop_fs(spark, settings.checkpoint_path(name))
+    fs, path = hadoop_fs(spark, settings.checkpoint_path(name))
     return bool(fs.exists(path))
 
 
@@ -231,10 +232,10 @@ def backup_checkpoints(
         for name in LAYERS[layer].checkpoints:
             source = settings.checkpoint_path(name)
             target = settings.checkpoint_path(f"{BACKUP_DIR}/{name}-{stamp}")
-            fs, src = _hadoop_fs(spark, source)
+            fs, src = hadoop_fs(spark, source)
             if not fs.exists(src):
                 continue
-            _, dst = _hadoop_fs(spark, target)
+            _, dst = hadoop_fs(spark, target)
             fs.mkdirs(dst.getParent())
             if not fs.rename(src, dst):
                 raise JobError(

@@ -101,6 +101,22 @@ SILVER_DUPLICATES = StructType(
 )
 
 
+# dlq/redrive_history: one row per DLQ row and rule version it was judged under again.
+REDRIVE_HISTORY = StructType(
+    [
+        StructField("bronze_topic", StringType(), nullable=True),
+        StructField("bronze_partition", IntegerType(), nullable=True),
+        StructField("bronze_offset", LongType(), nullable=True),
+        StructField("metric", StringType(), nullable=True),
+        StructField("rejected_under", StringType(), nullable=True),  # rule version in the DLQ
+        StructField("judged_under", StringType(), nullable=False),  # rule version now
+        StructField("outcome", StringType(), nullable=False),  # redriven | still_rejected
+        StructField("reasons", ArrayType(StringType()), nullable=True),  # under judged_under
+        StructField("judged_at", TimestampType(), nullable=False),
+    ]
+)
+
+
 def create_table_if_missing(
     spark: SparkSession, path: str, schema: StructType, partition_by: list[str]
 ) -> None:
