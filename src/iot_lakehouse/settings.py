@@ -108,6 +108,10 @@ class Settings:
     alerts_max_files_per_trigger: int = 100
     log_level: str = "INFO"
     log_format: str = "kv"
+    generator_api_host: str = "127.0.0.1"
+    generator_api_port: int = 18000  # 0: no control API
+    dashboard_port: int = 8501
+    dashboard_refresh_seconds: int = 5
     # Set by `rerun silver --from DATE` only: silver reads bronze ingested on or after it.
     silver_rebuild_from: date | None = None
 
@@ -174,6 +178,12 @@ class Settings:
             ),
             log_level=(e.get("LOG_LEVEL") or d.log_level).upper(),
             log_format=(e.get("LOG_FORMAT") or d.log_format).lower(),
+            generator_api_host=e.get("GENERATOR_API_HOST") or d.generator_api_host,
+            generator_api_port=_int(e, "GENERATOR_API_PORT", d.generator_api_port, 0),
+            dashboard_port=_int(e, "DASHBOARD_PORT", d.dashboard_port, 1),
+            dashboard_refresh_seconds=_int(
+                e, "DASHBOARD_REFRESH_SECONDS", d.dashboard_refresh_seconds, 1
+            ),
         )
         settings.validate()
         return settings
@@ -192,6 +202,12 @@ class Settings:
             )
         duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
         duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
+        for name, port in (
+            ("GENERATOR_API_PORT", self.generator_api_port),
+            ("DASHBOARD_PORT", self.dashboard_port),
+        ):
+            if port > 65535:
+                raise ConfigError(f"{name}={port}: use a TCP port from 1 to 65535")
         if self.gold_percentile_k > 65535:
             raise ConfigError(f"GOLD_PERCENTILE_K={self.gold_percentile_k}: use 8 to 65535")
 
@@ -227,6 +243,10 @@ class Settings:
     def gold_path(self, table: str) -> str:
         """Location of a gold table, e.g. ``gold_path("sensor_metrics_5m")``."""
         return self.table_path(f"gold/{table}")
+
+    @property
+    def stream_metrics_path(self) -> str:
+        return self.table_path("_ops/stream_metrics")
 
     @property
     def gold_late_readings_path(self) -> str:
