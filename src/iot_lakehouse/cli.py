@@ -17,6 +17,9 @@ from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Long-running commands: their log is their output.
+SERVICES = frozenset({"run", "generate", "kafka", "all", "emitter", "dashboard"})
+
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
@@ -98,7 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(YYYY-MM-DD); default: everything",
     )
 
-    sub.add_parser("status", help="print the current counts of Kafka and every table")
+    sub.add_parser(
+        "status",
+        help="print the current counts of Kafka and every table, and each query's latest "
+        "throughput, lag and end-to-end latency",
+    )
+    dashboard = sub.add_parser(
+        "dashboard", help="the live web dashboard (Streamlit) on 127.0.0.1:DASHBOARD_PORT"
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=None, help="TCP port (default: DASHBOARD_PORT, 8501)"
+    )
     sub.add_parser("reconcile", help="ledger per layer; exit 1 on any unexplained record")
 
     all_ = sub.add_parser("all", help="broker, generator and every job, with a live status line")
@@ -192,10 +205,14 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_emitter_command(args)
     if args.command == "status":
-        from iot_lakehouse.status import pipeline_counts
+        from iot_lakehouse.status import status_report
 
-        print(pipeline_counts(settings).line())
+        print(status_report(settings))
         return 0
+    if args.command == "dashboard":
+        from iot_lakehouse.dashboard import run_dashboard
+
+        return run_dashboard(settings, args.port)
     if args.command == "reconcile":
         from iot_lakehouse.reconcile import format_ledgers, reconcile
         from iot_lakehouse.spark_session import build_spark
@@ -220,7 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         component = args.job if args.command == "run" else args.command
-        configure_logging(component, settings.log_level, settings.log_format, settings.logs_dir)
+        # Services log to stdout; commands whose stdout is their result (status, reconcile,
+        # dlq list --json, …) log to stderr, so that result can be piped.
+        stream = sys.stdout if args.command in SERVICES else sys.stderr
+        configure_logging(
+            component, settings.log_level, settings.log_format, settings.logs_dir, stream
+        )
         return dispatch(args, settings)
     except LakehouseError as exc:
         logger.error("%s", exc)

@@ -1,65 +1,109 @@
-"""Logging set-up: key=value lines by default, JSON lines with LOG_FORMAT=json."""
+"""Logging set-up: key=value lines by default, JSON lines with LOG_FORMAT=json.
+
+Code logs ``logger.info("batch committed %s", kv(job="silver", batch_id=3))``. In the default
+format that reads ``… batch committed job=silver batch_id=3``; in JSON the pairs become the
+``context`` object (``{"message": "batch committed", "context": {"job": "silver", …}}``), so
+both formats can be searched by key.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def kv(**context: Any) -> str:
+class KV(str):
+    """``key=value`` text that keeps its pairs, for the JSON formatter."""
+
+    context: dict[str, Any]
+
+    def __new__(cls, text: str, context: dict[str, Any]) -> KV:
+        made = super().__new__(cls, text)
+        made.context = context
+        return made
+
+
+def kv(**context: Any) -> KV:
     """Render context as ``key=value`` pairs, quoting values with spaces."""
     parts = []
     for key, value in context.items():
         text = f"{value:.1f}" if isinstance(value, float) else str(value)
-        if " " in text or "=" in text or text == "":
+        if " " in text or "=" in text or text == "" or '"' in text:
             text = json.dumps(text)
         parts.append(f"{key}={text}")
-    return " ".join(parts)
+    return KV(" ".join(parts), context)
 
 
-class _JsonFormatter(logging.Formatter):
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, component, level, logger, message, context."""
+
     def __init__(self, component: str) -> None:
         super().__init__()
         self.component = component
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        context: dict[str, Any] = {}
+        args = record.args if isinstance(record.args, tuple) else ()
+        if any(isinstance(arg, KV) for arg in args):
+            for arg in args:
+                if isinstance(arg, KV):
+                    context.update({k: _json_value(v) for k, v in arg.context.items()})
+            plain = tuple("" if isinstance(arg, KV) else arg for arg in args)
+            message = (str(record.msg) % plain).strip()
+        else:
+            message = record.getMessage()
+        entry: dict[str, Any] = {
             "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "component": self.component,
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": message,
+            "context": context,
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def kv_formatter(component: str) -> logging.Formatter:
+    return logging.Formatter(
+        f"%(asctime)s level=%(levelname)s component={component} logger=%(name)s %(message)s"
+    )
 
 
 def configure_logging(
-    component: str, level: str = "INFO", fmt: str = "kv", logs_dir: Path | None = None
+    component: str,
+    level: str = "INFO",
+    fmt: str = "kv",
+    logs_dir: Path | None = None,
+    stream: IO[str] | None = None,
 ) -> None:
-    """Send this process's logs to stderr and, if ``logs_dir`` is given, ``<component>.log``."""
-    formatter: logging.Formatter
-    if fmt == "json":
-        formatter = _JsonFormatter(component)
-    else:
-        formatter = logging.Formatter(
-            f"%(asctime)s level=%(levelname)s component={component} logger=%(name)s %(message)s"
-        )
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Send this process's logs to ``stream`` (default stdout) and, if ``logs_dir`` is given,
+    to ``<logs_dir>/<component>.log`` as well, in the same format."""
+    formatter = JsonFormatter(component) if fmt == "json" else kv_formatter(component)
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
     if logs_dir is not None:
         logs_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(logs_dir / f"{component}.log", encoding="utf-8"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("py4j", "urllib3", "great_expectations"):
+    for noisy in ("py4j", "urllib3", "great_expectations", "tornado", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -211,3 +211,21 @@ def pipeline_counts(settings: Settings) -> PipelineCounts:
         alerts=delta_row_count(settings.alerts_path),
         open_alerts=read_open_alerts(settings.alerts_path),
     )
+
+
+STATUS_METRICS_WINDOW = timedelta(minutes=15)
+
+
+def status_report(settings: Settings, now: datetime | None = None) -> str:
+    """What ``iot-lakehouse status`` prints: the counts line, then each query's latest batch
+    (throughput, lag, watermark, end-to-end latency) from ``_ops/stream_metrics``."""
+    from iot_lakehouse.stream_metrics import (
+        format_stream_picture,
+        latest_per_query,
+        read_stream_metrics,
+    )
+
+    now = now or datetime.now(UTC)
+    rows = read_stream_metrics(settings.stream_metrics_path, now - STATUS_METRICS_WINDOW)
+    picture = format_stream_picture(latest_per_query(rows), now)
+    return "\n".join([pipeline_counts(settings).line(), *picture])

@@ -1,0 +1,279 @@
+"""``_ops/stream_metrics``: one row per finished micro-batch of every streaming query.
+
+Each job registers a :class:`StreamMetricsListener` (a Spark ``StreamingQueryListener``). Its
+progress events become rows (:func:`progress_row`, a pure function of the progress JSON); a
+recorder appends them to the Delta table every few seconds with ``deltalake`` (no Spark job;
+Spark's own writer for a lakehouse on object storage). The batch writers of silver and gold
+add end-to-end latency (Kafka timestamp -> their commit) through :func:`record_latency`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming.listener import StreamingQueryListener
+
+from iot_lakehouse.logs import kv
+
+logger = logging.getLogger(__name__)
+
+FLUSH_EVERY_S = 5.0
+
+_TS = pa.timestamp("us", tz="UTC")
+
+# _ops/stream_metrics: the contract (README, "Operational tables").
+STREAM_METRICS = pa.schema(
+    [
+        pa.field("job", pa.string()),  # bronze | silver | gold | alerts
+        pa.field("query", pa.string()),  # query name (alerts runs three)
+        pa.field("query_id", pa.string()),  # stable across restarts (lives in the checkpoint)
+        pa.field("run_id", pa.string()),  # new on every start
+        pa.field("batch_id", pa.int64()),
+        pa.field("batch_time", _TS),  # when the trigger fired
+        pa.field("input_rows", pa.int64()),
+        pa.field("input_rows_per_s", pa.float64()),
+        pa.field("processed_rows_per_s", pa.float64()),
+        pa.field("batch_duration_ms", pa.int64()),
+        pa.field("kafka_lag_max", pa.int64()),  # Kafka source: offsets behind latest (worst)
+        pa.field("kafka_lag_avg", pa.float64()),
+        pa.field("files_outstanding", pa.int64()),  # Delta source: files not read yet
+        pa.field("bytes_outstanding", pa.int64()),
+        pa.field("watermark", _TS),  # event-time watermark, if the query has one
+        pa.field("rows_dropped_by_watermark", pa.int64()),
+        pa.field("state_rows", pa.int64()),  # rows in the state store(s)
+        pa.field("latency_kind", pa.string()),  # kafka_to_silver | kafka_to_gold | null
+        pa.field("latency_p50_ms", pa.float64()),  # Kafka timestamp -> this batch's commit
+        pa.field("latency_p95_ms", pa.float64()),
+        pa.field("latency_rows", pa.int64()),  # readings the latency was measured over
+        pa.field("recorded_at", _TS),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """End-to-end latency of one batch: Kafka timestamp -> commit of the batch's writes."""
+
+    kind: str
+    p50_ms: float | None
+    p95_ms: float | None
+    rows: int
+
+
+def _time(text: str | None) -> datetime | None:
+    """An ISO-8601 instant of a progress event (``2026-11-22T10:00:00.123Z``) as UTC."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _metric(sources: list[dict[str, Any]], name: str) -> list[float]:
+    values = []
+    for source in sources:
+        raw = (source.get("metrics") or {}).get(name)
+        if raw not in (None, ""):
+            values.append(float(raw))
+    return values
+
+
+def progress_row(
+    job: str, progress: Mapping[str, Any], latency: Latency | None = None
+) -> dict[str, Any]:
+    """One stream_metrics row from a query's progress (``StreamingQueryProgress.json``)."""
+    sources: list[dict[str, Any]] = list(progress.get("sources") or [])
+    states: list[dict[str, Any]] = list(progress.get("stateOperators") or [])
+    lag_max = _metric(sources, "maxOffsetsBehindLatest")
+    lag_avg = _metric(sources, "avgOffsetsBehindLatest")
+    files, size = _metric(sources, "numFilesOutstanding"), _metric(sources, "numBytesOutstanding")
+    return {
+        "job": job,
+        "query": progress.get("name"),
+        "query_id": progress.get("id"),
+        "run_id": progress.get("runId"),
+        "batch_id": int(progress.get("batchId", -1)),
+        "batch_time": _time(progress.get("timestamp")),
+        "input_rows": int(progress.get("numInputRows") or 0),
+        "input_rows_per_s": float(progress.get("inputRowsPerSecond") or 0.0),
+        "processed_rows_per_s": float(progress.get("processedRowsPerSecond") or 0.0),
+        "batch_duration_ms": int((progress.get("durationMs") or {}).get("triggerExecution") or 0),
+        "kafka_lag_max": int(max(lag_max)) if lag_max else None,
+        "kafka_lag_avg": sum(lag_avg) / len(lag_avg) if lag_avg else None,
+        "files_outstanding": int(sum(files)) if files else None,
+        "bytes_outstanding": int(sum(size)) if size else None,
+        "watermark": _time((progress.get("eventTime") or {}).get("watermark")),
+        "rows_dropped_by_watermark": sum(
+            int(s.get("numRowsDroppedByWatermark") or 0) for s in states
+        ),
+        "state_rows": sum(int(s.get("numRowsTotal") or 0) for s in states) if states else None,
+        "latency_kind": latency.kind if latency else None,
+        "latency_p50_ms": latency.p50_ms if latency else None,
+        "latency_p95_ms": latency.p95_ms if latency else None,
+        "latency_rows": latency.rows if latency else None,
+        "recorded_at": datetime.now(UTC),
+    }
+
+
+class StreamMetricsRecorder:
+    """Collects progress rows of this process's queries and appends them to the table."""
+
+    def __init__(self, spark: SparkSession, job: str, path: str) -> None:
+        self.spark, self.job, self.path = spark, job, path
+        self._rows: list[dict[str, Any]] = []
+        self._latency: dict[tuple[str, int], Latency] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listener = StreamMetricsListener(self)
+
+    # Called by batch writers (foreachBatch, same process) before the progress event arrives.
+    def record_latency(self, query: str, batch_id: int, latency: Latency) -> None:
+        with self._lock:
+            self._latency[(query, batch_id)] = latency
+
+    def on_progress(self, progress: Mapping[str, Any]) -> None:
+        key = (str(progress.get("name")), int(progress.get("batchId", -1)))
+        with self._lock:
+            latency = self._latency.pop(key, None)
+            self._rows.append(progress_row(self.job, progress, latency))
+
+    def start(self) -> None:
+        """Register the listener and flush every FLUSH_EVERY_S seconds in the background."""
+        self.spark.streams.addListener(self.listener)
+        self._thread = threading.Thread(target=self._loop, name="stream-metrics", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Unregister, stop the flusher and write what is left."""
+        try:
+            self.spark.streams.removeListener(self.listener)
+        except Exception as exc:  # the session may already be gone
+            logger.debug("listener not removed %s", kv(error=str(exc)[:200]))
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FLUSH_EVERY_S):
+            self.flush()
+
+    def flush(self) -> int:
+        """Append the collected rows; return how many. A failed write keeps them for the next
+        flush and logs a warning: metrics must never stop a job."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return 0
+        try:
+            append_rows(self.spark, self.path, rows)
+        except Exception as exc:
+            logger.warning(
+                "stream metrics not written, retrying at the next flush %s",
+                kv(job=self.job, rows=len(rows), table=self.path, error=str(exc)[:300]),
+            )
+            with self._lock:
+                self._rows = rows + self._rows
+            return 0
+        return len(rows)
+
+
+class StreamMetricsListener(StreamingQueryListener):
+    """Hands every progress event of this session's queries to the recorder."""
+
+    def __init__(self, recorder: StreamMetricsRecorder) -> None:
+        self.recorder = recorder
+
+    def onQueryStarted(self, event: Any) -> None:
+        logger.info(
+            "query started %s", kv(job=self.recorder.job, query=event.name, query_id=event.id)
+        )
+
+    def onQueryProgress(self, event: Any) -> None:
+        self.recorder.on_progress(json.loads(event.progress.json))
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        logger.info(
+            "query terminated %s",
+            kv(job=self.recorder.job, query_id=event.id, error=(event.exception or "")[:200]),
+        )
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def append_rows(spark: SparkSession | None, path: str, rows: list[dict[str, Any]]) -> None:
+    """Append rows to the stream_metrics table at ``path`` (created on first write)."""
+    table = pa.Table.from_pylist(rows, schema=STREAM_METRICS)
+    if is_local(path) or spark is None:
+        from deltalake import write_deltalake
+
+        write_deltalake(path.removeprefix("file://"), table, mode="append")
+        return
+    spark.createDataFrame(table.to_pandas()).write.format("delta").mode("append").save(path)
+
+
+def read_stream_metrics(path: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Rows of the stream_metrics table recorded at or after ``since`` (all if None), oldest
+    first, read with ``deltalake`` (no JVM); [] if the table does not exist yet."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        dataset = DeltaTable(path.removeprefix("file://")).to_pyarrow_dataset()
+    except TableNotFoundError:
+        return []
+    wanted = None if since is None else ds.field("recorded_at") >= pa.scalar(since, type=_TS)
+    rows = dataset.to_table(filter=wanted).to_pylist()
+    return sorted(rows, key=lambda r: (r["recorded_at"], r["batch_id"]))
+
+
+def latest_per_query(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest row of each (job, query), in pipeline order."""
+    order = {"bronze": 0, "silver": 1, "gold": 2, "alerts": 3}
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        newest[(row["job"], row["query"])] = row
+    return sorted(newest.values(), key=lambda r: (order.get(r["job"], 9), r["query"] or ""))
+
+
+def _num(value: float | int | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_stream_picture(latest: list[dict[str, Any]], now: datetime) -> list[str]:
+    """One line per query: its last batch, throughput, lag, watermark and latency."""
+    if not latest:
+        return ["stream metrics: none recorded yet (start the jobs: ./start_all.sh)"]
+    head = (
+        f"{'query':<22}{'batch':>7}{'age_s':>7}{'in/s':>9}{'done/s':>9}{'ms':>7}"
+        f"{'lag':>9}{'state':>8}{'p50_ms':>9}{'p95_ms':>9}  watermark"
+    )
+    lines = [head]
+    for r in latest:
+        lag = r["kafka_lag_max"] if r["kafka_lag_max"] is not None else r["files_outstanding"]
+        age = (now - r["recorded_at"]).total_seconds()
+        watermark = r["watermark"].strftime("%Y-%m-%dT%H:%M:%SZ") if r["watermark"] else "-"
+        lines.append(
+            f"{r['query'] or r['job']:<22}{r['batch_id']:>7}{age:>7.0f}"
+            f"{_num(r['input_rows_per_s'], 1):>9}{_num(r['processed_rows_per_s'], 1):>9}"
+            f"{_num(r['batch_duration_ms']):>7}{_num(lag):>9}{_num(r['state_rows']):>8}"
+            f"{_num(r['latency_p50_ms']):>9}{_num(r['latency_p95_ms']):>9}  {watermark}"
+        )
+    lines.append(
+        "lag: Kafka offsets behind latest (bronze) or files not read yet (Delta sources); "
+        "p50/p95: Kafka timestamp -> commit of the reading's batch"
+    )
+    return lines
