@@ -20,6 +20,7 @@ from iot_lakehouse.schemas import BRONZE_EVENTS
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.status import delta_row_count
+from iot_lakehouse.stream_metrics import read_stream_metrics
 from tests.conftest import commits, kill_mid_stream_then_finish, produce
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -132,6 +133,12 @@ def test_bronze_job_killed_with_sigkill_and_restarted_loses_and_duplicates_nothi
     bronze = spark.read.format("delta").load(settings.bronze_events_path)
     assert bronze.count() == total
     assert bronze.select("topic", "partition", "offset").distinct().count() == total
+    # The job's listener recorded the Kafka lag of its batches (Spark's source metric): far
+    # behind at first (1,500 offsets a batch of 20,000), then less and less.
+    metrics = [r for r in read_stream_metrics(settings.stream_metrics_path) if r["job"] == "bronze"]
+    lags = [r["kafka_lag_max"] for r in metrics if r["input_rows"]]
+    assert lags and all(lag is not None for lag in lags), metrics
+    assert max(lags) > 1500 and lags[-1] < max(lags), lags
 
 
 def is_utf8(value: bytes) -> bool:

@@ -508,6 +508,7 @@ def test_generate_command_produces_exactly_count_to_the_real_broker(
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "KAFKA_TOPIC": settings.kafka_topic,
         "IOT_RUNTIME_DIR": str(settings.runtime_dir),
+        "GENERATOR_API_PORT": "0",  # no control API (tests/test_generator_api.py has it)
     }
     run = subprocess.run(
         [

@@ -28,6 +28,7 @@ from iot_lakehouse.gold import (
 from iot_lakehouse.reconcile import silver_gold_ledger
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.silver import start_silver_stream
+from iot_lakehouse.stream_metrics import read_stream_metrics
 from tests.conftest import commits, kill_mid_stream_then_finish, write_generated_bronze
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -373,6 +374,12 @@ def test_gold_job_killed_and_restarted_gives_the_same_tables(
         lambda: commits(settings.gold_progress_path) >= 3,  # creation + 2 batches
         GOLD_MAX_FILES_PER_TRIGGER="2",
     )
+
+    # The job process recorded its batches with their Kafka -> gold latency.
+    metrics = [r for r in read_stream_metrics(settings.stream_metrics_path) if r["job"] == "gold"]
+    measured = [r for r in metrics if r["latency_rows"]]
+    assert measured and all(r["latency_kind"] == "kafka_to_gold" for r in measured), metrics
+    assert all(0 < r["latency_p50_ms"] <= r["latency_p95_ms"] for r in measured), measured
 
     query = start_gold_stream(spark, reference, available_now=True)
     query.awaitTermination(600)

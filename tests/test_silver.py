@@ -19,6 +19,7 @@ from iot_lakehouse.silver import (
     judge,
     start_silver_stream,
 )
+from iot_lakehouse.stream_metrics import read_stream_metrics
 from tests.conftest import commits, kill_mid_stream_then_finish, produce
 
 INGEST = datetime(2026, 1, 5, 8, 0, 30, tzinfo=UTC)
@@ -345,3 +346,43 @@ def test_silver_job_killed_mid_stream_leaves_no_duplicate_and_no_gap(
     assert (
         silver.groupBy("sensor_id", "metric", "event_time").count().where("count > 1").count() == 0
     )
+    # Its listener recorded every batch of the restarted run (the killed run's last few rows
+    # may be lost with it), with the Kafka -> silver latency of the readings it committed.
+    metrics = [r for r in read_stream_metrics(settings.stream_metrics_path) if r["job"] == "silver"]
+    last_run = [r for r in metrics if r["run_id"] == metrics[-1]["run_id"]]
+    assert sorted(r["batch_id"] for r in last_run) == list(
+        range(last_run[0]["batch_id"], last_run[0]["batch_id"] + len(last_run))
+    )
+    measured = [r for r in metrics if r["latency_rows"]]
+    assert measured, metrics
+    assert all(r["latency_kind"] == "kafka_to_silver" for r in measured)
+    assert all(0 < r["latency_p50_ms"] <= r["latency_p95_ms"] for r in measured), measured
+    assert sum(r["input_rows"] for r in last_run) > 0
+
+
+def test_tables_of_an_older_version_get_the_new_columns(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from pyspark.sql.types import StructType
+
+    from iot_lakehouse.schemas import DLQ_REJECTS, SILVER_READINGS, create_table_if_missing
+
+    settings = Settings.from_env({}).with_(
+        lakehouse_path=str(tmp_path / "lakehouse"), dlq_path=str(tmp_path / "dlq")
+    )
+    older = StructType([f for f in SILVER_READINGS if f.name != "kafka_timestamp"])
+    create_table_if_missing(spark, settings.silver_readings_path, older, ["event_date"])
+    spark.createDataFrame(
+        [("s-1", "temperature", 21.5)], "sensor_id string, metric string, value double"
+    ).withColumn("event_date", F.current_date()).write.format("delta").mode("append").save(
+        settings.silver_readings_path
+    )
+
+    create_silver_tables(spark, settings)
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    assert [f.name for f in silver.schema] == [
+        f.name for f in SILVER_READINGS if f.name != "kafka_timestamp"
+    ] + ["kafka_timestamp"]
+    assert silver.where(F.col("kafka_timestamp").isNull()).count() == 1  # old rows: unknown
+    dlq = spark.read.format("delta").load(settings.dlq_rejects_path)
+    assert {f.name for f in dlq.schema} == {f.name for f in DLQ_REJECTS}

@@ -150,10 +150,13 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "generate":
         from iot_lakehouse.generator import config_from_args, run_generator
+        from iot_lakehouse.generator_api import control_api
 
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-        report = run_generator(config_from_args(args), settings, stop=stop)
+        config = config_from_args(args)
+        with control_api(config, settings, args.api_port) as controller:
+            report = run_generator(config, settings, stop=stop, controller=controller)
         print(
             f"sent={report.sent} delivered={report.delivered} failed={report.failed} "
             f"rate={report.rate:.0f}/s"

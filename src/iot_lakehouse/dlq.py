@@ -103,6 +103,9 @@ def dlq_records(dlq: DataFrame) -> DataFrame:
         F.col("bronze_partition").alias("partition"),
         F.col("bronze_offset").alias("offset"),
         F.col("bronze_ingest_time").alias("ingest_time"),
+        F.col("kafka_timestamp")
+        if "kafka_timestamp" in dlq.columns  # a DLQ written before the column existed
+        else F.lit(None).cast("timestamp").alias("kafka_timestamp"),
     ).dropDuplicates(["topic", "partition", "offset"])
 
 

@@ -21,11 +21,11 @@ import math
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -272,7 +272,11 @@ class EventGenerator:
         start = config.start_time if config.start_time is not None else datetime.now(UTC)
         self.start_ns = (start - _EPOCH) // timedelta(milliseconds=1) * _NS_PER_MS
         self.start_time = _EPOCH + timedelta(microseconds=self.start_ns // 1000)
-        self._period_ns = np.float64(_NS_PER_S / config.rate)
+        # The virtual clock, as segments (first event index, its time in ns, ns per event): one
+        # segment unless the rate changes or the generator pauses while running (``retime``).
+        self._clock: list[tuple[int, int, np.float64]] = [
+            (0, self.start_ns, np.float64(_NS_PER_S / config.rate))
+        ]
         self._thresholds = np.cumsum(
             [
                 config.malformed_fraction,
@@ -325,7 +329,28 @@ class EventGenerator:
     # --- virtual clock -------------------------------------------------------------------
     def nominal_ns(self, index: int) -> int:
         """Nominal event time of event ``index`` in epoch nanoseconds (start + index / rate)."""
-        return self.start_ns + int(np.rint(np.float64(index) * self._period_ns))
+        first, first_ns, period = next(seg for seg in reversed(self._clock) if seg[0] <= index)
+        return first_ns + int(np.rint(np.float64(index - first) * period))
+
+    def _nominal_array(self, index: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        firsts = np.array([seg[0] for seg in self._clock], dtype=np.int64)
+        k = np.searchsorted(firsts, index, side="right") - 1
+        first_ns = np.array([seg[1] for seg in self._clock], dtype=np.int64)[k]
+        period = np.array([seg[2] for seg in self._clock], dtype=np.float64)[k]
+        steps = (index - firsts[k]).astype(np.float64)
+        nominal: npt.NDArray[np.int64] = first_ns + np.rint(steps * period).astype(np.int64)
+        return nominal
+
+    def retime(self, index: int, rate: float, skip_s: float = 0.0) -> None:
+        """From event ``index`` on, space events ``1 / rate`` s apart, continuing the virtual
+        clock after ``skip_s`` seconds (a pause). Events before ``index`` keep their times."""
+        if not (math.isfinite(rate) and rate > 0):
+            raise ConfigError(f"rate={rate} must be a positive number of events per second")
+        at_ns = self.nominal_ns(index) + round(skip_s * _NS_PER_S)
+        kept = [seg for seg in self._clock if seg[0] < index]
+        self._clock = [*kept, (index, at_ns, np.float64(_NS_PER_S / rate))]
+        first_block = index // BLOCK_SIZE
+        self._cache = {b: block for b, block in self._cache.items() if b < first_block}
 
     def nominal_time(self, index: int) -> datetime:
         """Nominal event time of event ``index`` (UTC, microsecond precision)."""
@@ -442,9 +467,7 @@ class EventGenerator:
         code[(code == _DUPLICATE) & (dup_source < 0)] = _VALID
 
         index = np.arange(block_index * n, (block_index + 1) * n, dtype=np.int64)
-        nominal = self.start_ns + np.rint(index.astype(np.float64) * self._period_ns).astype(
-            np.int64
-        )
+        nominal = self._nominal_array(index)
         shift = np.where(code == _LATE, np.rint(late_shift_s * _NS_PER_S).astype(np.int64), 0)
         event_ns = nominal - shift
         if cfg.anomalies:
@@ -786,11 +809,28 @@ class GroundTruthWriter:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text("", encoding="utf-8")
 
+    def _episode(self, event_index: int) -> int:
+        step = EPISODE_S * _NS_PER_S
+        return (self.generator.nominal_ns(event_index) - self.generator.start_ns) // step
+
+    def skip_to(self, event_index: int) -> None:
+        """The virtual clock jumped (a pause): episodes it jumped over are never written."""
+        self.written = max(self.written, self._episode(event_index) - 1)
+
+    def restart(self, event_index: int) -> str | None:
+        """Delete the file (its events were deleted); it is written again from the episode of
+        ``event_index`` on. Returns the path if a file was deleted."""
+        if self.path is None:
+            return None
+        existed = Path(self.path).exists()
+        Path(self.path).unlink(missing_ok=True)
+        self.written = self._episode(event_index) - 1
+        return self.path if existed else None
+
     def reached(self, event_index: int) -> None:
         if self.path is None:
             return
-        step = EPISODE_S * _NS_PER_S
-        episode = (self.generator.nominal_ns(event_index) - self.generator.start_ns) // step
+        episode = self._episode(event_index)
         if episode <= self.written:
             return
         with open(self.path, "a", encoding="utf-8") as out:
@@ -800,20 +840,211 @@ class GroundTruthWriter:
         self.written = episode
 
 
+GeneratorState = Literal["running", "paused", "stopped"]
+MAX_RATE = 1_000_000.0
+"""Highest rate the controller accepts at run time (events/s)."""
+RATE_WINDOW_S = 5.0
+"""The measured rate is the events sent over this many seconds."""
+
+
+@dataclass(frozen=True)
+class GeneratorStatus:
+    """A snapshot of a running generator; counters since the start or the last reset."""
+
+    state: GeneratorState
+    uptime_s: float
+    sent: int
+    delivered: int
+    delivery_errors: int
+    queued: int
+    rate: float
+    measured_rate: float
+    batches: int
+
+
+class GeneratorController:
+    """Thread-safe handle on a running generator: pause, resume, target rate and counters.
+
+    ``run_generator`` consults it between chunks and reports its counters to it; the control
+    API calls it from other threads. ``operation`` serialises pause, resume and clean, so the
+    generator cannot resume while a clean is deleting.
+    """
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        self.config = config
+        self.operation = threading.Lock()
+        self._changed = threading.Condition()
+        self._started = self._window_start = time.monotonic()
+        self._state: GeneratorState = "running"
+        self._rate = config.rate
+        self._idle = False  # paused, seen by the loop, nothing waiting for delivery
+        self._totals = (0, 0, 0, 0)  # sent, delivered, failed, batches
+        self._base = (0, 0, 0, 0)  # the totals at the last reset
+        self._queued = 0
+        self._window: deque[tuple[float, int]] = deque()
+        self._truth: GroundTruthWriter | None = None
+
+    # --- control (any thread) --------------------------------------------------------------
+    @property
+    def state(self) -> GeneratorState:
+        with self._changed:
+            return self._state
+
+    @property
+    def rate(self) -> float:
+        with self._changed:
+            return self._rate
+
+    @property
+    def paused(self) -> bool:
+        with self._changed:
+            return self._state == "paused"
+
+    def pause(self) -> GeneratorState:
+        """Stop producing before the next chunk; returns the previous state."""
+        return self._switch("running", "paused")
+
+    def resume(self) -> GeneratorState:
+        """Produce again; returns the previous state."""
+        return self._switch("paused", "running")
+
+    def _switch(self, source: GeneratorState, target: GeneratorState) -> GeneratorState:
+        with self._changed:
+            previous = self._state
+            if previous == source:
+                self._state, self._idle = target, False
+                self._changed.notify_all()
+            return previous
+
+    def set_rate(self, rate: float) -> float:
+        """Change the target rate from the next chunk on; returns the previous one."""
+        if not (math.isfinite(rate) and 0 < rate <= MAX_RATE):
+            raise ConfigError(f"rate={rate} must be above 0 and at most {MAX_RATE:,.0f} events/s")
+        with self._changed:
+            previous, self._rate = self._rate, rate
+            self._changed.notify_all()
+            return previous
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the loop has paused and everything it sent was delivered (or failed)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._state != "paused" or self._idle, timeout)
+            return self._state == "paused" and self._idle
+
+    def status(self) -> GeneratorStatus:
+        """The current state and counters."""
+        now = time.monotonic()
+        with self._changed:
+            sent, delivered, failed, batches = (
+                total - base for total, base in zip(self._totals, self._base, strict=True)
+            )
+            while self._window and self._window[0][0] < now - RATE_WINDOW_S:
+                self._window.popleft()
+            span = min(RATE_WINDOW_S, now - self._window_start)
+            measured = sum(n for _, n in self._window) / span if span > 0 else 0.0
+            return GeneratorStatus(
+                state=self._state,
+                uptime_s=now - self._started,
+                sent=sent,
+                delivered=delivered,
+                delivery_errors=failed,
+                queued=self._queued,
+                rate=self._rate,
+                measured_rate=measured,
+                batches=batches,
+            )
+
+    def reset_counters(self) -> None:
+        """Count from zero again (after a clean)."""
+        with self._changed:
+            self._base = self._totals
+            self._window.clear()
+            self._window_start = time.monotonic()
+
+    def restart_ground_truth(self) -> str | None:
+        """Delete the ground-truth file (to be written again from the current episode on);
+        the path deleted, or None. Only while paused: the loop writes it between chunks."""
+        with self._changed:
+            if self._truth is None:
+                return None
+            return self._truth.restart(self._totals[0])
+
+    # --- the generator loop --------------------------------------------------------------
+    def attach(self, truth: GroundTruthWriter) -> None:
+        with self._changed:
+            self._truth = truth
+
+    def update(self, sent: int, delivered: int, failed: int, queued: int, chunk: int = 0) -> None:
+        """Totals from the loop; ``chunk``: events just queued (a batch, if more than 0)."""
+        with self._changed:
+            batches = self._totals[3] + (1 if chunk else 0)
+            self._totals = (sent, delivered, failed, batches)
+            self._queued = queued
+            if chunk:
+                self._window.append((time.monotonic(), chunk))
+
+    def idle(self, queued: int) -> None:
+        """The loop is paused with ``queued`` messages still waiting for delivery."""
+        with self._changed:
+            self._queued = queued
+            if self._state == "paused":
+                self._idle = queued == 0
+                self._changed.notify_all()
+
+    def wait_resumed(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._state != "paused", timeout)
+
+    def finish(self) -> None:
+        with self._changed:
+            self._state, self._idle = "stopped", False
+            self._changed.notify_all()
+
+
+def _wait_while_paused(
+    control: GeneratorController,
+    producer: Producer,
+    tracker: _DeliveryTracker,
+    sent: int,
+    stop: threading.Event | None,
+) -> float:
+    """Serve delivery reports until resumed or stopped; returns the seconds paused."""
+    paused_at = time.monotonic()
+    logger.info(
+        "generator paused %s",
+        kv(sent=sent, delivered=tracker.delivered, delivery_errors=tracker.failed),
+    )
+    while control.paused and not (stop is not None and stop.is_set()):
+        remaining = producer.flush(0.2) if len(producer) else 0
+        control.update(sent, tracker.delivered, tracker.failed, remaining)
+        control.idle(remaining)
+        if not remaining:
+            control.wait_resumed(0.2)
+    return time.monotonic() - paused_at
+
+
 def run_generator(
-    config: GeneratorConfig, settings: Settings, stop: threading.Event | None = None
+    config: GeneratorConfig,
+    settings: Settings,
+    stop: threading.Event | None = None,
+    controller: GeneratorController | None = None,
 ) -> GeneratorReport:
     """Produce the configured stream to Kafka, paced to ``config.rate``, and report delivery.
 
     Stops after ``count`` messages, after ``duration`` seconds, when ``stop`` is set or on
     KeyboardInterrupt; then flushes (30 s) and counts what is still undelivered as failed.
+    ``controller`` can pause and resume it and change the rate while it runs. A paced stream's
+    event times skip a pause (the sensors were silent); a new rate spaces the events after it.
     """
+    control = controller if controller is not None else GeneratorController(config)
     topic = config.topic or settings.kafka_topic
     generator = EventGenerator(config)
     truth = GroundTruthWriter(generator, config.ground_truth)
+    control.attach(truth)
     tracker = _DeliveryTracker()
     producer = Producer(producer_config(settings, tracker.on_client_error))
-    chunk = _chunk_size(config.rate)
+    rate = config.rate
+    chunk = _chunk_size(rate)
     logger.info(
         kv(
             event="generator_start",
@@ -835,6 +1066,9 @@ def run_generator(
     next_progress = t0 + config.progress_interval_s
     last_progress_t, last_progress_sent = t0, 0
     warned_no_delivery = False
+    # Pacing: event ``anchor_sent`` is due at ``anchor_t`` (wall clock) and ``anchor_virtual``
+    # (s of event time after the start); the anchor moves when the rate changes or on resume.
+    anchor_t, anchor_sent, anchor_virtual = t0, 0, 0.0
     try:
         while True:
             now = time.monotonic()
@@ -866,27 +1100,49 @@ def run_generator(
             if stop is not None and stop.is_set():
                 reason = "stop_requested"
                 break
+            if control.paused:
+                paused_s = _wait_while_paused(control, producer, tracker, sent, stop)
+                skip_s = paused_s if config.paced else 0.0
+                anchor_virtual += (sent - anchor_sent) / rate + skip_s
+                anchor_t, anchor_sent = time.monotonic(), sent
+                if skip_s:
+                    generator.retime(sent, rate, skip_s)
+                    truth.skip_to(sent)
+                if not control.paused:
+                    logger.info("generator resumed %s", kv(paused_s=paused_s, sent=sent))
+                continue
+            if control.rate != rate:
+                new_rate = control.rate
+                anchor_virtual += (sent - anchor_sent) / rate
+                anchor_t, anchor_sent = now, sent
+                generator.retime(sent, new_rate)
+                logger.info(
+                    "generator rate changed %s", kv(rate=new_rate, previous=rate, sent=sent)
+                )
+                rate, chunk = new_rate, _chunk_size(new_rate)
             if config.count is not None and sent >= config.count:
                 reason = "count_reached"
                 break
-            scheduled = sent / config.rate  # virtual time of the next event
+            scheduled = anchor_virtual + (sent - anchor_sent) / rate  # virtual time of the next
             if config.duration is not None and (
                 scheduled >= config.duration or (config.paced and now - t0 >= config.duration)
             ):
                 reason = "duration_reached"
                 break
-            wait = t0 + scheduled - now
+            wait = anchor_t + (sent - anchor_sent) / rate - now
             if wait > 0 and config.paced:
                 # Ahead of schedule: serve callbacks, then sleep (in short steps, so progress
-                # logs and the stop event are handled even at very low rates).
+                # logs, the stop event and the controller are handled even at very low rates).
                 producer.poll(0)
-                pause = min(wait, 0.5)
+                control.update(sent, tracker.delivered, tracker.failed, len(producer))
+                nap = min(wait, 0.5)
                 if stop is not None:
-                    stop.wait(pause)
+                    stop.wait(nap)
                 else:
-                    time.sleep(pause)
+                    time.sleep(nap)
                 continue
             n = chunk if config.count is None else min(chunk, config.count - sent)
+            n = min(n, BLOCK_SIZE - sent % BLOCK_SIZE)  # after a rate change: up to the block end
             truth.reached(sent + n - 1)
             block = generator.generate_block(sent // BLOCK_SIZE)
             offset = sent % BLOCK_SIZE
@@ -903,8 +1159,10 @@ def run_generator(
             if interrupted:
                 raise KeyboardInterrupt
             producer.poll(0)
+            control.update(sent, tracker.delivered, tracker.failed, len(producer), queued)
     except KeyboardInterrupt:
         reason = "interrupted"
+    control.finish()
     send_elapsed = time.monotonic() - t0
     logger.info(kv(event="generator_flush", reason=reason, sent=sent, queued=len(producer)))
     try:
@@ -920,6 +1178,7 @@ def run_generator(
                 bootstrap=settings.kafka_bootstrap_servers,
             )
         )
+    control.update(sent, tracker.delivered, tracker.failed + remaining, remaining)
     elapsed = time.monotonic() - t0
     for text, n_errors in tracker.error_counts.items():
         logger.warning(kv(event="delivery_error_summary", error=text, count=n_errors))
@@ -967,6 +1226,16 @@ def _start_time_arg(text: str) -> datetime:
         return _parse_start_time(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port_arg(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: use 1 to 65535, or 0")
+    return port
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1017,6 +1286,14 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="write the injected anomalies to FILE (JSON lines), for evaluate-alerts",
+    )
+    add(
+        "--api-port",
+        type=_port_arg,
+        default=None,
+        metavar="PORT",
+        help="port of the control API (status, pause, resume, rate, clean) on "
+        "GENERATOR_API_HOST; 0: no API (default: GENERATOR_API_PORT, 18000)",
     )
 
 

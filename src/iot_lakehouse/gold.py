@@ -40,6 +40,7 @@ from iot_lakehouse.schemas import (
     query_app_id,
 )
 from iot_lakehouse.settings import Settings, duration_seconds
+from iot_lakehouse.stream_metrics import kafka_time_quantiles, record_batch_latency
 
 logger = logging.getLogger(__name__)
 
@@ -410,15 +411,22 @@ class GoldBatchWriter:
     def write_batch(self, silver_batch: DataFrame, batch_id: int) -> dict[str, int]:
         """Aggregate one batch into every gold table; return the counts of readings and late."""
         require_columns(silver_batch, GOLD_INPUT, "silver")
-        readings = silver_batch.select(*GOLD_INPUT).localCheckpoint(eager=True)
+        kafka_time = (
+            F.col("kafka_timestamp")
+            if "kafka_timestamp" in silver_batch.columns
+            else F.lit(None).cast("timestamp").alias("kafka_timestamp")
+        )
+        with_kafka_time = silver_batch.select(*GOLD_INPUT, kafka_time).localCheckpoint(eager=True)
+        readings = with_kafka_time.drop("kafka_timestamp")
         seen = self._seen_before(batch_id)
         delay = self.settings.gold_watermark_seconds * MICROS
         watermark = None if seen is None else seen - delay
-        stats = readings.agg(
+        stats = with_kafka_time.agg(
             F.count("*").alias("readings"),
             F.count_if(is_late(watermark)).alias("late"),
             F.min(F.unix_micros("event_time")).alias("lo"),
             F.max(F.unix_micros("event_time")).alias("hi"),
+            *kafka_time_quantiles(),
         ).first()
         assert stats is not None
         total, late_count, hi = int(stats["readings"]), int(stats["late"]), stats["hi"]
@@ -469,6 +477,7 @@ class GoldBatchWriter:
             F.current_timestamp().alias("committed_at"),
         )
         self._append(progress, self.settings.gold_progress_path, batch_id)
+        record_batch_latency("kafka_to_gold", JOB_NAME, batch_id, stats)
         self._seen_us, self._last_batch = marks.max_event_us, batch_id
         counts = {"readings": total, "late": late_count}
         logger.info(

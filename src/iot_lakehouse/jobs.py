@@ -25,6 +25,7 @@ from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.spark_session import build_spark
+from iot_lakehouse.stream_metrics import StreamMetricsRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,8 @@ def _run_locked(
     stop: threading.Event,
 ) -> None:
     spark = build_spark(settings, f"iot-lakehouse-{job}")
+    metrics = StreamMetricsRecorder(spark, job, settings.stream_metrics_path)
+    metrics.start()
     try:
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
@@ -255,4 +258,5 @@ def _run_locked(
                 if stop.wait(RESTART_DELAY_S):
                     return
     finally:
+        metrics.close()
         spark.stop()

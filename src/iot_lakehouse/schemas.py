@@ -56,6 +56,7 @@ SILVER_READINGS = StructType(
         StructField("bronze_partition", IntegerType(), nullable=True),
         StructField("bronze_offset", LongType(), nullable=True),
         StructField("bronze_ingest_time", TimestampType(), nullable=True),
+        StructField("kafka_timestamp", TimestampType(), nullable=True),  # of the bronze record
         StructField("rule_version", StringType(), nullable=True),
         StructField("processed_at", TimestampType(), nullable=True),
     ]
@@ -77,6 +78,7 @@ DLQ_REJECTS = StructType(
         StructField("bronze_partition", IntegerType(), nullable=True),
         StructField("bronze_offset", LongType(), nullable=True),
         StructField("bronze_ingest_time", TimestampType(), nullable=True),
+        StructField("kafka_timestamp", TimestampType(), nullable=True),  # of the bronze record
         StructField("batch_id", LongType(), nullable=True),
         StructField("rejected_at", TimestampType(), nullable=True),
         StructField("rejected_date", DateType(), nullable=True),
@@ -120,13 +122,19 @@ REDRIVE_HISTORY = StructType(
 def create_table_if_missing(
     spark: SparkSession, path: str, schema: StructType, partition_by: list[str]
 ) -> None:
-    """Create an empty Delta table at ``path`` with ``schema`` unless one exists."""
+    """Create an empty Delta table at ``path`` with ``schema`` unless one exists; add the
+    columns of ``schema`` that an existing table (made by an older version) lacks."""
     from delta.tables import DeltaTable
 
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     builder.execute()
+    have = {f.name for f in spark.read.format("delta").load(path).schema}
+    missing = [f for f in schema if f.name not in have]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
 
 
 def query_app_id(spark: SparkSession, base: str, query_name: str) -> str:

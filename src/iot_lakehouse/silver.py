@@ -36,6 +36,7 @@ from iot_lakehouse.schemas import (
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
+from iot_lakehouse.stream_metrics import kafka_time_quantiles, record_batch_latency
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def parse_records(bronze: DataFrame) -> DataFrame:
     require_columns(
         bronze, ("raw_value", "payload", "topic", "partition", "offset", "ingest_time"), "bronze"
     )
+    if "kafka_timestamp" not in bronze.columns:  # hand-made or older bronze frames
+        bronze = bronze.withColumn("kafka_timestamp", F.lit(None).cast("timestamp"))
     fields = F.from_json(F.col("payload"), FIELDS_SCHEMA)
     df = bronze.withColumn("_fields", fields).withColumn(
         "json_kind", json_kind(F.col("raw_value"), F.col("payload"), F.col("_fields"))
@@ -240,6 +243,7 @@ def to_silver_rows(valid: DataFrame, ruleset: RuleSet) -> DataFrame:
         F.col("partition").alias("bronze_partition"),
         F.col("offset").alias("bronze_offset"),
         F.col("ingest_time").alias("bronze_ingest_time"),
+        F.col("kafka_timestamp"),
         F.lit(ruleset.version).alias("rule_version"),
         F.current_timestamp().alias("processed_at"),
     )
@@ -262,6 +266,7 @@ def to_dlq_rows(rejected: DataFrame, ruleset: RuleSet, batch_id: int) -> DataFra
         F.col("partition").alias("bronze_partition"),
         F.col("offset").alias("bronze_offset"),
         F.col("ingest_time").alias("bronze_ingest_time"),
+        F.col("kafka_timestamp"),
         F.lit(batch_id).cast("long").alias("batch_id"),
         now.alias("rejected_at"),
         F.to_date(now).alias("rejected_date"),
@@ -359,8 +364,10 @@ class SilverBatchWriter:
         self._append(to_dlq_rows(rejected, self.ruleset, batch_id), s.dlq_rejects_path, batch_id)
         self._append(duplicates, s.silver_duplicates_path, batch_id)
         self._append(to_insert, s.silver_readings_path, batch_id)
+        inserted = to_insert.agg(F.count("*").alias("n"), *kafka_time_quantiles()).first()
+        record_batch_latency("kafka_to_silver", JOB_NAME, batch_id, inserted)
         counts = {
-            "valid": to_insert.count(),
+            "valid": int(inserted["n"]) if inserted else 0,
             "rejected": rejected.count(),
             "duplicates": duplicates.count(),
         }

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
 from iot_lakehouse.logs import kv
@@ -26,6 +28,8 @@ from iot_lakehouse.logs import kv
 logger = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 5.0
+
+_ACTIVE: dict[str, StreamMetricsRecorder] = {}  # this process's recorder, while a job runs
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -66,6 +70,38 @@ class Latency:
     p50_ms: float | None
     p95_ms: float | None
     rows: int
+
+
+def latency_of(
+    kind: str, commit_us: int, early_us: int | None, mid_us: int | None, rows: int
+) -> Latency:
+    """Latency of a batch committed at ``commit_us`` whose readings' Kafka timestamps have 5th
+    and 50th percentiles ``early_us`` and ``mid_us``: the commit time is the same for every
+    reading, so latency p95 = commit - 5th percentile of the timestamps, p50 = commit - median."""
+    if rows == 0 or early_us is None or mid_us is None:
+        return Latency(kind, None, None, rows)
+    return Latency(kind, (commit_us - mid_us) / 1000, (commit_us - early_us) / 1000, rows)
+
+
+def kafka_time_quantiles(column: str = "kafka_timestamp") -> list[Column]:
+    """Aggregate columns ``kafka_q`` ([5th, 50th] percentile, epoch us) and ``kafka_n``."""
+    us = F.unix_micros(F.col(column))
+    return [
+        F.percentile_approx(us, [0.05, 0.5], 10_000).alias("kafka_q"),
+        F.count(F.col(column)).alias("kafka_n"),
+    ]
+
+
+def record_batch_latency(kind: str, query: str, batch_id: int, stats: Any) -> None:
+    """Hand the latency of a just-committed batch to this process's recorder (if any), from a
+    row holding ``kafka_time_quantiles``. Call it right after the batch's last commit."""
+    recorder = _ACTIVE.get("recorder")
+    if recorder is None or stats is None:
+        return
+    commit_us = time.time_ns() // 1000
+    quantiles = stats["kafka_q"] or [None, None]
+    latency = latency_of(kind, commit_us, quantiles[0], quantiles[1], int(stats["kafka_n"] or 0))
+    recorder.record_latency(query, batch_id, latency)
 
 
 def _time(text: str | None) -> datetime | None:
@@ -147,11 +183,13 @@ class StreamMetricsRecorder:
     def start(self) -> None:
         """Register the listener and flush every FLUSH_EVERY_S seconds in the background."""
         self.spark.streams.addListener(self.listener)
+        _ACTIVE["recorder"] = self
         self._thread = threading.Thread(target=self._loop, name="stream-metrics", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         """Unregister, stop the flusher and write what is left."""
+        _ACTIVE.pop("recorder", None)
         try:
             self.spark.streams.removeListener(self.listener)
         except Exception as exc:  # the session may already be gone
@@ -197,7 +235,12 @@ class StreamMetricsListener(StreamingQueryListener):
         )
 
     def onQueryProgress(self, event: Any) -> None:
-        self.recorder.on_progress(json.loads(event.progress.json))
+        try:
+            self.recorder.on_progress(json.loads(event.progress.json))
+        except Exception as exc:  # a metric must never disturb the query
+            logger.warning(
+                "progress not recorded %s", kv(job=self.recorder.job, error=str(exc)[:300])
+            )
 
     def onQueryIdle(self, event: Any) -> None:
         pass
