@@ -509,6 +509,7 @@ def test_generate_command_produces_exactly_count_to_the_real_broker(
         "KAFKA_TOPIC": settings.kafka_topic,
         "IOT_RUNTIME_DIR": str(settings.runtime_dir),
         "GENERATOR_API_PORT": "0",  # no control API (tests/test_generator_api.py has it)
+        "LOG_FORMAT": "json",
     }
     run = subprocess.run(
         [
@@ -535,6 +536,15 @@ def test_generate_command_produces_exactly_count_to_the_real_broker(
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "sent=2500 delivered=2500 failed=0" in run.stdout
+    # LOG_FORMAT=json: the log is JSON lines on stdout and in .runtime/logs/generate.log.
+    logged = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    start = next(e for e in logged if e["message"] == "generator_start")
+    assert start["component"] == "generate" and start["level"] == "INFO"
+    assert start["context"]["topic"] == settings.kafka_topic and start["context"]["rate"] == 5000
+    log_file = settings.runtime_dir / "logs" / "generate.log"
+    assert [json.loads(line) for line in log_file.read_text().splitlines()][-len(logged) :] == (
+        logged
+    )
     offsets = kafka_end_offsets(settings)
     assert offsets is not None and sum(offsets.values()) == 2500
     assert len([p for p, end in offsets.items() if end > 0]) == settings.kafka_topic_partitions

@@ -148,6 +148,7 @@ def test_every_lakehouse_table_is_listed_and_selectable(tmp_path: Path) -> None:
         "_ops/quality",
         "_ops/gold_late_readings",
         "_ops/gold_progress",
+        "_ops/stream_metrics",
     ]
     assert dict((t.name, t.path) for t in tables)["dlq/silver_rejects"] == str(
         tmp_path / "dlq" / "silver_rejects"

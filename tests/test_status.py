@@ -8,7 +8,15 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from iot_lakehouse.status import PipelineCounts, open_alerts, read_open_alerts, render_screen
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.status import (
+    PipelineCounts,
+    open_alerts,
+    read_open_alerts,
+    render_screen,
+    status_report,
+)
+from iot_lakehouse.stream_metrics import Latency, append_rows, progress_row
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -91,3 +99,76 @@ def test_open_alerts_read_from_a_delta_table(tmp_path: Path) -> None:
     )
     write_deltalake(path, pa.Table.from_pylist(rows, schema=schema))
     assert read_open_alerts(path, NOW) == 2
+
+
+def test_status_command_prints_counts_then_each_querys_latest_batch(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    settings = kafka_settings.with_(
+        lakehouse_path=str(tmp_path / "lakehouse"), dlq_path=str(tmp_path / "dlq")
+    )
+    before = status_report(settings)
+    assert "none recorded yet" in before and "bronze=-" in before
+
+    now = datetime.now(UTC)
+    silver = {
+        "id": "q-silver",
+        "runId": "r",
+        "name": "silver",
+        "timestamp": now.isoformat(),
+        "numInputRows": 900,
+        "inputRowsPerSecond": 180.0,
+        "processedRowsPerSecond": 450.0,
+        "durationMs": {"triggerExecution": 2000},
+        "sources": [{"metrics": {"numFilesOutstanding": "3", "numBytesOutstanding": "999"}}],
+    }
+    rows = [
+        progress_row("silver", {**silver, "batchId": b}, Latency("kafka_to_silver", p50, p95, 900))
+        for b, p50, p95 in ((1, 5000.0, 9000.0), (2, 1234.0, 2345.0))
+    ]
+    stale = progress_row("gold", {**silver, "name": "gold", "batchId": 9})
+    stale["recorded_at"] = now - timedelta(hours=1)  # older than the status window: left out
+    append_rows(None, settings.stream_metrics_path, [*rows, stale])
+
+    report = status_report(settings).splitlines()
+    assert report[0].startswith("kafka=")
+    silver_line = next(line for line in report if line.startswith("silver "))
+    assert silver_line.split()[:1] + silver_line.split()[3:] == [
+        "silver",
+        "180.0",
+        "450.0",
+        "2000",
+        "3",
+        "-",
+        "1234",
+        "2345",
+        "-",
+    ]
+    assert silver_line.split()[1] == "2"  # the newest batch
+    assert not any(line.startswith("gold ") for line in report)
+
+
+def test_status_command_runs_as_a_command(kafka_settings: Settings, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from iot_lakehouse.settings import PROJECT_ROOT
+
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers,
+        "LAKEHOUSE_PATH": str(tmp_path / "lakehouse"),
+        "IOT_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "iot_lakehouse", "status"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[0].startswith("kafka=")
+    assert "stream metrics: none recorded yet" in run.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,12 +10,14 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from deltalake import DeltaTable
 
 from iot_lakehouse.settings import PROJECT_ROOT
+from iot_lakehouse.stream_metrics import read_stream_metrics
 from tests.conftest import free_port
 
 
@@ -30,7 +33,7 @@ def collect(stream: IO[str] | None, into: list[str]) -> None:
 
 
 def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: Path) -> None:
-    port, controller = free_port(), free_port()
+    port, controller, api = free_port(), free_port(), free_port()
     env = dict(os.environ)
     env.update(
         {
@@ -42,6 +45,7 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
             "TRIGGER_INTERVAL": "5 seconds",  # four jobs, five queries: fewer empty batches
             "SPARK_DRIVER_MEMORY": "1g",
             "KAFKA_HEAP": "384m",
+            "GENERATOR_API_PORT": str(api),
         }
     )
     # Like a user: run it, watch the status lines, press Ctrl-C (SIGINT to its process group)
@@ -63,10 +67,14 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
     ]
     for reader in readers:
         reader.start()
+    generator_status: dict[str, Any] = {}
     deadline = time.monotonic() + 660
     while proc.poll() is None and time.monotonic() < deadline:
         seen = "".join(lines)
         if len(re.findall(r"gold_5m=[1-9]", seen)) >= 2 and seen.count("kafka=") >= 5:
+            # The generator it started answers on its control API.
+            with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=10) as r:
+                generator_status = json.load(r)
             os.killpg(proc.pid, signal.SIGINT)
             break
         time.sleep(1)
@@ -96,6 +104,18 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
     assert silver_seen and silver_seen[-1] > 0, f"silver never grew:\n{stdout[-3000:]}"
     assert gold_seen and gold_seen[-1] > 0, f"gold never grew:\n{stdout[-3000:]}"
     assert re.search(r"bronze_per_s=[1-9]", stdout), "no bronze rate shown"
+    assert generator_status["state"] == "running" and generator_status["sent"] > 0
+    assert generator_status["config"]["sensors"] == 100, generator_status
+
+    # Every process also logged to .runtime/logs/<component>.log, one file per component.
+    logs = tmp_path / "runtime" / "logs"
+    for component in ("all", "bronze", "silver", "gold", "alerts", "generate"):
+        assert "level=INFO" in (logs / f"{component}.log").read_text(), component
+    # and every job recorded its queries' progress in _ops/stream_metrics
+    recorded = {
+        r["job"] for r in read_stream_metrics(str(tmp_path / "lakehouse/_ops/stream_metrics"))
+    }
+    assert recorded == {"bronze", "silver", "gold", "alerts"}, recorded
 
     # Graceful stop of every child, then the broker it started.
     assert re.search(r"stopped component=bronze exit_code=0", out), out[-3000:]

@@ -56,7 +56,10 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         context: dict[str, Any] = {}
         args = record.args if isinstance(record.args, tuple) else ()
-        if any(isinstance(arg, KV) for arg in args):
+        if isinstance(record.msg, KV) and not args:  # logger.info(kv(event="…", …))
+            context = {k: _json_value(v) for k, v in record.msg.context.items()}
+            message = str(context.pop("event", "")) or str(record.msg)
+        elif any(isinstance(arg, KV) for arg in args):
             for arg in args:
                 if isinstance(arg, KV):
                     context.update({k: _json_value(v) for k, v in arg.context.items()})

@@ -113,6 +113,7 @@ def lakehouse_tables(settings: Settings) -> tuple[LakehouseTable, ...]:
         LakehouseTable("_ops/quality", settings.quality_results_path),
         LakehouseTable("_ops/gold_late_readings", settings.gold_late_readings_path),
         LakehouseTable("_ops/gold_progress", settings.gold_progress_path),
+        LakehouseTable("_ops/stream_metrics", settings.stream_metrics_path),
     )
 
 

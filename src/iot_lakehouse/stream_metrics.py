@@ -27,7 +27,7 @@ from iot_lakehouse.logs import kv
 
 logger = logging.getLogger(__name__)
 
-FLUSH_EVERY_S = 5.0
+FLUSH_EVERY_S = 10.0  # one small file per job and flush: `iot-lakehouse maintain` compacts
 
 _ACTIVE: dict[str, StreamMetricsRecorder] = {}  # this process's recorder, while a job runs
 
