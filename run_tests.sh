@@ -5,6 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/scripts/lib.sh"
 iot_bootstrap
+iot_apt_install chromium chromium  # headless browser of tests/test_dashboard.py (Playwright)
 cd "$IOT_ROOT"
 echo "== ruff" && uv run --frozen ruff check src tests spark bench notebooks
 echo "== mypy" && uv run --frozen mypy

@@ -225,3 +225,13 @@ def stricter_rules(folder: Path) -> Path:
     path = folder / "stricter_rules.yml"
     path.write_text(text.replace('version: "', 'version: "stricter-', 1))
     return path
+
+
+@pytest.fixture(scope="session")
+def small_lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The small real lakehouse of ``tests/lakehouse_builder.py``, built once for the readers
+    that only read it (the notebook and the dashboard tests); its folder is the parent of
+    ``lakehouse_path``."""
+    from tests.lakehouse_builder import build_lakehouse
+
+    return build_lakehouse(spark, tmp_path_factory.mktemp("small-lakehouse"))

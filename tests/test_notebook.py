@@ -9,34 +9,16 @@ import re
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 from deltalake import DeltaTable
 from nbclient import NotebookClient
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
-from iot_lakehouse.alerts import static_alerts, to_alert_rows
-from iot_lakehouse.generator import GeneratorConfig
-from iot_lakehouse.gold import (
-    ALERT_COUNTS_TABLE,
-    GOLD_TABLES,
-    MICROS,
-    GoldTable,
-    batch_partials,
-    inserted_values,
-    side,
-)
-from iot_lakehouse.rules import load_rules, split_judged
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.silver import judge, to_dlq_rows, to_silver_rows
-from tests.conftest import write_generated_bronze
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "explore_gold.ipynb"
-START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 CELL_TIMEOUT_S = 240  # the Spark cells start a JVM on a machine shared with other Spark tests
 
 
@@ -46,64 +28,6 @@ def test_the_committed_notebook_has_no_outputs_and_the_python3_kernel() -> None:
     assert nb.metadata.kernelspec.name == "python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code)
-
-
-def write_delta(df: DataFrame, path: str, *partition_by: str) -> None:
-    df.coalesce(1).write.format("delta").mode("append").partitionBy(*partition_by).save(path)
-
-
-def build_lakehouse(spark: SparkSession, root: Path) -> Settings:
-    """A small real lakehouse under ``root``, made by the project's own transforms: bronze of
-    generated events (some malformed or invalid), silver and the DLQ as judged by the silver
-    rules, gold/sensor_metrics_5m, the static alerts of silver in gold/alerts and
-    gold/alert_counts_5m. Every table is new, so a plain append of the rows the gold MERGE
-    would insert gives the same table at a fraction of the cost on a busy machine. Static
-    alert thresholds are lowered so ordinary readings raise some alerts."""
-    rules = (PROJECT_ROOT / "src/iot_lakehouse/rules/silver_rules.yml").read_text()
-    rules = rules.replace("metric: temperature, above: 30", "metric: temperature, above: 24")
-    rules = rules.replace("metric: humidity,    above: 80", "metric: humidity,    above: 60")
-    rules_file = root / "silver_rules.yml"
-    rules_file.write_text(rules)
-    settings = Settings.from_env({}).with_(
-        lakehouse_path=str(root / "lakehouse"),
-        dlq_path=str(root / "dlq"),
-        silver_rules_file=rules_file,
-    )
-    config = GeneratorConfig(
-        sensors=6,  # at most ~150 readings per sensor and metric: every KLL sketch is exact
-        rate=1.0,  # 900 events over 15 minutes of event time: three 5-minute windows
-        count=900,
-        seed=21,
-        format="mixed",
-        malformed_fraction=0.03,
-        invalid_fraction=0.05,
-        start_time=START,
-    )
-    write_generated_bronze(spark, settings, config, parts=1)
-    ruleset = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
-    bronze = spark.read.format("delta").load(settings.bronze_events_path)
-    valid, rejected = split_judged(judge(bronze, ruleset).localCheckpoint(eager=True))
-    write_delta(to_silver_rows(valid, ruleset), settings.silver_readings_path, "event_date")
-    write_delta(to_dlq_rows(rejected, ruleset, 0), settings.dlq_rejects_path, "rejected_date")
-
-    silver = spark.read.format("delta").load(settings.silver_readings_path)
-    latest_us = silver.agg(F.max(F.unix_micros("event_time"))).first()[0]
-    final_until_us = latest_us - settings.gold_watermark_seconds * MICROS
-    k = settings.gold_percentile_k
-
-    def write_window_rows(table: GoldTable, rows: DataFrame) -> None:
-        values = inserted_values(table, k, 0, final_until_us, side("s"))
-        partials = batch_partials(rows, table, k).alias("s")
-        write_delta(
-            partials.select(*[values[f.name].alias(f.name) for f in table.schema]),
-            settings.gold_path(table.name),
-        )
-
-    write_window_rows(next(t for t in GOLD_TABLES if t.name == "sensor_metrics_5m"), silver)
-    alerts = to_alert_rows(static_alerts(silver, ruleset), "static", ruleset.version, 0)
-    write_delta(alerts, settings.alerts_path)
-    write_window_rows(ALERT_COUNTS_TABLE, spark.read.format("delta").load(settings.alerts_path))
-    return settings
 
 
 def run_notebook(lakehouse: str, dlq: str, artifact: Path) -> nbformat.NotebookNode:
@@ -185,11 +109,9 @@ def test_notebook_on_a_fresh_lakehouse_says_what_is_missing(tmp_path: Path) -> N
 
 
 def test_notebook_shows_the_gold_tables_of_a_real_lakehouse(
-    spark: SparkSession, tmp_path: Path
+    small_lakehouse: Settings, tmp_path: Path
 ) -> None:
-    started = time.monotonic()
-    settings = build_lakehouse(spark, tmp_path)
-    print(f"test lakehouse built in {time.monotonic() - started:.0f} s")
+    settings = small_lakehouse
 
     # What the notebook must show, recomputed here from the same tables (read with deltalake).
     gold = read(settings.gold_path("sensor_metrics_5m"))
