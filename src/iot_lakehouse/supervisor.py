@@ -113,6 +113,12 @@ def run_all(
                 settings.logs_dir,
             )
         )
+        if settings.generator_api_port:
+            api = f"http://{settings.generator_api_host}:{settings.generator_api_port}/docs"
+            logger.info(
+                "generator control API and dashboard %s",
+                kv(generator_api=api, dashboard="./start_dashboard.sh"),
+            )
         deadline = time.monotonic() + duration if duration else None
         tty = sys.stdout.isatty()
         started = last_at = time.monotonic()
