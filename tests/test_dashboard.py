@@ -4,6 +4,7 @@ against a fresh lakehouse and a small real one whose numbers the test computes i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -88,10 +89,18 @@ def kafka_source(lag_max: int) -> dict[str, Any]:
     }
 
 
-def delta_source(files: int) -> dict[str, Any]:
+UPSTREAM = {"upstream-table-id": 100}  # newest version of the upstream table, by table id
+
+
+def delta_source(behind: int) -> dict[str, Any]:
+    """A Delta source whose batch ended ``behind`` versions before UPSTREAM's newest, in the
+    form Spark 4.2 reports it (the offset as a JSON string, no backlog metrics)."""
+    end = {"sourceVersion": 1, "reservoirId": "upstream-table-id", "reservoirVersion": 100 - behind}
     return {
         "description": "DeltaSource[file:/lakehouse/silver/readings]",
-        "metrics": {"numFilesOutstanding": str(files), "numBytesOutstanding": str(files * 9000)},
+        "endOffset": json.dumps({**end, "index": -1, "isStartingVersion": False}),
+        "latestOffset": "null",
+        "metrics": {},
     }
 
 
@@ -117,13 +126,19 @@ def pipeline_rows(now: datetime) -> list[dict[str, Any]]:
             recorded(progress_row("bronze", bronze), at),
             recorded(
                 progress_row(
-                    "silver", silver, Latency("kafka_to_silver", 1850.0 + step, 4210.0 + step, 2000)
+                    "silver",
+                    silver,
+                    Latency("kafka_to_silver", 1850.0 + step, 4210.0 + step, 2000),
+                    UPSTREAM,
                 ),
                 at,
             ),
             recorded(
                 progress_row(
-                    "gold", gold, Latency("kafka_to_gold", 9800.0 + step, 15200.0 + step, 4000)
+                    "gold",
+                    gold,
+                    Latency("kafka_to_gold", 9800.0 + step, 15200.0 + step, 4000),
+                    UPSTREAM,
                 ),
                 at,
             ),
@@ -132,7 +147,7 @@ def pipeline_rows(now: datetime) -> list[dict[str, Any]]:
     alerts = progress(
         "alerts_stateful", 9, stalled_at, 8.0, [delta_source(4)], 2000, stalled_at, 12
     )
-    rows.insert(0, recorded(progress_row("alerts", alerts), stalled_at))
+    rows.insert(0, recorded(progress_row("alerts", alerts, None, UPSTREAM), stalled_at))
     return sorted(rows, key=lambda r: r["recorded_at"])
 
 
@@ -266,7 +281,7 @@ def test_health_running_stalled_stopped_lag_latency_and_ingest_rate() -> None:
     assert (bronze.batch_id, bronze.lag, bronze.lag_unit) == (51, 611, "offsets")
     assert bronze.age_s == 10.0
     silver = next(q for q in health.queries if q.job == "silver")
-    assert (silver.lag, silver.lag_unit, silver.latency_p50_ms) == (2, "files", 1850.0)
+    assert (silver.lag, silver.lag_unit, silver.latency_p50_ms) == (2, "versions", 1850.0)
     assert health.ingest_rows_per_s == 211.0
     assert health.kafka_lag == 611
     assert health.latency == {
@@ -317,7 +332,7 @@ def test_stall_threshold_follows_the_trigger_and_long_batches() -> None:
     row = next(r for r in reversed(pipeline_rows(NOW)) if r["job"] == "silver")  # 2 files behind
     assert d.query_health(row, NOW + timedelta(seconds=80), 30.0).state == "running"
     assert d.query_health(row, NOW + timedelta(seconds=100), 30.0).state == "stalled"
-    caught_up = {**row, "files_outstanding": 0}
+    caught_up = {**row, "delta_versions_behind": 0}
     assert d.query_health(caught_up, NOW + timedelta(seconds=100), 30.0).state == "idle"
 
 

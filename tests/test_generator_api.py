@@ -91,6 +91,9 @@ def test_plan_clean_counts_what_bronze_has_not_ingested() -> None:
     ]
     nothing = plan_clean(marks, BronzeProgress("cp", None, {}, "no checkpoint"))
     assert [p.not_ingested for p in nothing] == [100, 0, 50]
+    # bronze's checkpoint is ahead of this topic (recreated): its offsets say nothing here
+    recreated = plan_clean({0: (0, 300)}, BronzeProgress("cp", 9, {0: 5000}))
+    assert [p.not_ingested for p in recreated] == [300]
 
 
 def test_controller_pause_resume_rate_and_counters() -> None:

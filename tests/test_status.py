@@ -120,10 +120,15 @@ def test_status_command_prints_counts_then_each_querys_latest_batch(
         "inputRowsPerSecond": 180.0,
         "processedRowsPerSecond": 450.0,
         "durationMs": {"triggerExecution": 2000},
-        "sources": [{"metrics": {"numFilesOutstanding": "3", "numBytesOutstanding": "999"}}],
+        "sources": [{"endOffset": '{"reservoirId": "bronze-id", "reservoirVersion": 17}'}],
     }
     rows = [
-        progress_row("silver", {**silver, "batchId": b}, Latency("kafka_to_silver", p50, p95, 900))
+        progress_row(
+            "silver",
+            {**silver, "batchId": b},
+            Latency("kafka_to_silver", p50, p95, 900),
+            {"bronze-id": 20},  # bronze is at version 20: silver is 3 behind
+        )
         for b, p50, p95 in ((1, 5000.0, 9000.0), (2, 1234.0, 2345.0))
     ]
     stale = progress_row("gold", {**silver, "name": "gold", "batchId": 9})

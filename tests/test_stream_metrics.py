@@ -7,13 +7,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
+from pyspark.sql import SparkSession
 
 from iot_lakehouse.stream_metrics import (
     STREAM_METRICS,
     Latency,
+    StreamMetricsRecorder,
     append_rows,
+    append_rows_with_spark,
     format_stream_picture,
     latency_of,
     latest_per_query,
@@ -64,8 +68,17 @@ STATEFUL_PROGRESS = {
         {"numRowsTotal": 5, "numRowsDroppedByWatermark": 1},
     ],
     "sources": [
-        {"description": "DeltaSource", "metrics": {"numFilesOutstanding": "4"}},
-        {"description": "DeltaSource", "metrics": {"numBytesOutstanding": "2048"}},
+        {  # as Spark 4.2 reports a Delta source: the offset a JSON string, no metrics
+            "description": "DeltaSource[file:/lakehouse/silver/readings]",
+            "endOffset": '{"sourceVersion": 1, "reservoirId": "silver-id", "reservoirVersion": 7,'
+            ' "index": -1, "isStartingVersion": false}',
+            "latestOffset": "null",
+            "metrics": {},
+        },
+        {
+            "description": "DeltaSource[…/gold/alerts]",
+            "endOffset": {"reservoirId": "alerts-id", "reservoirVersion": 3},
+        },
     ],
 }
 
@@ -77,17 +90,31 @@ def test_a_kafka_progress_gives_throughput_lag_and_duration() -> None:
     assert (row["input_rows"], row["input_rows_per_s"]) == (1500, 300.0)
     assert row["processed_rows_per_s"] == 750.5 and row["batch_duration_ms"] == 1999
     assert (row["kafka_lag_max"], row["kafka_lag_avg"]) == (300, 120.5)
-    assert row["files_outstanding"] is None and row["watermark"] is None
+    assert row["delta_versions_behind"] is None and row["watermark"] is None
     assert row["state_rows"] is None and row["rows_dropped_by_watermark"] == 0
     assert row["latency_kind"] is None
 
 
 def test_a_stateful_progress_gives_watermark_state_and_outstanding_files() -> None:
     latency = Latency("kafka_to_gold", 800.0, 2500.0, 40)
-    row = progress_row("alerts", STATEFUL_PROGRESS, latency)
+    row = progress_row("alerts", STATEFUL_PROGRESS, latency, {"silver-id": 11, "alerts-id": 3})
     assert row["watermark"] == datetime(2026, 11, 22, 9, 59, 50, tzinfo=UTC)
     assert row["state_rows"] == 17 and row["rows_dropped_by_watermark"] == 3
-    assert (row["files_outstanding"], row["bytes_outstanding"]) == (4, 2048)
+    assert row["delta_versions_behind"] == 4  # silver 11 - 7, gold/alerts caught up
+    unknown_upstream = progress_row("alerts", STATEFUL_PROGRESS, latency, {"other-id": 50})
+    assert unknown_upstream["delta_versions_behind"] is None
+    snapshot = {  # the first batches of a query read the table as of its start: unknown
+        **STATEFUL_PROGRESS,
+        "sources": [
+            {
+                "endOffset": '{"reservoirId": "silver-id", "reservoirVersion": 7, '
+                '"index": 3, "isStartingVersion": true}'
+            }
+        ],
+    }
+    assert (
+        progress_row("alerts", snapshot, None, {"silver-id": 11})["delta_versions_behind"] is None
+    )
     assert row["kafka_lag_max"] is None
     assert (row["latency_kind"], row["latency_p50_ms"], row["latency_p95_ms"]) == (
         "kafka_to_gold",
@@ -111,7 +138,12 @@ def test_rows_round_trip_through_delta_and_the_newest_per_query_is_shown(tmp_pat
     first = progress_row("bronze", KAFKA_PROGRESS)
     later = progress_row("bronze", {**KAFKA_PROGRESS, "batchId": 8})
     later["recorded_at"] = first["recorded_at"] + timedelta(seconds=5)
-    stateful = progress_row("alerts", STATEFUL_PROGRESS, Latency("kafka_to_gold", 1.0, 2.0, 3))
+    stateful = progress_row(
+        "alerts",
+        STATEFUL_PROGRESS,
+        Latency("kafka_to_gold", 1.0, 2.0, 3),
+        {"silver-id": 11, "alerts-id": 3},
+    )
     append_rows(None, path, [first])
     append_rows(None, path, [stateful, later])
     assert DeltaTable(path).version() == 1  # two appends, readable by any Delta reader
@@ -139,3 +171,40 @@ def test_no_metrics_yet_says_how_to_get_some() -> None:
 def test_a_malformed_progress_is_an_error_not_a_silent_row() -> None:
     with pytest.raises(ValueError):
         progress_row("silver", {**KAFKA_PROGRESS, "batchId": "x"})
+
+
+def test_the_spark_writer_for_object_storage_keeps_every_columns_type(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A lakehouse on s3a:// is written through Spark; forced here on a local folder. A bronze
+    row (no latency, no state) first: its all-null columns must not fix a wrong type."""
+    path = str(tmp_path / "stream_metrics")
+    bronze = progress_row("bronze", KAFKA_PROGRESS)
+    append_rows_with_spark(spark, path, pa.Table.from_pylist([bronze], schema=STREAM_METRICS))
+    silver = progress_row("silver", STATEFUL_PROGRESS, Latency("kafka_to_silver", 5.0, 9.0, 7))
+    append_rows_with_spark(spark, path, pa.Table.from_pylist([silver], schema=STREAM_METRICS))
+    rows = read_stream_metrics(path)
+    assert [(r["job"], r["latency_kind"], r["latency_rows"]) for r in rows] == [
+        ("bronze", None, None),
+        ("silver", "kafka_to_silver", 7),
+    ]
+    stored = DeltaTable(path).to_pyarrow_dataset().schema
+    assert [(f.name, stored.field(f.name).type) for f in STREAM_METRICS] == [
+        (f.name, f.type) for f in STREAM_METRICS
+    ]
+
+
+def test_a_recorder_that_cannot_write_keeps_its_rows_for_the_next_flush(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the table should be")
+    recorder = StreamMetricsRecorder(spark, "bronze", str(blocker / "stream_metrics"))
+    recorder.on_progress(KAFKA_PROGRESS)
+    assert recorder.flush() == 0  # could not write: kept, not lost
+    recorder.path = str(tmp_path / "stream_metrics")  # the storage is fixed
+    recorder.record_latency("bronze", 8, Latency("kafka_to_silver", 1.0, 2.0, 3))
+    recorder.on_progress({**KAFKA_PROGRESS, "batchId": 8})
+    assert recorder.flush() == 2
+    rows = read_stream_metrics(recorder.path)
+    assert [(r["batch_id"], r["latency_p95_ms"]) for r in rows] == [(7, None), (8, 2.0)]

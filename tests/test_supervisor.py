@@ -112,10 +112,12 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
     for component in ("all", "bronze", "silver", "gold", "alerts", "generate"):
         assert "level=INFO" in (logs / f"{component}.log").read_text(), component
     # and every job recorded its queries' progress in _ops/stream_metrics
-    recorded = {
-        r["job"] for r in read_stream_metrics(str(tmp_path / "lakehouse/_ops/stream_metrics"))
-    }
-    assert recorded == {"bronze", "silver", "gold", "alerts"}, recorded
+    metrics = read_stream_metrics(str(tmp_path / "lakehouse/_ops/stream_metrics"))
+    assert {r["job"] for r in metrics} == {"bronze", "silver", "gold", "alerts"}, metrics[-5:]
+    # with the backlog of each job: Kafka offsets for bronze, bronze versions for silver
+    assert any(r["kafka_lag_max"] is not None for r in metrics if r["job"] == "bronze")
+    silver = [r["delta_versions_behind"] for r in metrics if r["job"] == "silver"]
+    assert any(behind is not None for behind in silver), silver
 
     # Graceful stop of every child, then the broker it started.
     assert re.search(r"stopped component=bronze exit_code=0", out), out[-3000:]

@@ -300,8 +300,8 @@ class QueryHealth:
     input_rows_per_s: float | None = None
     processed_rows_per_s: float | None = None
     batch_duration_ms: int | None = None
-    lag: int | None = None  # Kafka offsets behind latest, or files not read yet
-    lag_unit: str = ""  # offsets | files
+    lag: int | None = None  # Kafka offsets behind latest, or upstream Delta versions
+    lag_unit: str = ""  # offsets | versions
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
 
@@ -325,8 +325,8 @@ def query_health(row: Mapping[str, Any], now: datetime, trigger_s: float) -> Que
     age = (now - row["recorded_at"]).total_seconds()
     if row["kafka_lag_max"] is not None:
         lag, unit = row["kafka_lag_max"], "offsets"
-    elif row["files_outstanding"] is not None:
-        lag, unit = row["files_outstanding"], "files"
+    elif row["delta_versions_behind"] is not None:
+        lag, unit = row["delta_versions_behind"], "versions"
     else:
         lag, unit = None, ""
     # Spark runs no batch while there is no new input: a quiet query whose last batch left

@@ -69,7 +69,8 @@ def health_section(now: datetime) -> None:
             f"batch for over {stall:.0f} s (idle: nothing left to read; stalled: input waiting, "
             f"the job stuck or stopped); stopped: no batch in "
             f"the last {int(d.METRICS_WINDOW.total_seconds() // 60)} min. Lag: Kafka offsets "
-            "behind the newest, or files not read yet. Latency: Kafka timestamp → commit."
+            "behind the newest, or upstream table versions not reached yet. Latency: Kafka "
+            "timestamp → commit."
         )
         throughput, latency = st.columns(2)
         with throughput:

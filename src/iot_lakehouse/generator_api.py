@@ -200,8 +200,10 @@ class PartitionPlan:
 
     @property
     def not_ingested(self) -> int:
-        """Records to be deleted that bronze has not ingested."""
-        if self.bronze_offset is None:
+        """Records to be deleted that bronze has not ingested. A bronze offset beyond the high
+        watermark (the topic was recreated, or the broker's data wiped) says nothing about
+        these records: all of them count as not ingested."""
+        if self.bronze_offset is None or self.bronze_offset > self.high:
             return self.records
         return max(0, self.high - max(self.low, self.bronze_offset))
 

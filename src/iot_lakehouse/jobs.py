@@ -50,6 +50,15 @@ UPSTREAM: dict[str, Callable[[Settings], str] | None] = {
 }
 
 
+# Every Delta table a job's queries stream from (their backlog goes to stream_metrics).
+UPSTREAM_TABLES: dict[str, Callable[[Settings], tuple[str, ...]]] = {
+    "bronze": lambda s: (),
+    "silver": lambda s: (s.bronze_events_path,),
+    "gold": lambda s: (s.silver_readings_path,),
+    "alerts": lambda s: (s.silver_readings_path, s.alerts_path),  # counts read gold/alerts
+}
+
+
 def lock_file(settings: Settings, name: str) -> Path:
     """Where the lock of checkpoint ``name`` lives: next to the checkpoint when the lakehouse
     is a local folder, else under the runtime folder (keyed by the lakehouse location)."""
@@ -233,9 +242,11 @@ def _run_locked(
     stop: threading.Event,
 ) -> None:
     spark = build_spark(settings, f"iot-lakehouse-{job}")
-    metrics = StreamMetricsRecorder(spark, job, settings.stream_metrics_path)
-    metrics.start()
+    metrics = StreamMetricsRecorder(
+        spark, job, settings.stream_metrics_path, UPSTREAM_TABLES[job](settings)
+    )
     try:
+        metrics.start()
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
         for attempt in range(1, RESTARTS + 2):

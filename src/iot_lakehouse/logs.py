@@ -26,6 +26,9 @@ class KV(str):
         made.context = context
         return made
 
+    def __reduce__(self) -> tuple[type[KV], tuple[str, dict[str, Any]]]:
+        return (KV, (str(self), self.context))
+
 
 def kv(**context: Any) -> KV:
     """Render context as ``key=value`` pairs, quoting values with spaces."""

@@ -27,6 +27,7 @@ from iot_lakehouse.logs import kv
 
 logger = logging.getLogger(__name__)
 
+MAX_PENDING_ROWS = 10_000  # rows kept while the table cannot be written
 FLUSH_EVERY_S = 10.0  # one small file per job and flush: `iot-lakehouse maintain` compacts
 
 _ACTIVE: dict[str, StreamMetricsRecorder] = {}  # this process's recorder, while a job runs
@@ -48,8 +49,8 @@ STREAM_METRICS = pa.schema(
         pa.field("batch_duration_ms", pa.int64()),
         pa.field("kafka_lag_max", pa.int64()),  # Kafka source: offsets behind latest (worst)
         pa.field("kafka_lag_avg", pa.float64()),
-        pa.field("files_outstanding", pa.int64()),  # Delta source: files not read yet
-        pa.field("bytes_outstanding", pa.int64()),
+        # Delta sources: commits of the upstream table this batch did not reach yet
+        pa.field("delta_versions_behind", pa.int64()),
         pa.field("watermark", _TS),  # event-time watermark, if the query has one
         pa.field("rows_dropped_by_watermark", pa.int64()),
         pa.field("state_rows", pa.int64()),  # rows in the state store(s)
@@ -120,15 +121,47 @@ def _metric(sources: list[dict[str, Any]], name: str) -> list[float]:
     return values
 
 
+def _delta_offset(source: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(table id, version) a Delta source's batch ended at; None for other sources. Spark
+    renders the offset as a JSON string (``{"reservoirId": …, "reservoirVersion": 5, …}``)."""
+    end = source.get("endOffset")
+    if isinstance(end, str):
+        try:
+            end = json.loads(end)
+        except ValueError:
+            return None
+    if not isinstance(end, dict) or "reservoirVersion" not in end:
+        return None
+    if end.get("isStartingVersion"):  # still reading the table as it was at the start:
+        return None  # its version says nothing about how much of it is left
+    return str(end.get("reservoirId")), int(end["reservoirVersion"])
+
+
+def versions_behind(sources: list[dict[str, Any]], latest: Mapping[str, int]) -> int | None:
+    """Commits of the upstream tables not reached yet: the newest version of each Delta
+    source's table (``latest``: table id -> version) minus the version its batch ended at;
+    None while a query still reads its initial snapshot. (Spark reports no backlog of its own
+    for Delta sources.)"""
+    behind = []
+    for source in sources:
+        offset = _delta_offset(source)
+        if offset is not None and offset[0] in latest:
+            behind.append(max(0, latest[offset[0]] - offset[1]))
+    return sum(behind) if behind else None
+
+
 def progress_row(
-    job: str, progress: Mapping[str, Any], latency: Latency | None = None
+    job: str,
+    progress: Mapping[str, Any],
+    latency: Latency | None = None,
+    upstream_versions: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One stream_metrics row from a query's progress (``StreamingQueryProgress.json``)."""
+    """One stream_metrics row from a query's progress (``StreamingQueryProgress.json``);
+    ``upstream_versions``: newest version of each upstream Delta table, by table id."""
     sources: list[dict[str, Any]] = list(progress.get("sources") or [])
     states: list[dict[str, Any]] = list(progress.get("stateOperators") or [])
     lag_max = _metric(sources, "maxOffsetsBehindLatest")
     lag_avg = _metric(sources, "avgOffsetsBehindLatest")
-    files, size = _metric(sources, "numFilesOutstanding"), _metric(sources, "numBytesOutstanding")
     return {
         "job": job,
         "query": progress.get("name"),
@@ -142,8 +175,7 @@ def progress_row(
         "batch_duration_ms": int((progress.get("durationMs") or {}).get("triggerExecution") or 0),
         "kafka_lag_max": int(max(lag_max)) if lag_max else None,
         "kafka_lag_avg": sum(lag_avg) / len(lag_avg) if lag_avg else None,
-        "files_outstanding": int(sum(files)) if files else None,
-        "bytes_outstanding": int(sum(size)) if size else None,
+        "delta_versions_behind": versions_behind(sources, upstream_versions or {}),
         "watermark": _time((progress.get("eventTime") or {}).get("watermark")),
         "rows_dropped_by_watermark": sum(
             int(s.get("numRowsDroppedByWatermark") or 0) for s in states
@@ -160,11 +192,16 @@ def progress_row(
 class StreamMetricsRecorder:
     """Collects progress rows of this process's queries and appends them to the table."""
 
-    def __init__(self, spark: SparkSession, job: str, path: str) -> None:
+    def __init__(
+        self, spark: SparkSession, job: str, path: str, upstream: tuple[str, ...] = ()
+    ) -> None:
         self.spark, self.job, self.path = spark, job, path
+        self.upstream = tuple(p for p in upstream if is_local(p))  # read with deltalake
+        self._tables: dict[str, Any] = {}  # path -> DeltaTable, kept up to date incrementally
         self._rows: list[dict[str, Any]] = []
         self._latency: dict[tuple[str, int], Latency] = {}
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one append at a time (flusher thread, close)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listener = StreamMetricsListener(self)
@@ -176,9 +213,27 @@ class StreamMetricsRecorder:
 
     def on_progress(self, progress: Mapping[str, Any]) -> None:
         key = (str(progress.get("name")), int(progress.get("batchId", -1)))
+        versions = self.upstream_versions()
         with self._lock:
             latency = self._latency.pop(key, None)
-            self._rows.append(progress_row(self.job, progress, latency))
+            self._rows.append(progress_row(self.job, progress, latency, versions))
+
+    def upstream_versions(self) -> dict[str, int]:
+        """Newest version of each upstream table that exists, by table id (its reservoirId)."""
+        from deltalake import DeltaTable
+
+        versions: dict[str, int] = {}
+        for path in self.upstream:
+            try:
+                table = self._tables.get(path)
+                if table is None:
+                    table = self._tables[path] = DeltaTable(path.removeprefix("file://"))
+                else:
+                    table.update_incremental()
+                versions[str(table.metadata().id)] = int(table.version())
+            except Exception as exc:  # not created yet, or being written: next time
+                logger.debug("upstream version not read %s", kv(table=path, error=str(exc)[:200]))
+        return versions
 
     def start(self) -> None:
         """Register the listener and flush every FLUSH_EVERY_S seconds in the background."""
@@ -205,22 +260,32 @@ class StreamMetricsRecorder:
 
     def flush(self) -> int:
         """Append the collected rows; return how many. A failed write keeps them for the next
-        flush and logs a warning: metrics must never stop a job."""
-        with self._lock:
-            rows, self._rows = self._rows, []
-        if not rows:
-            return 0
-        try:
-            append_rows(self.spark, self.path, rows)
-        except Exception as exc:
-            logger.warning(
-                "stream metrics not written, retrying at the next flush %s",
-                kv(job=self.job, rows=len(rows), table=self.path, error=str(exc)[:300]),
-            )
+        flush (at most MAX_PENDING_ROWS, the oldest go first) and logs a warning: metrics must
+        never stop a job."""
+        with self._flushing:
             with self._lock:
-                self._rows = rows + self._rows
-            return 0
-        return len(rows)
+                rows, self._rows = self._rows, []
+            if not rows:
+                return 0
+            try:
+                append_rows(self.spark, self.path, rows)
+            except Exception as exc:
+                with self._lock:
+                    kept = (rows + self._rows)[-MAX_PENDING_ROWS:]
+                    dropped = len(rows) + len(self._rows) - len(kept)
+                    self._rows = kept
+                logger.warning(
+                    "stream metrics not written, retrying at the next flush %s",
+                    kv(
+                        job=self.job,
+                        rows=len(rows),
+                        dropped_oldest=dropped,
+                        table=self.path,
+                        error=str(exc)[:300],
+                    ),
+                )
+                return 0
+            return len(rows)
 
 
 class StreamMetricsListener(StreamingQueryListener):
@@ -264,7 +329,16 @@ def append_rows(spark: SparkSession | None, path: str, rows: list[dict[str, Any]
 
         write_deltalake(path.removeprefix("file://"), table, mode="append")
         return
-    spark.createDataFrame(table.to_pandas()).write.format("delta").mode("append").save(path)
+    append_rows_with_spark(spark, path, table)
+
+
+def append_rows_with_spark(spark: SparkSession, path: str, table: pa.Table) -> None:
+    """The same append through Spark's Delta writer (object storage: s3a://, abfss://, …),
+    with the table's schema spelled out so an all-null column keeps its type."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    frame = spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(STREAM_METRICS))
+    frame.write.format("delta").mode("append").save(path)
 
 
 def read_stream_metrics(path: str, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -306,7 +380,7 @@ def format_stream_picture(latest: list[dict[str, Any]], now: datetime) -> list[s
     )
     lines = [head]
     for r in latest:
-        lag = r["kafka_lag_max"] if r["kafka_lag_max"] is not None else r["files_outstanding"]
+        lag = r["kafka_lag_max"] if r["kafka_lag_max"] is not None else r["delta_versions_behind"]
         age = (now - r["recorded_at"]).total_seconds()
         watermark = r["watermark"].strftime("%Y-%m-%dT%H:%M:%SZ") if r["watermark"] else "-"
         lines.append(
@@ -316,7 +390,8 @@ def format_stream_picture(latest: list[dict[str, Any]], now: datetime) -> list[s
             f"{_num(r['latency_p50_ms']):>9}{_num(r['latency_p95_ms']):>9}  {watermark}"
         )
     lines.append(
-        "lag: Kafka offsets behind latest (bronze) or files not read yet (Delta sources); "
+        "lag: Kafka offsets behind latest (bronze) or upstream commits not reached yet (Delta "
+        "sources); "
         "p50/p95: Kafka timestamp -> commit of the reading's batch"
     )
     return lines
