@@ -208,3 +208,19 @@ def test_a_recorder_that_cannot_write_keeps_its_rows_for_the_next_flush(
     assert recorder.flush() == 2
     rows = read_stream_metrics(recorder.path)
     assert [(r["batch_id"], r["latency_p95_ms"]) for r in rows] == [(7, None), (8, 2.0)]
+
+
+def test_a_table_of_an_older_version_gains_the_new_columns(tmp_path: Path) -> None:
+    from deltalake import write_deltalake
+
+    path = str(tmp_path / "stream_metrics")
+    old_row = progress_row("bronze", KAFKA_PROGRESS)
+    older = STREAM_METRICS.remove(STREAM_METRICS.get_field_index("delta_versions_behind"))
+    write_deltalake(path, pa.Table.from_pylist([old_row], schema=older))
+    new_row = progress_row("silver", STATEFUL_PROGRESS, None, {"silver-id": 9})
+    append_rows(None, path, [new_row])
+    rows = read_stream_metrics(path)
+    assert [(r["job"], r["delta_versions_behind"]) for r in rows] == [
+        ("bronze", None),
+        ("silver", 2),
+    ]

@@ -327,7 +327,8 @@ def append_rows(spark: SparkSession | None, path: str, rows: list[dict[str, Any]
     if is_local(path) or spark is None:
         from deltalake import write_deltalake
 
-        write_deltalake(path.removeprefix("file://"), table, mode="append")
+        # merge: a table written by an older version (other columns) gains the new ones
+        write_deltalake(path.removeprefix("file://"), table, mode="append", schema_mode="merge")
         return
     append_rows_with_spark(spark, path, table)
 
@@ -338,7 +339,7 @@ def append_rows_with_spark(spark: SparkSession, path: str, table: pa.Table) -> N
     from pyspark.sql.pandas.types import from_arrow_schema
 
     frame = spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(STREAM_METRICS))
-    frame.write.format("delta").mode("append").save(path)
+    frame.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
 
 
 def read_stream_metrics(path: str, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -354,7 +355,8 @@ def read_stream_metrics(path: str, since: datetime | None = None) -> list[dict[s
         return []
     wanted = None if since is None else ds.field("recorded_at") >= pa.scalar(since, type=_TS)
     rows = dataset.to_table(filter=wanted).to_pylist()
-    return sorted(rows, key=lambda r: (r["recorded_at"], r["batch_id"]))
+    blank = dict.fromkeys(STREAM_METRICS.names)  # columns a row of an older version lacks
+    return sorted(({**blank, **r} for r in rows), key=lambda r: (r["recorded_at"], r["batch_id"]))
 
 
 def latest_per_query(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
