@@ -357,6 +357,7 @@ def test_formats() -> None:
     assert d.fmt_count(1234567) == "1,234,567" and d.fmt_count(None) == "—"
     assert d.fmt_number(17.066) == "17.07" and d.fmt_number(float("nan")) == "—"
     assert d.fmt_ms(15211.4) == "15,211 ms"
+    assert d.fmt_ms(1_005_333.0) == "1,005 s"
     assert [d.fmt_age(s) for s in (None, 9.6, 300, 9000)] == [
         "—",
         "10 s ago",

@@ -423,7 +423,10 @@ def fmt_number(value: float | None, decimals: int = 2) -> str:
 
 
 def fmt_ms(value: float | None) -> str:
-    return MISSING if value is None or pd.isna(value) else f"{value:,.0f} ms"
+    """Milliseconds; from 100 s on in seconds (a backlog's latency must fit its tile)."""
+    if value is None or pd.isna(value):
+        return MISSING
+    return f"{value / 1000:,.0f} s" if value >= 100_000 else f"{value:,.0f} ms"
 
 
 def fmt_age(seconds: float | None) -> str:

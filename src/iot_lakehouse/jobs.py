@@ -41,17 +41,9 @@ JOBS: dict[str, JobStarter] = {
     "alerts": start_alerts_stream,
 }
 
-# The Delta table each job streams from (None: Kafka or files).
-UPSTREAM: dict[str, Callable[[Settings], str] | None] = {
-    "bronze": None,
-    "silver": lambda s: s.bronze_events_path,
-    "gold": lambda s: s.silver_readings_path,
-    "alerts": lambda s: s.silver_readings_path,
-}
-
-
-# Every Delta table a job's queries stream from (their backlog goes to stream_metrics).
-UPSTREAM_TABLES: dict[str, Callable[[Settings], tuple[str, ...]]] = {
+# The Delta tables each job's queries stream from, the one it waits for first (none: Kafka or
+# files); their backlog goes to stream_metrics.
+UPSTREAM: dict[str, Callable[[Settings], tuple[str, ...]]] = {
     "bronze": lambda s: (),
     "silver": lambda s: (s.bronze_events_path,),
     "gold": lambda s: (s.silver_readings_path,),
@@ -132,10 +124,10 @@ def wait_for_upstream(
     A streaming job started before its upstream has written anything waits for it; an
     ``--available-now`` run has nothing to do and says so.
     """
-    upstream = UPSTREAM[job]
-    if upstream is None:
+    upstream = UPSTREAM[job](settings)
+    if not upstream:
         return True
-    path = upstream(settings)
+    path = upstream[0]
     waited = 0.0
     while not delta_table_exists(spark, path):
         if available_now:
@@ -243,7 +235,7 @@ def _run_locked(
 ) -> None:
     spark = build_spark(settings, f"iot-lakehouse-{job}")
     metrics = StreamMetricsRecorder(
-        spark, job, settings.stream_metrics_path, UPSTREAM_TABLES[job](settings)
+        spark, job, settings.stream_metrics_path, UPSTREAM[job](settings)
     )
     try:
         metrics.start()

@@ -312,10 +312,10 @@ def rerun(
     # bronze's file source writes the same table: it must not run during a bronze rebuild
     locks = checkpoints + (["bronze_files"] if "bronze" in layers else [])
     with _locked(settings, locks):
-        upstream = UPSTREAM[layers[0]]
-        if upstream is not None and not delta_table_exists(spark, upstream(settings)):
+        upstream = UPSTREAM[layers[0]](settings)
+        if upstream and not delta_table_exists(spark, upstream[0]):
             raise JobError(
-                f"cannot rebuild {layers[0]}: its input table {upstream(settings)} does not "
+                f"cannot rebuild {layers[0]}: its input table {upstream[0]} does not "
                 "exist; run the upstream job first"
             )
         check_downstream(spark, settings, layers)
