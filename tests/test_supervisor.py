@@ -51,7 +51,7 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
     # Like a user: run it, watch the status lines, press Ctrl-C (SIGINT to its process group)
     # once gold has rows; --duration only caps a run that never gets there.
     proc = subprocess.Popen(
-        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "600", "--rate", "300"],
+        [str(PROJECT_ROOT / "start_all.sh"), "--duration", "600", "--rate", "100"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -71,7 +71,7 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
     deadline = time.monotonic() + 660
     while proc.poll() is None and time.monotonic() < deadline:
         seen = "".join(lines)
-        if len(re.findall(r"gold_5m=[1-9]", seen)) >= 2 and seen.count("kafka=") >= 5:
+        if re.search(r"gold_5m=[1-9]", seen) and seen.count("kafka=") >= 5:
             # The generator it started answers on its control API.
             with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=10) as r:
                 generator_status = json.load(r)
