@@ -29,7 +29,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from iot_lakehouse import dashboard as d
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.settings import PROJECT_ROOT, Settings, interval_seconds
 from iot_lakehouse.stream_metrics import Latency, append_rows, progress_row
 from tests.conftest import free_port
 
@@ -321,11 +321,11 @@ def test_health_running_stalled_stopped_lag_latency_and_ingest_rate() -> None:
 
 
 def test_stall_threshold_follows_the_trigger_and_long_batches() -> None:
-    assert d.trigger_seconds("5 seconds") == 5.0
-    assert d.trigger_seconds("500 milliseconds") == 0.5
-    assert d.trigger_seconds("1 minute") == 60.0
+    assert interval_seconds("5 seconds") == 5.0
+    assert interval_seconds("500 milliseconds") == 0.5
+    assert interval_seconds("1 minute") == 60.0
     with pytest.raises(ConfigError, match="TRIGGER_INTERVAL"):
-        d.trigger_seconds("soon")
+        interval_seconds("soon")
     assert d.stall_after_s(5.0, 2000) == 60.0
     assert d.stall_after_s(30.0, None) == 90.0
     assert d.stall_after_s(5.0, 45_000) == 90.0  # a 45 s replay batch is not a stall

@@ -266,19 +266,6 @@ def dlq_reason_counts(dlq: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- pipeline health: _ops/stream_metrics -------------------------------------------------------
-def trigger_seconds(text: str) -> float:
-    """Seconds of a trigger interval such as ``5 seconds``, ``500 milliseconds``, ``1 minute``."""
-    parts = text.split()
-    units = {"millisecond": 0.001, "second": 1.0, "minute": 60.0, "hour": 3600.0}
-    unit = parts[1].lower().removesuffix("s") if len(parts) == 2 else "second"
-    try:
-        return float(parts[0]) * units[unit]
-    except (IndexError, KeyError, ValueError):
-        raise ConfigError(
-            f"TRIGGER_INTERVAL={text!r}: use e.g. '5 seconds' or '500 milliseconds'"
-        ) from None
-
-
 def stall_after_s(trigger_s: float, batch_duration_ms: int | None) -> float:
     """How long a query may go without a finished batch before it counts as stalled: the
     longest of STALL_MIN_S, STALL_TRIGGERS trigger intervals and twice its last batch."""

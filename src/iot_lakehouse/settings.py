@@ -70,6 +70,22 @@ def duration_seconds(text: str, name: str = "duration") -> int:
     return int(parts[0]) * DURATION_UNITS[unit]
 
 
+INTERVAL_UNITS = {"millisecond": 0.001, "second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def interval_seconds(text: str, name: str = "TRIGGER_INTERVAL") -> float:
+    """Seconds of a trigger interval such as ``5 seconds``, ``500 milliseconds``, ``1 minute``
+    (a bare number is seconds)."""
+    parts = text.split()
+    unit = parts[1].lower().removesuffix("s") if len(parts) == 2 else "second"
+    try:
+        if len(parts) > 2:
+            raise ValueError(text)
+        return float(parts[0]) * INTERVAL_UNITS[unit]
+    except (IndexError, KeyError, ValueError):
+        raise ConfigError(f"{name}={text!r}: use e.g. '5 seconds' or '500 milliseconds'") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a job, the broker or the generator needs to know about its environment."""
@@ -195,11 +211,7 @@ class Settings:
             raise ConfigError(f"LOG_FORMAT={self.log_format!r}: use kv or json")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"LOG_LEVEL={self.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
-        if not self.trigger_interval.split()[0].replace(".", "", 1).isdigit():
-            raise ConfigError(
-                f"TRIGGER_INTERVAL={self.trigger_interval!r}: "
-                "use e.g. '5 seconds' or '500 milliseconds'"
-            )
+        interval_seconds(self.trigger_interval)
         duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
         duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
         for name, port in (
@@ -255,6 +267,10 @@ class Settings:
     @property
     def gold_progress_path(self) -> str:
         return self.table_path("_ops/gold_progress")
+
+    @property
+    def trigger_interval_seconds(self) -> float:
+        return interval_seconds(self.trigger_interval)
 
     @property
     def gold_watermark_seconds(self) -> int:
