@@ -34,7 +34,7 @@ from iot_lakehouse.errors import ConfigError
 from iot_lakehouse.logs import configure_logging, kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import delta_row_count, read_open_alerts
-from iot_lakehouse.stream_metrics import latest_per_query, read_stream_metrics
+from iot_lakehouse.stream_metrics import RECENT, latest_per_query, read_stream_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ HOST = "127.0.0.1"
 START_HINT = "start the pipeline with `./start_all.sh`"
 
 JOBS = ("bronze", "silver", "gold", "alerts")  # the streaming jobs, in pipeline order
-METRICS_WINDOW = timedelta(minutes=15)  # stream metrics read per refresh
+METRICS_WINDOW = RECENT  # stream metrics read per refresh (the same window as `status`)
 STALL_MIN_S = 60.0  # a query with no batch for this long (or STALL_TRIGGERS triggers) stalled
 STALL_TRIGGERS = 3
 LATENCY_KINDS = {"kafka_to_silver": "Kafka → silver", "kafka_to_gold": "Kafka → gold"}

@@ -213,19 +213,17 @@ def pipeline_counts(settings: Settings) -> PipelineCounts:
     )
 
 
-STATUS_METRICS_WINDOW = timedelta(minutes=15)
-
-
 def status_report(settings: Settings, now: datetime | None = None) -> str:
     """What ``iot-lakehouse status`` prints: the counts line, then each query's latest batch
     (throughput, lag, watermark, end-to-end latency) from ``_ops/stream_metrics``."""
     from iot_lakehouse.stream_metrics import (
+        RECENT,
         format_stream_picture,
         latest_per_query,
         read_stream_metrics,
     )
 
     now = now or datetime.now(UTC)
-    rows = read_stream_metrics(settings.stream_metrics_path, now - STATUS_METRICS_WINDOW)
+    rows = read_stream_metrics(settings.stream_metrics_path, now - RECENT)
     picture = format_stream_picture(latest_per_query(rows), now)
     return "\n".join([pipeline_counts(settings).line(), *picture])

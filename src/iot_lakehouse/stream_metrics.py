@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -28,6 +28,7 @@ from iot_lakehouse.logs import kv
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_ROWS = 10_000  # rows kept while the table cannot be written
+RECENT = timedelta(minutes=15)  # what `status` and the dashboard show: queries seen since
 FLUSH_EVERY_S = 10.0  # one small file per job and flush: `iot-lakehouse maintain` compacts
 
 _ACTIVE: dict[str, StreamMetricsRecorder] = {}  # this process's recorder, while a job runs
