@@ -224,3 +224,36 @@ def test_a_table_of_an_older_version_gains_the_new_columns(tmp_path: Path) -> No
         ("bronze", None),
         ("silver", 2),
     ]
+
+
+def test_closing_waits_for_the_last_progress_of_a_query_that_just_ended(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    # Spark delivers listener events asynchronously: an --available-now query's last progress
+    # can arrive after awaitTermination() returned. close() must wait for it.
+    import threading
+
+    recorder = StreamMetricsRecorder(spark, "bronze", str(tmp_path / "stream_metrics"))
+    recorder.query_started("q-1")
+
+    def late_events() -> None:
+        recorder.on_progress(KAFKA_PROGRESS)
+        recorder.query_terminated("q-1")
+
+    threading.Timer(0.5, late_events).start()
+    recorder.close(wait_s=10)
+    assert [r["batch_id"] for r in read_stream_metrics(recorder.path)] == [7]
+
+
+def test_closing_gives_up_waiting_for_a_query_that_never_says_it_ended(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    import time
+
+    recorder = StreamMetricsRecorder(spark, "bronze", str(tmp_path / "stream_metrics"))
+    recorder.query_started("q-1")
+    recorder.on_progress(KAFKA_PROGRESS)
+    started = time.monotonic()
+    recorder.close(wait_s=0.5)
+    assert 0.4 < time.monotonic() - started < 10
+    assert [r["batch_id"] for r in read_stream_metrics(recorder.path)] == [7]

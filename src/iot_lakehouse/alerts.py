@@ -315,7 +315,7 @@ def create_alert_tables(spark: SparkSession, settings: Settings) -> None:
 def _silver_stream(spark: SparkSession, settings: Settings) -> DataFrame:
     return (
         spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", settings.alerts_max_files_per_trigger)
+        .options(**settings.source_limits(maxFilesPerTrigger=settings.alerts_max_files_per_trigger))
         .load(settings.silver_readings_path)
     )
 

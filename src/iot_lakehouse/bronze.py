@@ -47,9 +47,12 @@ def require_columns(df: DataFrame, columns: tuple[str, ...], what: str) -> None:
 def with_trigger(
     writer: DataStreamWriter, settings: Settings, available_now: bool
 ) -> DataStreamWriter:
-    """``availableNow`` (drain what is there, then stop) or the configured processing time."""
+    """``availableNow`` (drain what is there, then stop) or the configured processing time
+    (with ``SPARK_TUNING=false`` Spark's default: the next batch as soon as one ends)."""
     if available_now:
         return writer.trigger(availableNow=True)
+    if not settings.spark_tuning:
+        return writer
     return writer.trigger(processingTime=settings.trigger_interval)
 
 
@@ -134,7 +137,7 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
         .option("subscribe", settings.kafka_topic)
         .option("startingOffsets", "earliest")
-        .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+        .options(**settings.source_limits(maxOffsetsPerTrigger=settings.max_offsets_per_trigger))
         .option("failOnDataLoss", str(settings.fail_on_data_loss).lower())
         .load()
     )
@@ -153,7 +156,9 @@ def read_landing_files(spark: SparkSession, settings: Settings) -> DataFrame:
         spark.readStream.format("binaryFile")
         .schema(BINARY_FILE_SCHEMA)
         .option("pathGlobFilter", settings.landing_pattern)
-        .option("maxFilesPerTrigger", settings.landing_max_files_per_trigger)
+        .options(
+            **settings.source_limits(maxFilesPerTrigger=settings.landing_max_files_per_trigger)
+        )
         .load(landing)
     )
 

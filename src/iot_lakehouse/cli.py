@@ -8,7 +8,9 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 from iot_lakehouse import jvm_deps
 from iot_lakehouse.errors import LakehouseError
@@ -114,6 +116,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("reconcile", help="ledger per layer; exit 1 on any unexplained record")
 
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks side by side: Kafka ceilings, G1 throughput, G2/G3 latency, G4 replay, "
+        "G5 cold start, memory, tuned vs a naive baseline",
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="1-minute windows and 500,000 replay rows"
+    )
+    bench.add_argument(
+        "--only",
+        action="append",
+        choices=["ceilings", "replay", "live"],
+        help="run only this part (repeatable; default: all three)",
+    )
+    bench.add_argument(
+        "--replay-rows",
+        type=int,
+        default=None,
+        help="events silver is rebuilt from in G4 (default 2,000,000; --quick 500,000)",
+    )
+    bench.add_argument(
+        "--keep", action="store_true", help="keep the temporary lakehouses and logs (prints where)"
+    )
+    bench.add_argument(
+        "--no-baseline", action="store_true", help="skip the naive baseline (SPARK_TUNING=false)"
+    )
+    bench.add_argument(
+        "--results",
+        default="bench/results",
+        help="folder of the JSON results (default %(default)s)",
+    )
+
     all_ = sub.add_parser("all", help="broker, generator and every job, with a live status line")
     all_.add_argument(
         "--duration",
@@ -168,8 +202,6 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         run_job(args.job, settings, available_now=args.available_now, source=args.source)
         return 0
     if args.command == "evaluate-alerts":
-        from pathlib import Path
-
         from iot_lakehouse.evaluate import evaluate_lakehouse, format_scores, scores_json
 
         scores = evaluate_lakehouse(settings, Path(args.ground_truth), args.grace_seconds)
@@ -227,6 +259,20 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             spark.stop()
         print(format_ledgers(ledgers))
         return 0 if all(ledger.ok for ledger in ledgers) else 1
+    if args.command == "bench":
+        from iot_lakehouse.bench import Plan, format_table
+        from iot_lakehouse.bench_runs import run_bench
+
+        parts = set(args.only or ("ceilings", "replay", "live"))
+        plan = Plan.of(args.quick)
+        if args.replay_rows:
+            plan = replace(plan, replay_rows=args.replay_rows)
+        bench_report, saved = run_bench(
+            plan, Path(args.results), parts, not args.no_baseline, args.keep
+        )
+        print(format_table(bench_report))
+        print(f"\nsaved {saved}")
+        return 0
     if args.command == "all":
         from iot_lakehouse.supervisor import run_all
 

@@ -566,7 +566,7 @@ def start_gold_stream(
     create_gold_tables(spark, settings)
     source = (
         spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", settings.gold_max_files_per_trigger)
+        .options(**settings.source_limits(maxFilesPerTrigger=settings.gold_max_files_per_trigger))
         .load(settings.silver_readings_path)
     )
     query = start_foreach_batch(

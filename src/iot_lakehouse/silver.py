@@ -432,9 +432,13 @@ def start_silver_stream(
     create_silver_tables(spark, settings)
     source = (
         spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", settings.silver_max_files_per_trigger)
         # Bounds a replay's micro-batches so a 1 GB driver never holds too much at once.
-        .option("maxBytesPerTrigger", settings.silver_max_bytes_per_trigger)
+        .options(
+            **settings.source_limits(
+                maxFilesPerTrigger=settings.silver_max_files_per_trigger,
+                maxBytesPerTrigger=settings.silver_max_bytes_per_trigger,
+            )
+        )
         .load(settings.bronze_events_path)
     )
     if settings.silver_rebuild_from is not None:  # `rerun silver --from DATE`

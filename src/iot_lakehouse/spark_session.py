@@ -15,6 +15,25 @@ from iot_lakehouse.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+def tuning(settings: Settings) -> dict[str, str]:
+    """The Spark settings this project tunes for a small machine; none with SPARK_TUNING=false
+    (Spark's defaults: 200 shuffle partitions, the HDFS-backed state store, …)."""
+    if not settings.spark_tuning:
+        return {}
+    partitions = settings.spark_shuffle_partitions
+    return {
+        "spark.sql.shuffle.partitions": str(partitions),
+        "spark.default.parallelism": str(max(2, partitions)),
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+        "spark.sql.adaptive.enabled": "true",
+        # Delta replays its log with this many partitions (default 50): tiny on a laptop.
+        "spark.databricks.delta.snapshotPartitions": str(max(1, partitions)),
+        "spark.driver.extraJavaOptions": "-XX:+UseG1GC -Duser.timezone=UTC",
+    }
+
+
 def build_spark(settings: Settings, app_name: str) -> SparkSession:
     """Create (or return) the process's SparkSession, configured for Delta and Kafka.
 
@@ -36,26 +55,16 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
             "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
         )
         .config("spark.driver.memory", settings.spark_driver_memory)
-        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
-        .config("spark.default.parallelism", str(max(2, settings.spark_shuffle_partitions)))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", str(settings.spark_ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", "false")
-        .config(
-            "spark.sql.streaming.stateStore.providerClass",
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
-        )
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
-        .config("spark.sql.adaptive.enabled", "true")
-        # Delta replays its log with this many partitions (default 50): tiny on a laptop.
-        .config(
-            "spark.databricks.delta.snapshotPartitions",
-            str(max(1, settings.spark_shuffle_partitions)),
-        )
         # A JSON object with a repeated key must not fail a job: the last value wins.
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
-        .config("spark.driver.extraJavaOptions", "-XX:+UseG1GC -Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )
+    for key, value in tuning(settings).items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     logger.info(

@@ -28,6 +28,7 @@ from iot_lakehouse.logs import kv
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_ROWS = 10_000  # rows kept while the table cannot be written
+LAST_EVENTS_WAIT_S = 10.0  # how long a closing recorder waits for late listener events
 RECENT = timedelta(minutes=15)  # what `status` and the dashboard show: queries seen since
 FLUSH_EVERY_S = 10.0  # one small file per job and flush: `iot-lakehouse maintain` compacts
 
@@ -205,7 +206,20 @@ class StreamMetricsRecorder:
         self._flushing = threading.Lock()  # one append at a time (flusher thread, close)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._running: set[str] = set()  # ids of started queries whose end was not heard yet
+        self._ended = threading.Condition(self._lock)
         self.listener = StreamMetricsListener(self)
+
+    # Spark delivers listener events asynchronously: a query's last progress event (and its
+    # termination event right after) can arrive after awaitTermination() has returned.
+    def query_started(self, query_id: str) -> None:
+        with self._lock:
+            self._running.add(query_id)
+
+    def query_terminated(self, query_id: str) -> None:
+        with self._ended:
+            self._running.discard(query_id)
+            self._ended.notify_all()
 
     # Called by batch writers (foreachBatch, same process) before the progress event arrives.
     def record_latency(self, query: str, batch_id: int, latency: Latency) -> None:
@@ -243,8 +257,11 @@ class StreamMetricsRecorder:
         self._thread = threading.Thread(target=self._loop, name="stream-metrics", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
-        """Unregister, stop the flusher and write what is left."""
+    def close(self, wait_s: float = LAST_EVENTS_WAIT_S) -> None:
+        """Wait (at most ``wait_s``) for the last events of the queries that ended, unregister,
+        stop the flusher and write what is left."""
+        with self._ended:
+            self._ended.wait_for(lambda: not self._running, timeout=wait_s)
         _ACTIVE.pop("recorder", None)
         try:
             self.spark.streams.removeListener(self.listener)
@@ -296,6 +313,7 @@ class StreamMetricsListener(StreamingQueryListener):
         self.recorder = recorder
 
     def onQueryStarted(self, event: Any) -> None:
+        self.recorder.query_started(str(event.id))
         logger.info(
             "query started %s", kv(job=self.recorder.job, query=event.name, query_id=event.id)
         )
@@ -312,6 +330,7 @@ class StreamMetricsListener(StreamingQueryListener):
         pass
 
     def onQueryTerminated(self, event: Any) -> None:
+        self.recorder.query_terminated(str(event.id))
         logger.info(
             "query terminated %s",
             kv(job=self.recorder.job, query_id=event.id, error=(event.exception or "")[:200]),

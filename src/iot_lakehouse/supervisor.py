@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,11 @@ class Child:
     exited_reported: bool = field(default=False)
 
 
-def spawn(name: str, args: list[str], logs_dir: Path) -> Child:
-    """Start ``python -m iot_lakehouse <args>`` in its own process group, output to a log."""
+def spawn(
+    name: str, args: list[str], logs_dir: Path, env: Mapping[str, str] | None = None
+) -> Child:
+    """Start ``python -m iot_lakehouse <args>`` in its own process group, output to a log
+    (environment: ``env``, default this process's)."""
     logs_dir.mkdir(parents=True, exist_ok=True)
     log = logs_dir / f"{name}.out"
     with open(log, "ab") as out:
@@ -43,6 +47,7 @@ def spawn(name: str, args: list[str], logs_dir: Path) -> Child:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=None if env is None else dict(env),
         )
     logger.info("started %s", kv(component=name, pid=proc.pid, log=log))
     return Child(name, proc, log)

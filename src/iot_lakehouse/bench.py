@@ -1,0 +1,294 @@
+"""The benchmark's arithmetic and report: plans, lag flatness, visibility latency, the table.
+
+Pure functions over numbers and rows; :mod:`iot_lakehouse.bench_runs` runs the processes that
+produce them (``iot-lakehouse bench``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+# Targets of this machine (2 cores shared by broker, generator and every job).
+G1_TARGET = 50_000.0  # events/s sustained by the whole pipeline
+G1_FLOOR = 25_000.0
+G1_BASELINE_RATIO = 3.0
+G2_P95_TARGET = 3.0  # seconds, produce -> silver
+G3_P95_TARGET = 10.0  # seconds, produce -> gold-visible
+G4_TARGET = 250_000.0  # bronze rows/s, silver rebuilt with --available-now
+G5_TARGET = 15.0  # seconds, process start -> first bronze commit
+RSS_TARGET = 8 * 1024**3  # bytes, all processes together
+LATENCY_RATE = 10_000.0  # events/s of the G2 / G3 measurement
+
+KAFKA_LAG_BATCHES = 2  # Kafka lag may grow by this many trigger intervals' worth of input
+VERSION_LAG_GROWTH = 3.0  # Delta versions a downstream query may fall further behind
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each part runs: ``full`` is the issue's plan, ``quick`` a shorter check."""
+
+    name: str
+    sustain_s: float  # G1: seconds the lag must stay flat at a rate
+    warmup_s: float  # G1: seconds at a new rate before the window starts
+    drain_s: float  # G1: at most this long paused for the backlog to go before the next rate
+    latency_s: float  # G2 / G3: seconds of events measured
+    replay_rows: int  # G4: bronze rows silver is rebuilt from
+    ceiling_messages: int  # raw Kafka produce / consume
+    start_rate: float  # G1: first rate tried
+    max_steps: int  # G1: rates tried at most (ramp and one bisection)
+
+    @classmethod
+    def of(cls, quick: bool) -> Plan:
+        if quick:
+            return cls("quick", 60, 20, 90, 60, 500_000, 300_000, 1_000, 6)
+        return cls("full", 300, 60, 300, 180, 2_000_000, 1_000_000, 1_000, 8)
+
+
+def next_rate(passed: Sequence[float], failed: Sequence[float], target: float) -> float | None:
+    """The next G1 rate to try: double the best passing rate up to the target, then bisect
+    between the best pass and the lowest fail (to within 15 %); halve below a first failure.
+    None when the answer is known well enough."""
+    best = max(passed, default=None)
+    worst = min((f for f in failed if best is None or f > best), default=None)
+    if best is None:
+        lowest = min(failed)
+        return lowest / 2 if lowest > 125 else None
+    if worst is None:
+        return None if best >= target else min(best * 2, target)
+    if worst / best <= 1.15:
+        return None
+    return round(math.sqrt(best * worst), -1)
+
+
+def slope_per_s(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points; 0 with fewer than two distinct times."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var == 0:
+        return 0.0
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / var
+
+
+@dataclass(frozen=True)
+class LagVerdict:
+    """Whether one query kept up over a window, and the figures that say so."""
+
+    job: str
+    query: str
+    kind: str  # "kafka offsets" or "delta versions"
+    batches: int
+    first: float | None
+    last: float | None
+    growth: float  # fitted change of the lag over the window
+    allowed: float
+    flat: bool
+    why: str
+
+
+def lag_verdicts(
+    rows: Iterable[dict[str, Any]],
+    start: datetime,
+    end: datetime,
+    rate: float,
+    trigger_s: float,
+    queries: Iterable[tuple[str, str]],
+) -> list[LagVerdict]:
+    """Judge each expected (job, query) from its stream-metrics rows with a batch in
+    [start, end]: flat when it ran at least two batches and its lag (Kafka offsets for bronze,
+    Delta versions behind for the rest) grew by no more than allowed over the window."""
+    window = (end - start).total_seconds()
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        batch_time = row.get("batch_time")
+        if batch_time is not None and start <= batch_time <= end:
+            series.setdefault((row["job"], row["query"]), []).append(row)
+    verdicts = []
+    for job, query in queries:
+        batch_rows = sorted(series.get((job, query), []), key=lambda r: r["batch_time"])
+        kafka = job == "bronze"
+        column = "kafka_lag_max" if kafka else "delta_versions_behind"
+        points = [
+            ((r["batch_time"] - start).total_seconds(), float(r[column]))
+            for r in batch_rows
+            if r.get(column) is not None
+        ]
+        allowed = rate * max(trigger_s, 1.0) * KAFKA_LAG_BATCHES if kafka else VERSION_LAG_GROWTH
+        growth = slope_per_s(points) * window
+        if len(batch_rows) < 2:
+            flat, why = False, f"{len(batch_rows)} batch(es) in {window:.0f} s: stalled"
+        elif len(points) < 2:
+            flat, why = False, f"no {column} recorded"
+        else:
+            flat = growth <= allowed
+            why = f"lag grew {growth:,.0f} (allowed {allowed:,.0f})"
+        verdicts.append(
+            LagVerdict(
+                job,
+                query,
+                "kafka offsets" if kafka else "delta versions",
+                len(batch_rows),
+                points[0][1] if points else None,
+                points[-1][1] if points else None,
+                growth,
+                allowed,
+                flat,
+                why,
+            )
+        )
+    return verdicts
+
+
+def visibility_latencies(
+    polls: Sequence[tuple[float, float]], events: Iterable[float]
+) -> tuple[list[float], int]:
+    """Latency of each event time: the first poll (wall time, newest visible event time) that
+    shows it, minus the event time. Returns (sorted latencies, events never seen)."""
+    newest: list[float] = []
+    for _, seen in polls:  # a table only grows: keep the running maximum
+        newest.append(max(seen, newest[-1]) if newest else seen)
+    latencies, unseen = [], 0
+    for event in events:
+        first = bisect_left(newest, event)
+        if first < len(polls):
+            latencies.append(max(0.0, polls[first][0] - event))
+        else:
+            unseen += 1
+    return sorted(latencies), unseen
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """The q-quantile (nearest rank) of sorted values; None if there are none."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def ratio(
+    tuned: float | None, baseline: float | None, higher_is_better: bool = True
+) -> float | None:
+    """How many times better tuned is than baseline (None if either is missing or zero)."""
+    if not tuned or not baseline:
+        return None
+    return tuned / baseline if higher_is_better else baseline / tuned
+
+
+@dataclass
+class Figure:
+    """One line of the report."""
+
+    name: str
+    unit: str
+    tuned: float | None
+    baseline: float | None = None
+    target: str = ""
+    met: bool | None = None
+    detail: str = ""
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio(self.tuned, self.baseline, self.higher_is_better)
+
+
+@dataclass
+class BenchReport:
+    """Everything one ``bench`` run measured, printed as a table and saved as JSON."""
+
+    plan: Plan
+    started_at: str
+    machine: dict[str, Any]
+    figures: list[Figure] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures.append(figure)
+        return figure
+
+    def to_json(self) -> str:
+        figures = [{**asdict(f), "ratio": f.ratio} for f in self.figures]
+        body = {
+            "plan": asdict(self.plan),
+            "started_at": self.started_at,
+            "machine": self.machine,
+            "figures": figures,
+            "details": self.details,
+        }
+        return json.dumps(body, indent=2, default=str)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = self.started_at.replace(":", "").replace("-", "")[:15]
+        path = folder / f"{stamp}.json"
+        path.write_text(self.to_json() + "\n")
+        return path
+
+
+def machine_description() -> dict[str, Any]:
+    """Cores, memory, OS and Python of this machine (for the report's header)."""
+    import os
+
+    import psutil
+
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+    }
+
+
+def show(value: float | None, unit: str) -> str:
+    """A figure as the table prints it: thousands separators, seconds with one decimal."""
+    if value is None:
+        return "-"
+    if unit == "GiB":
+        return f"{value:.2f}"
+    if unit == "s":
+        return f"{value:.1f}"
+    if unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:,.0f}"
+
+
+def format_table(report: BenchReport) -> str:
+    """The report as a fixed-width table (also valid Markdown)."""
+    head = ("measure", "unit", "tuned", "baseline", "ratio", "target", "met", "detail")
+    rows = [
+        (
+            f.name,
+            f.unit,
+            show(f.tuned, f.unit),
+            show(f.baseline, f.unit),
+            show(f.ratio, "x"),
+            f.target,
+            {True: "yes", False: "NO", None: "-"}[f.met],
+            f.detail,
+        )
+        for f in report.figures
+    ]
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head) - 1)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells, widths, strict=False)]
+        return "| " + " | ".join([*padded, cells[-1]]) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|---|"
+    m = report.machine
+    title = (
+        f"iot-lakehouse bench ({report.plan.name}), {report.started_at}, "
+        f"{m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('os')}"
+    )
+    return "\n".join([title, "", line(head), rule, *(line(r) for r in rows)])

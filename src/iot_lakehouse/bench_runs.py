@@ -1,0 +1,812 @@
+"""``iot-lakehouse bench``: run the benchmark's processes side by side and collect the figures.
+
+One private broker (free ports) and fresh lakehouses in a temporary folder; the jobs run as
+separate processes exactly as ``start_all.sh`` starts them, once tuned (this project's
+settings) and once as a naive baseline (``SPARK_TUNING=false``: Spark's defaults). The
+arithmetic and the table live in :mod:`iot_lakehouse.bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+from confluent_kafka import Consumer, Producer, TopicPartition
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from iot_lakehouse import bench
+from iot_lakehouse.bench import BenchReport, Figure, Plan
+from iot_lakehouse.generator import EventGenerator, GeneratorConfig, producer_config
+from iot_lakehouse.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.logs import kv
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.status import kafka_end_offsets
+from iot_lakehouse.stream_metrics import read_stream_metrics
+from iot_lakehouse.supervisor import Child, spawn, stop_children
+
+logger = logging.getLogger(__name__)
+
+JOB_NAMES = ("bronze", "silver", "gold", "alerts")
+BAD_INPUT = (  # the same little bad input start_all sends
+    *("--malformed-fraction", "0.005", "--invalid-fraction", "0.01"),
+    *("--duplicate-fraction", "0.005", "--late-fraction", "0.01"),
+)
+METRICS_FLUSH_S = 12.0  # the jobs append their stream metrics every 10 s
+POLL_S = 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- resources -----------------------------------------------------------------------------
+
+
+class ResourceSampler:
+    """Samples, once a second, the RSS of each named process with all its descendants (a job
+    and its JVM): peak per name and peak of all together; CPU seconds on demand."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.processes: dict[str, psutil.Process] = {}
+        self.peak: dict[str, int] = {}
+        self.peak_total = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def watch(self, name: str, pid: int) -> None:
+        with self._lock:
+            try:
+                self.processes[name] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                pass
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self.processes.pop(name, None)
+
+    def reset_total(self) -> None:
+        with self._lock:
+            self.peak_total = 0
+
+    @staticmethod
+    def _tree(process: psutil.Process) -> list[psutil.Process]:
+        try:
+            return [process, *process.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def rss(self, process: psutil.Process) -> int:
+        total = 0
+        for p in self._tree(process):
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU seconds so far of each watched process tree."""
+        with self._lock:
+            processes = dict(self.processes)
+        out = {}
+        for name, process in processes.items():
+            seconds = 0.0
+            for p in self._tree(process):
+                try:
+                    times = p.cpu_times()
+                    seconds += times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
+            out[name] = seconds
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                processes = dict(self.processes)
+            total = 0
+            for name, process in processes.items():
+                rss = self.rss(process)
+                total += rss
+                self.peak[name] = max(self.peak.get(name, 0), rss)
+            with self._lock:
+                self.peak_total = max(self.peak_total, total)
+
+
+# --- ceilings ------------------------------------------------------------------------------
+
+
+def kafka_ceilings(settings: Settings, messages: int) -> tuple[float, float]:
+    """Raw confluent-kafka produce (acks=all, as the generator) and consume rates, messages/s,
+    with ready-made payloads (the generator's, cycled): no generation, no processing."""
+    topic = "bench-ceiling"
+    LocalKafkaBroker(replace(settings, kafka_topic=topic)).create_topics()
+    payloads = EventGenerator(GeneratorConfig(format="mixed")).generate_block(0).values
+    conf = producer_config(settings)
+    del conf["logger"]
+    producer = Producer(conf)
+    failed = [0]
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            failed[0] += 1
+
+    started = time.perf_counter()
+    for i in range(messages):
+        while True:
+            try:
+                producer.produce(topic, payloads[i % len(payloads)], on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.05)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+    produce_rate = messages / (time.perf_counter() - started)
+    if failed[0]:
+        raise RuntimeError(f"{failed[0]} of {messages} ceiling messages were not acknowledged")
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"bench-ceiling-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "log_level": 0,
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    received = 0
+    started = time.perf_counter()
+    deadline = time.monotonic() + 120
+    while received < messages and time.monotonic() < deadline:
+        received += sum(1 for m in consumer.consume(10_000, timeout=1.0) if m.error() is None)
+    consume_rate = received / (time.perf_counter() - started)
+    consumer.close()
+    return produce_rate, consume_rate
+
+
+# --- one pipeline: a lakehouse, a topic and its processes ----------------------------------
+
+
+@dataclass
+class Pipeline:
+    """The jobs and generator of one lakehouse (tuned or baseline) on the shared broker."""
+
+    label: str  # "tuned" or "baseline"
+    workdir: Path
+    base_env: dict[str, str]
+    sampler: ResourceSampler
+    topic: str
+    children: list[Child] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        lakehouse = self.workdir / f"lakehouse-{self.label}"
+        self.env = {
+            **self.base_env,
+            "LAKEHOUSE_PATH": str(lakehouse),
+            "DLQ_PATH": str(self.workdir / f"dlq-{self.label}"),
+            "KAFKA_TOPIC": self.topic,
+            "GENERATOR_API_PORT": str(free_port()),
+            "SPARK_TUNING": "true" if self.label == "tuned" else "false",
+        }
+        self.settings = Settings.from_env(self.env)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.settings.generator_api_port}"
+
+    def spawn(self, name: str, args: list[str]) -> Child:
+        child = spawn(f"{self.label}-{name}", args, self.settings.logs_dir, self.env)
+        self.children.append(child)
+        self.sampler.watch(name, child.proc.pid)
+        return child
+
+    def run(self, name: str, args: list[str], timeout: float) -> float:
+        """Run one command to its end; its wall seconds. RuntimeError if it fails."""
+        child = self.spawn(name, args)
+        started = time.monotonic()
+        try:
+            code = child.proc.wait(timeout)
+        finally:
+            stop_children([child])
+            self.sampler.forget(name)
+            self.children.remove(child)
+        if code != 0:
+            raise RuntimeError(f"{self.label} {' '.join(args)} exited {code}; see {child.log}")
+        return time.monotonic() - started
+
+    def start_generator(self, rate: float, sensors: int = 1000) -> None:
+        self.spawn(
+            "generator",
+            [
+                "generate",
+                *("--rate", str(rate), "--sensors", str(sensors), "--format", "mixed"),
+                *("--seed", "7", *BAD_INPUT),
+            ],
+        )
+        self._wait_for(lambda: self._http("GET", "/health") is not None, 60, "generator API")
+
+    def start_jobs(self) -> float:
+        for job in JOB_NAMES:
+            self.spawn(job, ["run", job])
+        return time.monotonic()
+
+    def exited(self) -> list[str]:
+        return [c.name for c in self.children if c.proc.poll() is not None]
+
+    def stop(self) -> None:
+        stop_children(self.children)
+        for child in self.children:
+            self.sampler.forget(child.name.removeprefix(f"{self.label}-"))
+        self.children.clear()
+
+    # generator control
+    def _http(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.api + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read() or b"null")
+        except OSError:
+            return None
+
+    def set_rate(self, rate: float) -> None:
+        self._http("PUT", "/rate", {"events_per_second": rate})
+        self._http("POST", "/resume")
+
+    def pause(self) -> None:
+        self._http("POST", "/pause")
+
+    def measured_rate(self) -> float | None:
+        status = self._http("GET", "/status")
+        return None if status is None else float(status.get("measured_rate", 0.0))
+
+    @staticmethod
+    def _wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not ready after {timeout:.0f} s")
+            time.sleep(0.2)
+
+    # what the tables and checkpoints say
+    def first_commit(self, job: str) -> bool:
+        root = Path(self.settings.checkpoint_path(job))
+        if job == "alerts":
+            return any(root.glob("*/commits/0"))
+        return (root / "commits" / "0").exists()
+
+    def metrics(self, since: datetime) -> list[dict[str, Any]]:
+        return read_stream_metrics(self.settings.stream_metrics_path, since)
+
+    def versions(self) -> tuple[int, ...]:
+        out = []
+        for path in (
+            self.settings.bronze_events_path,
+            self.settings.silver_readings_path,
+            self.settings.gold_path("sensor_metrics_5m"),
+            self.settings.alerts_path,
+        ):
+            try:
+                out.append(DeltaTable(path).version())
+            except TableNotFoundError:
+                out.append(-1)
+        return tuple(out)
+
+    def kafka_lag(self) -> int | None:
+        from iot_lakehouse.generator_api import read_bronze_progress
+
+        ends = kafka_end_offsets(self.settings)
+        if ends is None:
+            return None
+        progress = read_bronze_progress(self.settings.checkpoint_path("bronze"), self.topic)
+        done = progress.offsets or {}
+        return sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+
+
+# --- live measurements ---------------------------------------------------------------------
+
+
+def cold_start(pipe: Pipeline, rate: float, timeout: float = 300.0) -> dict[str, float | None]:
+    """G5: generator first (so there is input), then the four jobs; seconds from their start
+    to each job's first committed micro-batch."""
+    pipe.start_generator(rate)
+    started = pipe.start_jobs()
+    seen: dict[str, float | None] = dict.fromkeys(JOB_NAMES)
+    while time.monotonic() - started < timeout and None in seen.values():
+        for job in JOB_NAMES:
+            if seen[job] is None and pipe.first_commit(job):
+                seen[job] = time.monotonic() - started
+        if pipe.exited():
+            raise RuntimeError(f"{pipe.label}: {pipe.exited()} exited during start-up")
+        time.sleep(0.2)
+    logger.info("cold start %s", kv(pipeline=pipe.label, **{k: v for k, v in seen.items()}))
+    return seen
+
+
+@dataclass
+class Step:
+    """One G1 rate tried: did every query keep up, and where the CPU went."""
+
+    rate: float
+    sent_rate: float | None
+    passed: bool
+    verdicts: list[bench.LagVerdict]
+    cpu_cores: dict[str, float]
+    why: str
+
+
+def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
+    """Run the generator at ``rate``; after the warm-up, judge the lag of every query over
+    ``plan.sustain_s`` seconds and measure each process's CPU use."""
+    pipe.set_rate(rate)
+    time.sleep(plan.warmup_s)
+    cpu_before = pipe.sampler.cpu_seconds()
+    start, sent = utc_now(), []
+    while (utc_now() - start).total_seconds() < plan.sustain_s:
+        time.sleep(5)
+        measured = pipe.measured_rate()
+        if measured is not None:
+            sent.append(measured)
+        if pipe.exited():
+            raise RuntimeError(f"{pipe.label}: {pipe.exited()} exited at {rate:,.0f} events/s")
+    end = utc_now()
+    cpu_after = pipe.sampler.cpu_seconds()
+    window = (end - start).total_seconds()
+    cpu = {
+        name: round((cpu_after[name] - cpu_before.get(name, 0.0)) / window, 2) for name in cpu_after
+    }
+    time.sleep(METRICS_FLUSH_S)
+    rows = pipe.metrics(start - timedelta(minutes=2))
+    queries = sorted({(r["job"], r["query"]) for r in rows})
+    verdicts = bench.lag_verdicts(
+        rows, start, end, rate, pipe.settings.trigger_interval_seconds, queries
+    )
+    missing = [job for job in JOB_NAMES if job not in {q[0] for q in queries}]
+    sent_rate = sum(sent) / len(sent) if sent else None
+    reasons = [f"{v.job}/{v.query}: {v.why}" for v in verdicts if not v.flat]
+    reasons += [f"{job}: no batch recorded" for job in missing]
+    if sent_rate is None or sent_rate < 0.9 * rate:
+        reasons.append(f"the generator sent only {sent_rate or 0:,.0f} events/s")
+    step = Step(rate, sent_rate, not reasons, verdicts, cpu, "; ".join(reasons) or "flat")
+    logger.info(
+        "G1 step %s",
+        kv(pipeline=pipe.label, rate=rate, passed=step.passed, why=step.why, cpu=cpu),
+    )
+    return step
+
+
+def drain(pipe: Pipeline, timeout: float) -> bool:
+    """Pause the generator until bronze has every record and no table has changed for three
+    trigger intervals (the backlog is gone); False if that takes longer than ``timeout``."""
+    pipe.pause()
+    quiet_for = 3 * max(pipe.settings.trigger_interval_seconds, 2.0)
+    deadline = time.monotonic() + timeout
+    last, since = pipe.versions(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        versions = pipe.versions()
+        if versions != last:
+            last, since = versions, time.monotonic()
+        elif time.monotonic() - since >= quiet_for and pipe.kafka_lag() == 0:
+            return True
+    return False
+
+
+def find_sustained_rate(pipe: Pipeline, plan: Plan, details: list[dict[str, Any]]) -> float | None:
+    """G1: ramp the rate (``bench.next_rate``), draining between steps; the highest rate every
+    query kept up with, or None if none did."""
+    passed: list[float] = []
+    failed: list[float] = []
+    rate: float | None = plan.start_rate
+    for _ in range(plan.max_steps):
+        if rate is None:
+            break
+        step = sustain(pipe, rate, plan)
+        details.append(
+            {
+                "rate": step.rate,
+                "sent_rate": step.sent_rate,
+                "passed": step.passed,
+                "why": step.why,
+                "cpu_cores": step.cpu_cores,
+                "lags": [v.__dict__ for v in step.verdicts],
+            }
+        )
+        (passed if step.passed else failed).append(rate)
+        rate = bench.next_rate(passed, failed, bench.G1_TARGET)
+        if rate is not None and not drain(pipe, plan.drain_s):
+            details.append({"stopped": f"the backlog did not drain in {plan.drain_s:.0f} s"})
+            break
+    return max(passed, default=None)
+
+
+class NewestEventTime:
+    """The newest value of a timestamp column of a Delta table, from the file statistics only
+    (no data read), refreshed incrementally."""
+
+    def __init__(self, path: str, column: str) -> None:
+        self.path, self.column = path, column
+        self.table: DeltaTable | None = None
+
+    def read(self) -> float | None:
+        try:
+            if self.table is None:
+                self.table = DeltaTable(self.path)
+            else:
+                self.table.update_incremental()
+        except TableNotFoundError:
+            return None
+        actions = self.table.get_add_actions(flatten=True)
+        name = f"max.{self.column}"
+        if actions.num_rows == 0 or name not in actions.column_names:
+            return None
+        values = [v for v in actions.column(name).to_pylist() if v is not None]
+        if not values:
+            return None
+        newest: datetime = max(values)
+        return (newest if newest.tzinfo else newest.replace(tzinfo=UTC)).timestamp()
+
+
+def latency(pipe: Pipeline, plan: Plan, rate: float) -> dict[str, Any]:
+    """G2 / G3: events at ``rate``; an outside reader polls silver's newest ``event_time`` and
+    gold's newest ``last_event_time`` every 0.5 s. An event time's latency is the first poll
+    that shows it minus the event time (the generator stamps events as it sends them)."""
+    silver = NewestEventTime(pipe.settings.silver_readings_path, "event_time")
+    gold = NewestEventTime(pipe.settings.gold_path("sensor_metrics_5m"), "last_event_time")
+    pipe.set_rate(rate)
+    warm = 15.0
+    started = time.time()
+    polls: dict[str, list[tuple[float, float]]] = {"silver": [], "gold": []}
+    grace = 30.0
+    while time.time() < started + warm + plan.latency_s + grace:
+        for name, reader in (("silver", silver), ("gold", gold)):
+            newest = reader.read()
+            if newest is not None:
+                polls[name].append((time.time(), newest))
+        if time.time() > started + warm + plan.latency_s:
+            pipe.pause()
+        time.sleep(POLL_S)
+    events = [started + warm + i / 10 for i in range(int(plan.latency_s * 10))]
+    out: dict[str, Any] = {"rate": rate}
+    for name in ("silver", "gold"):
+        values, unseen = bench.visibility_latencies(polls[name], events)
+        out[name] = {
+            "p50": bench.percentile(values, 0.50),
+            "p95": bench.percentile(values, 0.95),
+            "p99": bench.percentile(values, 0.99),
+            "events": len(events),
+            "unseen": unseen,
+        }
+    return out
+
+
+# --- replay --------------------------------------------------------------------------------
+
+
+def processing_rate(rows: list[dict[str, Any]], job: str) -> tuple[float | None, int]:
+    """Rows/s of one job's batches from its stream metrics: input rows over the span from the
+    first batch's start to the last batch's end (start-up excluded)."""
+    batches = [r for r in rows if r["job"] == job and r.get("batch_time") is not None]
+    if not batches:
+        return None, 0
+    total = sum(int(r["input_rows"] or 0) for r in batches)
+    first = min(r["batch_time"] for r in batches)
+    last = max(
+        r["batch_time"] + timedelta(milliseconds=r["batch_duration_ms"] or 0) for r in batches
+    )
+    span = (last - first).total_seconds()
+    return (total / span if span > 0 else None), total
+
+
+def fill_replay_topic(pipe: Pipeline, rows: int) -> float:
+    """Send ``rows`` generated events (a backfill, unpaced) to the pipeline's topic; events/s."""
+    start = (utc_now() - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    seconds = pipe.run(
+        "generator",
+        [
+            "generate",
+            *("--count", str(rows), "--rate", "10000", "--unpaced", "--start-time", start),
+            *("--sensors", "1000", "--format", "mixed", "--seed", "11", "--api-port", "0"),
+            *BAD_INPUT,
+        ],
+        timeout=1800,
+    )
+    return rows / seconds
+
+
+def replay(pipe: Pipeline, job: str, timeout: float = 3600) -> dict[str, Any]:
+    """Run one job ``--available-now`` on what its upstream holds; wall seconds (JVM start
+    included) and rows/s of its batches."""
+    since = utc_now()
+    try:
+        wall = pipe.run(job, ["run", job, "--available-now"], timeout)
+    except Exception as exc:  # the baseline may fail (e.g. out of memory): that is a result
+        logger.warning("replay failed %s", kv(pipeline=pipe.label, job=job, error=str(exc)))
+        return {"error": str(exc)}
+    rate, rows = processing_rate(pipe.metrics(since - timedelta(seconds=1)), job)
+    peak = pipe.sampler.peak.get(job)
+    return {"wall_s": wall, "rows_per_s": rate, "rows": rows, "peak_rss": peak}
+
+
+# --- the whole run -------------------------------------------------------------------------
+
+
+def run_bench(
+    plan: Plan, results_dir: Path, parts: set[str], baseline: bool, keep: bool = False
+) -> tuple[BenchReport, Path]:
+    """Run the chosen parts (``ceilings``, ``replay``, ``live``) and return the report and the
+    JSON file it was saved to."""
+    report = BenchReport(plan, utc_now().strftime("%Y-%m-%dT%H:%M:%S"), bench.machine_description())
+    workdir = Path(tempfile.mkdtemp(prefix="iot-bench-"))
+    base_env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "IOT_RUNTIME_DIR": str(workdir / "runtime"),
+        "IOT_JARS_DIR": str(Settings.from_env().jars_dir.resolve()),
+        "LOG_LEVEL": "WARNING",
+    }
+    settings = Settings.from_env(base_env)
+    sampler = ResourceSampler()
+    sampler.start()
+    broker = LocalKafkaBroker(settings)
+    labels = ["tuned", "baseline"] if baseline else ["tuned"]
+    pipes: list[Pipeline] = []
+    try:
+        broker.start()
+        if broker.status().pid:
+            sampler.watch("broker", broker.status().pid or 0)
+        if "ceilings" in parts:
+            produce, consume = kafka_ceilings(settings, plan.ceiling_messages)
+            report.add(Figure("Kafka produce, raw (acks=all)", "msg/s", produce))
+            report.add(Figure("Kafka consume, raw", "msg/s", consume))
+        if "replay" in parts:
+            run_replays(report, plan, workdir, base_env, sampler, labels, pipes)
+        if "live" in parts:
+            run_live(report, plan, workdir, base_env, sampler, labels, pipes)
+    finally:
+        for pipe in pipes:
+            pipe.stop()
+        broker.stop()
+        sampler.stop()
+        if keep:
+            logger.warning("bench folder kept %s", kv(folder=workdir))
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report.details["peak_rss_bytes"] = dict(sampler.peak)
+    return report, report.save(results_dir)
+
+
+def run_replays(
+    report: BenchReport,
+    plan: Plan,
+    workdir: Path,
+    base_env: dict[str, str],
+    sampler: ResourceSampler,
+    labels: list[str],
+    pipes: list[Pipeline],
+) -> None:
+    """G4 and the Spark ceiling: one topic of ``plan.replay_rows`` events; per pipeline,
+    bronze then silver ``--available-now``."""
+    results: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        pipe = Pipeline(label, workdir / "replay", base_env, sampler, "bench-replay")
+        pipes.append(pipe)
+        if label == labels[0]:
+            LocalKafkaBroker(pipe.settings).create_topics()
+            rate = fill_replay_topic(pipe, plan.replay_rows)
+            report.details["replay_fill_events_per_s"] = rate
+        results[label] = {job: replay(pipe, job) for job in ("bronze", "silver")}
+    report.details["replay"] = results
+    tuned, base = results["tuned"], results.get("baseline", {})
+    rows = f"{plan.replay_rows:,} events"
+    report.add(
+        Figure(
+            "Spark Kafka -> Delta (bronze, no JSON parsing), --available-now",
+            "rows/s",
+            tuned["bronze"].get("rows_per_s"),
+            base.get("bronze", {}).get("rows_per_s"),
+            detail=replay_detail(tuned["bronze"], base.get("bronze"), rows),
+        )
+    )
+    g4 = tuned["silver"].get("rows_per_s")
+    report.add(
+        Figure(
+            "G4 silver rebuilt from bronze, --available-now",
+            "rows/s",
+            g4,
+            base.get("silver", {}).get("rows_per_s"),
+            f">= {bench.G4_TARGET:,.0f}",
+            None if g4 is None else g4 >= bench.G4_TARGET,
+            replay_detail(tuned["silver"], base.get("silver"), rows),
+        )
+    )
+
+
+def replay_detail(tuned: dict[str, Any], base: dict[str, Any] | None, rows: str) -> str:
+    parts = [rows]
+    for label, result in (("tuned", tuned), ("baseline", base)):
+        if result is None:
+            continue
+        if "error" in result:
+            parts.append(f"{label} failed: {result['error'][:120]}")
+        else:
+            parts.append(f"{label} wall {result['wall_s']:.0f} s incl. JVM start")
+    return "; ".join(parts)
+
+
+def run_live(
+    report: BenchReport,
+    plan: Plan,
+    workdir: Path,
+    base_env: dict[str, str],
+    sampler: ResourceSampler,
+    labels: list[str],
+    pipes: list[Pipeline],
+) -> None:
+    """G5, G1, G2 / G3 and memory with every job and the generator running, per pipeline."""
+    found: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        pipe = Pipeline(label, workdir / "live", base_env, sampler, f"bench-live-{label}")
+        pipes.append(pipe)
+        LocalKafkaBroker(pipe.settings).create_topics()
+        sampler.reset_total()
+        try:
+            firsts = cold_start(pipe, plan.start_rate)
+            steps: list[dict[str, Any]] = []
+            sustained = find_sustained_rate(pipe, plan, steps)
+            result: dict[str, Any] = {"cold_start": firsts, "steps": steps, "g1": sustained}
+            if label == "tuned":
+                drained = drain(pipe, plan.drain_s)
+                result["latency"] = latency(pipe, plan, bench.LATENCY_RATE)
+                result["latency"]["drained_before"] = drained
+        except RuntimeError as exc:
+            result = {"error": str(exc)}
+        result["peak_rss_total"] = sampler.peak_total
+        result["peak_rss"] = {
+            name: sampler.peak.get(name)
+            for name in ("broker", "generator", *JOB_NAMES)
+            if name in sampler.peak
+        }
+        found[label] = result
+        pipe.stop()
+    report.details["live"] = found
+    add_live_figures(report, found)
+
+
+def add_live_figures(report: BenchReport, found: dict[str, dict[str, Any]]) -> None:
+    tuned, base = found["tuned"], found.get("baseline", {})
+    cold, base_cold = tuned.get("cold_start", {}), base.get("cold_start", {})
+    first = cold.get("bronze")
+    report.add(
+        Figure(
+            "G5 cold start -> first bronze commit",
+            "s",
+            first,
+            base_cold.get("bronze"),
+            f"<= {bench.G5_TARGET:.0f}",
+            None if first is None else first <= bench.G5_TARGET,
+            "jars cached; process start of the four jobs to bronze's first committed batch",
+            higher_is_better=False,
+        )
+    )
+    every = [cold.get(job) for job in JOB_NAMES]
+    base_every = [base_cold.get(job) for job in JOB_NAMES]
+    report.add(
+        Figure(
+            "G5 cold start -> all jobs running",
+            "s",
+            None if None in every else max(v for v in every if v is not None),
+            None if None in base_every or not base_cold else max(v for v in base_every if v),
+            detail="each job has committed its first micro-batch",
+            higher_is_better=False,
+        )
+    )
+    g1, base_g1 = tuned.get("g1"), base.get("g1")
+    ok = g1 is not None and g1 >= bench.G1_TARGET
+    if base_g1 and g1:
+        ok = ok and g1 >= bench.G1_BASELINE_RATIO * base_g1
+    steps = tuned.get("steps", [])
+    last_fail = next((s for s in reversed(steps) if not s.get("passed", True)), None)
+    report.add(
+        Figure(
+            "G1 sustained throughput, whole pipeline",
+            "ev/s",
+            g1,
+            base_g1,
+            f">= {bench.G1_TARGET:,.0f} (floor {bench.G1_FLOOR:,.0f}), >= 3x baseline",
+            ok if g1 is not None else False,
+            tuned.get("error")
+            or (
+                f"first rate not kept: {last_fail['rate']:,.0f} ev/s: {last_fail['why']}; "
+                f"cpu cores {last_fail['cpu_cores']}"
+                if last_fail
+                else "every rate tried was kept"
+            ),
+        )
+    )
+    lat = tuned.get("latency", {})
+    for key, name, target in (
+        ("silver", "G2 produce -> silver", bench.G2_P95_TARGET),
+        ("gold", "G3 produce -> gold-visible", bench.G3_P95_TARGET),
+    ):
+        figures = lat.get(key, {})
+        p95 = figures.get("p95")
+        unseen = figures.get("unseen", 0)
+        met = None if p95 is None else p95 <= target and unseen == 0
+        for q in ("p50", "p95", "p99"):
+            report.add(
+                Figure(
+                    f"{name} {q} at {bench.LATENCY_RATE:,.0f} ev/s",
+                    "s",
+                    figures.get(q),
+                    target=f"p95 <= {target:.0f}" if q == "p95" else "",
+                    met=met if q == "p95" else None,
+                    detail=(
+                        f"{unseen} of {figures.get('events')} event times not visible 30 s "
+                        "after the end (percentiles of the rest)"
+                        if unseen and q == "p95"
+                        else ""
+                    ),
+                    higher_is_better=False,
+                )
+            )
+    gib = 1024**3
+    total, base_total = tuned.get("peak_rss_total"), base.get("peak_rss_total")
+    report.add(
+        Figure(
+            "Peak RSS, all live processes together",
+            "GiB",
+            total / gib if total else None,
+            base_total / gib if base_total else None,
+            f"<= {bench.RSS_TARGET / gib:.0f}",
+            None if not total else total <= bench.RSS_TARGET,
+            "broker, generator, 4 jobs (Python + JVM each)",
+            higher_is_better=False,
+        )
+    )
+    for name, rss in tuned.get("peak_rss", {}).items():
+        base_rss = base.get("peak_rss", {}).get(name)
+        report.add(
+            Figure(
+                f"Peak RSS {name}",
+                "GiB",
+                rss / gib if rss else None,
+                base_rss / gib if base_rss else None,
+                higher_is_better=False,
+            )
+        )

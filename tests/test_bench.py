@@ -1,0 +1,146 @@
+"""bench: the rate search, lag flatness, visibility latency, percentiles and the report; the
+raw Kafka ceilings against the real test broker. The whole ``bench`` command runs for half an
+hour and more, so it is run by hand (README, "Measured"), not here."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from iot_lakehouse.bench import (
+    BenchReport,
+    Figure,
+    Plan,
+    format_table,
+    lag_verdicts,
+    next_rate,
+    percentile,
+    slope_per_s,
+    visibility_latencies,
+)
+from iot_lakehouse.bench_runs import kafka_ceilings, processing_rate
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.spark_session import tuning
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def test_the_rate_search_doubles_then_bisects_then_stops() -> None:
+    assert next_rate([1_000], [], 50_000) == 2_000
+    assert next_rate([1_000, 2_000, 4_000], [], 50_000) == 8_000
+    assert next_rate([32_000], [], 50_000) == 50_000  # never beyond the target
+    assert next_rate([50_000], [], 50_000) is None  # target reached: done
+    assert next_rate([1_000, 2_000], [4_000], 50_000) == 2_830  # geometric middle
+    assert next_rate([1_000, 2_000, 2_830], [4_000, 3_370], 50_000) == 3_090
+    assert next_rate([1_000, 2_000, 2_830], [4_000, 3_200], 50_000) is None  # within 15 %
+    assert next_rate([], [1_000], 50_000) == 500  # the first rate failed: go lower
+    assert next_rate([], [1_000, 500, 250, 125], 50_000) is None
+
+
+def test_slope_is_the_least_squares_fit() -> None:
+    assert slope_per_s([(0, 0), (10, 20), (20, 40)]) == pytest.approx(2.0)
+    assert slope_per_s([(0, 5), (10, 5)]) == 0
+    assert slope_per_s([(0, 5)]) == 0
+
+
+def metrics_rows(job: str, query: str, lags: list[float], every_s: float = 5) -> list[dict]:
+    column = "kafka_lag_max" if job == "bronze" else "delta_versions_behind"
+    return [
+        {"job": job, "query": query, "batch_time": T0 + timedelta(seconds=i * every_s), column: v}
+        for i, v in enumerate(lags)
+    ]
+
+
+def test_a_flat_lag_passes_and_a_growing_or_stalled_one_fails() -> None:
+    rows = [
+        *metrics_rows("bronze", "bronze", [900, 1100, 1000, 950, 1050, 1000, 980]),
+        *metrics_rows("silver", "silver", [1, 2, 4, 6, 8, 10, 12]),  # falls behind
+        *metrics_rows("gold", "gold", [0]),  # one batch in the window: stalled
+        *metrics_rows("alerts", "alerts_static", [0, 1, 0, 1, 0, 1, 0]),
+    ]
+    queries = [("bronze", "bronze"), ("silver", "silver"), ("gold", "gold"), ("alerts", "x")]
+    queries.insert(3, ("alerts", "alerts_static"))
+    end = T0 + timedelta(seconds=30)
+    verdicts = {(v.job, v.query): v for v in lag_verdicts(rows, T0, end, 1_000, 5.0, queries)}
+    assert verdicts[("bronze", "bronze")].flat  # noise within two batches of input
+    assert verdicts[("bronze", "bronze")].allowed == 10_000
+    assert not verdicts[("silver", "silver")].flat
+    assert verdicts[("silver", "silver")].growth == pytest.approx(11.36, abs=0.01)  # fit * 30 s
+    assert not verdicts[("gold", "gold")].flat
+    assert "stalled" in verdicts[("gold", "gold")].why
+    assert verdicts[("alerts", "alerts_static")].flat
+    assert not verdicts[("alerts", "x")].flat  # expected but never seen
+    # Batches outside the window do not count.
+    after = end + timedelta(seconds=1)
+    late = lag_verdicts(rows, after, after + timedelta(minutes=1), 1_000, 5.0, queries[:1])
+    assert late[0].batches == 0 and not late[0].flat
+
+
+def test_an_event_is_visible_at_the_first_poll_that_shows_it() -> None:
+    polls = [(100.0, 98.0), (100.5, 99.0), (101.0, 98.5), (101.5, 100.2)]
+    latencies, unseen = visibility_latencies(polls, [98.0, 99.0, 99.5, 100.2, 100.3])
+    # 98 -> poll at 100.0; 99 -> 100.5; 99.5 -> 101.5 (the dip at 101.0 is ignored); 100.2
+    # -> 101.5; 100.3 never seen.
+    assert latencies == pytest.approx([1.3, 1.5, 2.0, 2.0])
+    assert unseen == 1
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.50) == 50
+    assert percentile(values, 0.95) == 95
+    assert percentile(values, 0.99) == 99
+    assert percentile([], 0.5) is None
+
+
+def test_processing_rate_excludes_start_up_and_counts_every_batch() -> None:
+    rows = [
+        {"job": "silver", "batch_time": T0, "input_rows": 1000, "batch_duration_ms": 2000},
+        {
+            "job": "silver",
+            "batch_time": T0 + timedelta(seconds=2),
+            "input_rows": 3000,
+            "batch_duration_ms": 2000,
+        },
+        {"job": "bronze", "batch_time": T0, "input_rows": 99, "batch_duration_ms": 1},
+    ]
+    assert processing_rate(rows, "silver") == (1000.0, 4000)
+    assert processing_rate(rows, "gold") == (None, 0)
+
+
+def test_the_report_prints_ratios_and_targets_and_saves_json(tmp_path: Path) -> None:
+    report = BenchReport(Plan.of(quick=True), "2026-11-22T12:00:00", {"cores": 2})
+    report.add(Figure("G1", "ev/s", 6_000, 1_500, ">= 50,000", False, "cpu bound"))
+    report.add(Figure("G5", "s", 10.0, 20.0, "<= 15", True, higher_is_better=False))
+    table = format_table(report)
+    assert "| G1 " in table and "6,000" in table and "4.00x" in table and "NO" in table
+    assert "2.00x" in table and "yes" in table  # lower is better: baseline / tuned
+    saved = report.save(tmp_path)
+    assert saved.name == "20261122T120000.json"
+    body = json.loads(saved.read_text())
+    assert body["plan"]["name"] == "quick"
+    assert [f["ratio"] for f in body["figures"]] == [4.0, 2.0]
+
+
+def test_the_quick_plan_is_shorter_than_the_full_one() -> None:
+    quick, full = Plan.of(quick=True), Plan.of(quick=False)
+    assert full.sustain_s == 300 and quick.sustain_s == 60  # the issue: 5 min, --quick 1 min
+    assert full.replay_rows >= 2_000_000
+    assert quick.replay_rows < full.replay_rows
+
+
+def test_the_baseline_has_spark_defaults_and_no_source_limits() -> None:
+    tuned = Settings()
+    naive = Settings.from_env({"SPARK_TUNING": "false"})
+    assert tuning(tuned)["spark.sql.shuffle.partitions"] == "2"
+    assert tuning(naive) == {}  # Spark's own: 200 shuffle partitions, no RocksDB, …
+    assert tuned.source_limits(maxOffsetsPerTrigger=200_000) == {"maxOffsetsPerTrigger": "200000"}
+    assert naive.source_limits(maxOffsetsPerTrigger=200_000) == {}
+
+
+def test_kafka_ceilings_on_the_real_broker(kafka_settings: Settings) -> None:
+    produce, consume = kafka_ceilings(kafka_settings, 20_000)
+    assert produce > 1_000 and consume > 1_000, (produce, consume)
