@@ -136,7 +136,7 @@ def test_the_baseline_has_spark_defaults_and_no_source_limits() -> None:
     tuned = Settings()
     naive = Settings.from_env({"SPARK_TUNING": "false"})
     assert tuning(tuned)["spark.sql.shuffle.partitions"] == "2"
-    assert tuning(naive) == {}  # Spark's own: 200 shuffle partitions, no RocksDB, …
+    assert tuning(naive) == {}  # Spark's own: 200 shuffle partitions, …
     assert tuned.source_limits(maxOffsetsPerTrigger=200_000) == {"maxOffsetsPerTrigger": "200000"}
     assert naive.source_limits(maxOffsetsPerTrigger=200_000) == {}
 

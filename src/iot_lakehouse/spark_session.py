@@ -17,16 +17,13 @@ logger = logging.getLogger(__name__)
 
 def tuning(settings: Settings) -> dict[str, str]:
     """The Spark settings this project tunes for a small machine; none with SPARK_TUNING=false
-    (Spark's defaults: 200 shuffle partitions, the HDFS-backed state store, …)."""
+    (Spark's defaults: 200 shuffle partitions, 50 Delta snapshot partitions, …)."""
     if not settings.spark_tuning:
         return {}
     partitions = settings.spark_shuffle_partitions
     return {
         "spark.sql.shuffle.partitions": str(partitions),
         "spark.default.parallelism": str(max(2, partitions)),
-        "spark.sql.streaming.stateStore.providerClass": (
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
-        ),
         "spark.sql.adaptive.enabled": "true",
         # Delta replays its log with this many partitions (default 50): tiny on a laptop.
         "spark.databricks.delta.snapshotPartitions": str(max(1, partitions)),
@@ -59,6 +56,11 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.ui.enabled", str(settings.spark_ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Not a tuning: the alerts job's transformWithState needs RocksDB.
+        .config(
+            "spark.sql.streaming.stateStore.providerClass",
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        )
         # A JSON object with a repeated key must not fail a job: the last value wins.
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
