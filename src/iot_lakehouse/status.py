@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -58,6 +59,17 @@ def kafka_end_offsets(
     """High watermark of each partition of ``topic``; None if it cannot be read."""
     marks = kafka_watermarks(settings, topic, timeout)
     return None if marks is None else {p: high for p, (_low, high) in marks.items()}
+
+
+def has_committed(settings: Settings, job: str) -> bool:
+    """True once the job has committed a micro-batch (``commits/0`` in its checkpoint; for the
+    alerts job, in any of its queries' checkpoints). Local lakehouses only: False otherwise."""
+    if "://" in settings.lakehouse_path:
+        return False
+    root = Path(settings.checkpoint_path(job))
+    if job == "alerts":
+        return any(root.glob("*/commits/0"))
+    return (root / "commits" / "0").exists()
 
 
 def delta_row_count(path: str) -> int | None:
