@@ -18,7 +18,9 @@ from iot_lakehouse.bench import (
     lag_verdicts,
     next_rate,
     percentile,
+    shares,
     slope_per_s,
+    stage_seconds,
     visibility_latencies,
 )
 from iot_lakehouse.bench_runs import kafka_ceilings, processing_rate
@@ -144,3 +146,38 @@ def test_the_baseline_has_spark_defaults_and_no_source_limits() -> None:
 def test_kafka_ceilings_on_the_real_broker(kafka_settings: Settings) -> None:
     produce, consume = kafka_ceilings(kafka_settings, 20_000)
     assert produce > 1_000 and consume > 1_000, (produce, consume)
+
+
+def test_stage_seconds_sum_the_timings_of_a_jobs_batch_lines() -> None:
+    lines = [
+        '{"message": "silver batch", "context": {"batch_id": 0, "judge_s": 2.0, "lookup_s": 1}}',
+        "not json at all",
+        '{"message": "silver stream started", "context": {"judge_s": 99}}',
+        '{"message": "silver batch", "context": {"batch_id": 1, "judge_s": 4.0, "lookup_s": 1}}',
+    ]
+    assert stage_seconds(lines) == {"judge": 6.0, "lookup": 2.0}
+    assert shares({"judge": 6.0, "lookup": 2.0}) == "judge 75 %, lookup 25 %"
+    assert shares({}) == ""
+
+
+def test_stage_seconds_read_a_real_json_log_line(tmp_path: Path) -> None:
+    import logging
+
+    from iot_lakehouse.logs import configure_logging, kv
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("silver", "INFO", "json", tmp_path)
+        logging.getLogger("iot_lakehouse.silver").info(
+            "silver batch %s", kv(job="silver", batch_id=3, judge_s=1.5, delta_appends_s=0.5)
+        )
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+    lines = (tmp_path / "silver.log").read_text().splitlines()
+    assert stage_seconds(lines) == {"judge": 1.5, "delta_appends": 0.5}

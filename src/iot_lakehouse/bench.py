@@ -168,6 +168,32 @@ def visibility_latencies(
     return sorted(latencies), unseen
 
 
+def stage_seconds(log_lines: Iterable[str], prefix: str = "silver batch") -> dict[str, float]:
+    """Seconds per step summed over a job's batches, from its JSON log lines whose message
+    starts with ``prefix`` (context keys ending in ``_s``, e.g. silver's ``judge_s``)."""
+    totals: dict[str, float] = {}
+    for line in log_lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or not str(record.get("message", "")).startswith(prefix):
+            continue
+        for key, value in (record.get("context") or {}).items():
+            if key.endswith("_s") and isinstance(value, int | float):
+                totals[key.removesuffix("_s")] = totals.get(key.removesuffix("_s"), 0.0) + value
+    return totals
+
+
+def shares(seconds: dict[str, float]) -> str:
+    """``judge 41 %, lookup_silver 30 %, …`` (largest first) of a step -> seconds map."""
+    total = sum(seconds.values())
+    if total <= 0:
+        return ""
+    ranked = sorted(seconds.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {100 * s / total:.0f} %" for name, s in ranked)
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     """The q-quantile (nearest rank) of sorted values; None if there are none."""
     if not sorted_values:

@@ -220,6 +220,10 @@ class Pipeline:
             "KAFKA_TOPIC": self.topic,
             "GENERATOR_API_PORT": str(free_port()),
             "SPARK_TUNING": "true" if self.label == "tuned" else "false",
+            # Own logs, as JSON, with the per-batch lines (silver's carry its stage timings).
+            "IOT_RUNTIME_DIR": str(self.workdir / f"runtime-{self.label}"),
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
         }
         self.settings = Settings.from_env(self.env)
 
@@ -558,7 +562,9 @@ def replay(pipe: Pipeline, job: str, timeout: float = 3600) -> dict[str, Any]:
         return {"error": str(exc)}
     rate, rows = processing_rate(pipe.metrics(since - timedelta(seconds=1)), job)
     peak = pipe.sampler.peak.get(job)
-    return {"wall_s": wall, "rows_per_s": rate, "rows": rows, "peak_rss": peak}
+    log = pipe.settings.logs_dir / f"{job}.log"
+    stages = bench.stage_seconds(log.read_text().splitlines()) if log.exists() else {}
+    return {"wall_s": wall, "rows_per_s": rate, "rows": rows, "peak_rss": peak, "stages_s": stages}
 
 
 # --- the whole run -------------------------------------------------------------------------
@@ -673,6 +679,8 @@ def replay_detail(tuned: dict[str, Any], base: dict[str, Any] | None, rows: str)
             parts.append(f"{label} failed: {result['error'][:120]}")
         else:
             parts.append(f"{label} wall {result['wall_s']:.0f} s incl. JVM start")
+            if result.get("stages_s"):
+                parts.append(f"{label} time per step: {bench.shares(result['stages_s'])}")
     return "; ".join(parts)
 
 
