@@ -412,20 +412,22 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
     return step
 
 
-def drain(pipe: Pipeline, timeout: float) -> bool:
-    """Pause the generator until bronze has every record and no table has changed for three
-    trigger intervals (the backlog is gone); False if that takes longer than ``timeout``."""
+def drain(pipe: Pipeline, timeout: float, slack_s: float = 10.0) -> bool:
+    """Pause the generator until everything sent has gone through: bronze has every record,
+    and silver's and gold's newest event times have reached the pause (within ``slack_s``).
+    False if that takes longer than ``timeout``."""
     pipe.pause()
-    quiet_for = 3 * max(pipe.settings.trigger_interval_seconds, 2.0)
+    paused_at = time.time()
+    silver = NewestEventTime(pipe.settings.silver_readings_path, "event_time")
+    gold = NewestEventTime(pipe.settings.gold_path("sensor_metrics_5m"), "last_event_time")
     deadline = time.monotonic() + timeout
-    last, since = pipe.versions(), time.monotonic()
     while time.monotonic() < deadline:
-        time.sleep(2)
-        versions = pipe.versions()
-        if versions != last:
-            last, since = versions, time.monotonic()
-        elif time.monotonic() - since >= quiet_for and pipe.kafka_lag() == 0:
+        newest = [silver.read(), gold.read()]
+        if pipe.kafka_lag() == 0 and all(
+            t is not None and t >= paused_at - slack_s for t in newest
+        ):
             return True
+        time.sleep(2)
     return False
 
 
@@ -620,8 +622,9 @@ def run_bench(
             logger.warning("bench folder kept %s", kv(folder=workdir))
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    report.details["peak_rss_bytes"] = dict(sampler.peak)
-    return report, report.save(results_dir)
+        report.details["peak_rss_bytes"] = dict(sampler.peak)
+        saved = report.save(results_dir)  # also what an interrupted run measured so far
+    return report, saved
 
 
 def run_replays(

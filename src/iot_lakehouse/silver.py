@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -295,6 +296,22 @@ def to_duplicate_rows(dups: DataFrame, batch_id: int) -> DataFrame:
     )
 
 
+class StageClock:
+    """Wall seconds of the steps of one batch, for the batch's log line (``<step>_s=…``)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[f"{step}_s"] = round(now - self.last, 3)
+        self.last = now
+
+    def seconds(self) -> dict[str, float]:
+        return dict(self.laps)
+
+
 @dataclass
 class SilverBatchWriter:
     """Writes one micro-batch to silver, the DLQ and the duplicate ledger, exactly once.
@@ -328,7 +345,9 @@ class SilverBatchWriter:
         """Judge and write one batch; return the counts of valid, rejected and duplicates."""
         # Materialise the judged batch once: every later step reads it instead of re-parsing,
         # and the truncated plan keeps planning cheap.
+        clock = StageClock()
         judged = judge(bronze_batch, self.ruleset).localCheckpoint(eager=True)
+        clock.lap("judge")
         every = self.settings.quality_every_n_batches
         if self.validator is not None and every > 0 and batch_id % every == every - 1:
             validate_and_record(
@@ -340,11 +359,14 @@ class SilverBatchWriter:
                 self.settings.quality_results_path,
                 self.app_id,
             )
+            clock.lap("quality")
         valid, rejected = split_judged(judged)
         rows = to_silver_rows(valid, self.ruleset)
         first, later = split_batch_duplicates(rows)
         first = first.localCheckpoint(eager=True)
+        clock.lap("dedup_in_batch")
         to_insert, against_table = self._lookup_existing(first)
+        clock.lap("lookup_silver")
         later = (
             later.alias("l")
             .join(first.alias("f").hint("merge"), list(DEDUP_KEY))
@@ -360,10 +382,12 @@ class SilverBatchWriter:
             later.unionByName(against_table.select(later.columns)), batch_id
         ).localCheckpoint(eager=True)
         to_insert = to_insert.localCheckpoint(eager=True)
+        clock.lap("duplicate_ledger")
         s = self.settings
         self._append(to_dlq_rows(rejected, self.ruleset, batch_id), s.dlq_rejects_path, batch_id)
         self._append(duplicates, s.silver_duplicates_path, batch_id)
         self._append(to_insert, s.silver_readings_path, batch_id)
+        clock.lap("delta_appends")
         inserted = to_insert.agg(F.count("*").alias("n"), *kafka_time_quantiles()).first()
         record_batch_latency("kafka_to_silver", JOB_NAME, batch_id, inserted)
         counts = {
@@ -371,7 +395,10 @@ class SilverBatchWriter:
             "rejected": rejected.count(),
             "duplicates": duplicates.count(),
         }
-        logger.info("silver batch %s", kv(job=JOB_NAME, batch_id=batch_id, **counts))
+        clock.lap("counts")
+        logger.info(
+            "silver batch %s", kv(job=JOB_NAME, batch_id=batch_id, **counts, **clock.seconds())
+        )
         return counts
 
     def _lookup_existing(self, first: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -404,7 +431,10 @@ class SilverBatchWriter:
         )
         # A sort-merge join: the silver side can be far larger than its file statistics suggest,
         # and broadcasting it would not fit a 1 GB driver.
-        looked_up = first.join(existing.hint("merge"), list(DEDUP_KEY), "left")
+        # Materialised once: both halves below read it (the join ran twice before).
+        looked_up = first.join(existing.hint("merge"), list(DEDUP_KEY), "left").localCheckpoint(
+            eager=True
+        )
         own_write = (
             (F.col("kept_topic") == F.col("bronze_topic"))
             & (F.col("kept_partition") == F.col("bronze_partition"))
