@@ -234,7 +234,7 @@ class Pipeline:
     def spawn(self, name: str, args: list[str]) -> Child:
         child = spawn(f"{self.label}-{name}", args, self.settings.logs_dir, self.env)
         self.children.append(child)
-        self.sampler.watch(name, child.proc.pid)
+        self.sampler.watch(child.name, child.proc.pid)
         return child
 
     def run(self, name: str, args: list[str], timeout: float) -> float:
@@ -245,7 +245,7 @@ class Pipeline:
             code = child.proc.wait(timeout)
         finally:
             stop_children([child])
-            self.sampler.forget(name)
+            self.sampler.forget(child.name)
             self.children.remove(child)
         if code != 0:
             raise RuntimeError(f"{self.label} {' '.join(args)} exited {code}; see {child.log}")
@@ -277,7 +277,7 @@ class Pipeline:
     def stop(self) -> None:
         stop_children(self.children)
         for child in self.children:
-            self.sampler.forget(child.name.removeprefix(f"{self.label}-"))
+            self.sampler.forget(child.name)
         self.children.clear()
 
     # generator control
@@ -370,11 +370,13 @@ class Step:
     verdicts: list[bench.LagVerdict]
     cpu_cores: dict[str, float]
     why: str
+    drained: bool
 
 
 def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
     """Run the generator at ``rate``; after the warm-up, judge the lag of every query over
-    ``plan.sustain_s`` seconds and measure each process's CPU use."""
+    ``plan.sustain_s`` seconds and measure each process's CPU use. The verdict is read after
+    the backlog drained: a batch's metrics row exists only once the batch has ended."""
     pipe.set_rate(rate)
     time.sleep(plan.warmup_s)
     cpu_before = pipe.sampler.cpu_seconds()
@@ -390,8 +392,12 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
     cpu_after = pipe.sampler.cpu_seconds()
     window = (end - start).total_seconds()
     cpu = {
-        name: round((cpu_after[name] - cpu_before.get(name, 0.0)) / window, 2) for name in cpu_after
+        name.removeprefix(f"{pipe.label}-"): round(
+            (cpu_after[name] - cpu_before.get(name, 0.0)) / window, 2
+        )
+        for name in cpu_after
     }
+    drained = drain(pipe, plan.drain_s)
     time.sleep(METRICS_FLUSH_S)
     rows = pipe.metrics(start - timedelta(minutes=2))
     queries = sorted({(r["job"], r["query"]) for r in rows})
@@ -404,7 +410,9 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
     reasons += [f"{job}: no batch recorded" for job in missing]
     if sent_rate is None or sent_rate < 0.9 * rate:
         reasons.append(f"the generator sent only {sent_rate or 0:,.0f} events/s")
-    step = Step(rate, sent_rate, not reasons, verdicts, cpu, "; ".join(reasons) or "flat")
+    if not drained:
+        reasons.append(f"the backlog did not drain within {plan.drain_s:.0f} s after the window")
+    step = Step(rate, sent_rate, not reasons, verdicts, cpu, "; ".join(reasons) or "flat", drained)
     logger.info(
         "G1 step %s",
         kv(pipeline=pipe.label, rate=rate, passed=step.passed, why=step.why, cpu=cpu),
@@ -453,7 +461,7 @@ def find_sustained_rate(pipe: Pipeline, plan: Plan, details: list[dict[str, Any]
         )
         (passed if step.passed else failed).append(rate)
         rate = bench.next_rate(passed, failed, bench.G1_TARGET)
-        if rate is not None and not drain(pipe, plan.drain_s):
+        if not step.drained:  # the next rate would start behind
             details.append({"stopped": f"the backlog did not drain in {plan.drain_s:.0f} s"})
             break
     return max(passed, default=None)
@@ -563,7 +571,7 @@ def replay(pipe: Pipeline, job: str, timeout: float = 3600) -> dict[str, Any]:
         logger.warning("replay failed %s", kv(pipeline=pipe.label, job=job, error=str(exc)))
         return {"error": str(exc)}
     rate, rows = processing_rate(pipe.metrics(since - timedelta(seconds=1)), job)
-    peak = pipe.sampler.peak.get(job)
+    peak = pipe.sampler.peak.get(f"{pipe.label}-{job}")
     log = pipe.settings.logs_dir / f"{job}.log"
     stages = bench.stage_seconds(log.read_text().splitlines()) if log.exists() else {}
     return {"wall_s": wall, "rows_per_s": rate, "rows": rows, "peak_rss": peak, "stages_s": stages}
@@ -723,9 +731,9 @@ def run_live(
             result = {"error": str(exc)}
         result["peak_rss_total"] = sampler.peak_total
         result["peak_rss"] = {
-            name: sampler.peak.get(name)
+            name: sampler.peak.get(key)
             for name in ("broker", "generator", *JOB_NAMES)
-            if name in sampler.peak
+            if (key := name if name == "broker" else f"{label}-{name}") in sampler.peak
         }
         found[label] = result
         pipe.stop()
