@@ -181,3 +181,27 @@ def test_stage_seconds_read_a_real_json_log_line(tmp_path: Path) -> None:
         root.setLevel(level)
     lines = (tmp_path / "silver.log").read_text().splitlines()
     assert stage_seconds(lines) == {"judge": 1.5, "delta_appends": 0.5}
+
+
+def test_the_bench_command_runs_a_part_prints_the_table_and_saves_json(tmp_path: Path) -> None:
+    # The real command with its own broker (free ports, temporary folder): the cheapest part.
+    import os
+    import subprocess
+    import sys
+
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "iot_lakehouse", "bench", "--quick", "--only", "ceilings"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "IOT_RUNTIME_DIR": str(tmp_path / "runtime")},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| Kafka produce, raw (acks=all) | msg/s" in done.stdout, done.stdout
+    saved = list((tmp_path / "bench" / "results").glob("*.json"))
+    assert len(saved) == 1 and str(saved[0].relative_to(tmp_path)) in done.stdout
+    figures = {f["name"]: f for f in json.loads(saved[0].read_text())["figures"]}
+    assert figures["Kafka consume, raw"]["tuned"] > 1_000
+    assert not results.exists()  # --results was not given: the default folder under cwd
