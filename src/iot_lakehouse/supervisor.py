@@ -93,6 +93,8 @@ def start_downstream_jobs(
         and not stop.wait(0.2)
     ):
         pass
+    if stop.is_set():  # Ctrl-C while bronze was starting: start nothing more
+        return
     for job in ("silver", "gold", "alerts"):
         run_job(job)
 
