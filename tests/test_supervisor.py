@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 
 from iot_lakehouse.settings import PROJECT_ROOT
 from iot_lakehouse.stream_metrics import read_stream_metrics
+from iot_lakehouse.supervisor import Child, component_health
 from tests.conftest import free_port
 
 
@@ -132,3 +133,30 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
 
     table = DeltaTable(str(tmp_path / "lakehouse" / "bronze" / "sensor_events"))
     assert table.to_pyarrow_table().num_rows >= bronze_seen[-1]
+
+
+def test_status_shows_components_in_pipeline_order_whatever_order_they_started(
+    tmp_path: Path,
+) -> None:
+    running = subprocess.Popen(["sleep", "30"])
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    try:
+        children = [
+            Child("bronze", running, tmp_path / "b.out"),
+            Child("generator", running, tmp_path / "g.out"),
+            Child("alerts", finished, tmp_path / "a.out"),
+            Child("silver", running, tmp_path / "s.out"),
+            Child("gold", running, tmp_path / "o.out"),
+        ]
+        health = component_health(children)
+    finally:
+        running.kill()
+        running.wait()
+    assert list(health.items()) == [
+        ("bronze", "up"),
+        ("silver", "up"),
+        ("gold", "up"),
+        ("alerts", "exited"),
+        ("generator", "up"),
+    ]

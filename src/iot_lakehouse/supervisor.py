@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 GRACEFUL_STOP_S = 60.0
 BRONZE_HEAD_START_S = 60.0  # the other jobs start at bronze's first commit or after this
+STATUS_ORDER = ("bronze", "silver", "gold", "alerts", "generator")  # pipeline order on screen
 
 
 @dataclass
@@ -72,6 +73,13 @@ def stop_children(children: list[Child], timeout: float = GRACEFUL_STOP_S) -> No
             os.killpg(child.proc.pid, signal.SIGKILL)
             child.proc.wait()
         logger.info("stopped %s", kv(component=child.name, exit_code=child.proc.returncode))
+
+
+def component_health(children: list[Child]) -> dict[str, str]:
+    """``up`` or ``exited`` per child, in pipeline order (whatever order they started in)."""
+    rank = {name: i for i, name in enumerate(STATUS_ORDER)}
+    ordered = sorted(children, key=lambda c: rank.get(c.name, len(rank)))
+    return {c.name: "up" if c.proc.poll() is None else "exited" for c in ordered}
 
 
 def start_downstream_jobs(
@@ -169,7 +177,7 @@ def run_all(
             now = time.monotonic()
             rates = counts.rates(last, now - last_at)
             last, last_at = counts, now
-            health = {c.name: "up" if c.proc.poll() is None else "exited" for c in children}
+            health = component_health(children)
             if tty:  # redraw the screen in place
                 screen = render_screen(
                     counts, rates, health, time.strftime("%H:%M:%S"), now - started
