@@ -50,6 +50,7 @@ from iot_lakehouse.gold import (
     MICROS,
     BatchWatermarks,
     upsert_window_rows,
+    watermark_clock,
 )
 from iot_lakehouse.logs import kv
 from iot_lakehouse.rules import RuleSet, load_rules
@@ -127,10 +128,16 @@ class AlertProcessor(StatefulProcessor):
 
 
 def detect_stateful(readings: DataFrame, rules: AlertRules, watermark: str) -> DataFrame:
-    """Streaming silver readings -> stateful alerts (DETECTED schema), per sensor."""
+    """Streaming silver readings -> stateful alerts (DETECTED schema), per sensor. The
+    watermark follows event times capped at ingest time (``gold.watermark_clock``): one reading
+    stamped minutes ahead must not make every other sensor's readings late."""
     return (
-        readings.select(*ALERTS_INPUT, F.unix_millis("event_time").alias("event_ms"))
-        .withWatermark("event_time", watermark)
+        readings.select(
+            *ALERTS_INPUT,
+            F.unix_millis("event_time").alias("event_ms"),
+            watermark_clock(readings).alias("watermark_time"),
+        )
+        .withWatermark("watermark_time", watermark)
         .groupBy("sensor_id")
         .transformWithState(AlertProcessor(rules), DETECTED, "Append", "EventTime")
     )

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.streaming.readwriter import DataStreamWriter
 
+from iot_lakehouse.checkpoints import bronze_resume_offsets
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
 from iot_lakehouse.schemas import BRONZE_EVENTS, BRONZE_PARTITION_COLUMNS, KAFKA_SOURCE_COLUMNS
@@ -130,13 +131,16 @@ def conform(df: DataFrame) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in BRONZE_EVENTS])
 
 
-def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The sensor topic as a stream, from the earliest offsets on the first start."""
+def read_kafka(
+    spark: SparkSession, settings: Settings, starting_offsets: str = "earliest"
+) -> DataFrame:
+    """The sensor topic as a stream; ``starting_offsets`` applies only to a query without
+    checkpoint progress (Spark resumes from the checkpoint otherwise)."""
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
         .option("subscribe", settings.kafka_topic)
-        .option("startingOffsets", "earliest")
+        .option("startingOffsets", starting_offsets)
         .options(**settings.source_limits(maxOffsetsPerTrigger=settings.max_offsets_per_trigger))
         .option("failOnDataLoss", str(settings.fail_on_data_loss).lower())
         .load()
@@ -163,10 +167,16 @@ def read_landing_files(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-def bronze_source(spark: SparkSession, settings: Settings, source: str) -> DataFrame:
+def bronze_source(
+    spark: SparkSession, settings: Settings, source: str, starting_offsets: str = "earliest"
+) -> DataFrame:
     """The chosen source mapped to the bronze contract."""
     if source == "kafka":
-        return read_kafka(spark, settings).transform(to_bronze_events).transform(conform)
+        return (
+            read_kafka(spark, settings, starting_offsets)
+            .transform(to_bronze_events)
+            .transform(conform)
+        )
     if source == "files":
         return (
             read_landing_files(spark, settings)
@@ -182,9 +192,15 @@ def start_bronze_stream(
     """Start the source -> bronze query; its checkpoint makes the Delta sink exactly-once.
 
     Each source has its own checkpoint (``bronze`` for Kafka, ``bronze_files`` for files):
-    their offsets mean different things and must never be mixed."""
-    events = bronze_source(spark, settings, source)
+    their offsets mean different things and must never be mixed. A Kafka query whose
+    checkpoint was lost resumes after the newest offsets its table holds."""
     checkpoint = JOB_NAME if source == "kafka" else f"{JOB_NAME}_{source}"
+    resume = (
+        bronze_resume_offsets(spark, settings, settings.checkpoint_path(checkpoint))
+        if source == "kafka"
+        else None
+    )
+    events = bronze_source(spark, settings, source, resume or "earliest")
     writer = (
         events.writeStream.format("delta")
         .outputMode("append")

@@ -256,6 +256,17 @@ def micros_literal(micros: int | None) -> Column:
     return F.timestamp_micros(F.lit(micros))
 
 
+def watermark_clock(readings: DataFrame) -> Column:
+    """The time a reading moves the watermark by: its event time, but never later than its
+    bronze ingest time. A reading stamped in the future (within silver's allowed clock skew)
+    then cannot push the watermark ahead of the data still arriving, which would make valid
+    readings late."""
+    if "bronze_ingest_time" not in readings.columns:  # hand-made frames
+        return F.col("event_time")
+    ingest = F.coalesce(F.col("bronze_ingest_time"), F.col("event_time"))
+    return F.least(F.col("event_time"), ingest)
+
+
 def is_late(watermark_us: int | None) -> Column:
     """A reading is late when its event time is before the watermark. One without an event
     time (silver never has one) counts as late, so it is kept rather than dropped or folded
@@ -416,8 +427,10 @@ class GoldBatchWriter:
             if "kafka_timestamp" in silver_batch.columns
             else F.lit(None).cast("timestamp").alias("kafka_timestamp")
         )
-        with_kafka_time = silver_batch.select(*GOLD_INPUT, kafka_time).localCheckpoint(eager=True)
-        readings = with_kafka_time.drop("kafka_timestamp")
+        with_kafka_time = silver_batch.select(
+            *GOLD_INPUT, kafka_time, watermark_clock(silver_batch).alias("_clock")
+        ).localCheckpoint(eager=True)
+        readings = with_kafka_time.drop("kafka_timestamp", "_clock")
         seen = self._seen_before(batch_id)
         delay = self.settings.gold_watermark_seconds * MICROS
         watermark = None if seen is None else seen - delay
@@ -426,16 +439,20 @@ class GoldBatchWriter:
             F.count_if(is_late(watermark)).alias("late"),
             F.min(F.unix_micros("event_time")).alias("lo"),
             F.max(F.unix_micros("event_time")).alias("hi"),
+            F.max(F.unix_micros("_clock")).alias("clock_hi"),
             *kafka_time_quantiles(),
         ).first()
         assert stats is not None
         total, late_count, hi = int(stats["readings"]), int(stats["late"]), stats["hi"]
+        clock_hi = stats["clock_hi"]
         if total == 0:
             self._last_batch = batch_id
             return {"readings": 0, "late": 0}
         marks = BatchWatermarks(
             watermark_us=watermark,
-            max_event_us=hi if seen is None else seen if hi is None else max(seen, hi),
+            max_event_us=(
+                clock_hi if seen is None else seen if clock_hi is None else max(seen, clock_hi)
+            ),
             delay_us=delay,
         )
         on_time, late = split_late(readings, marks.watermark_us)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
@@ -19,6 +19,12 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.alerts import start_alerts_stream
 from iot_lakehouse.bronze import start_bronze_stream
+from iot_lakehouse.checkpoints import (
+    damaged_checkpoint_error,
+    hadoop_fs,
+    looks_damaged,
+    refuse_lost_checkpoint,
+)
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.logs import kv
@@ -89,13 +95,6 @@ def job_lock(settings: Settings, name: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
-
-
-def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    """(Hadoop FileSystem, Hadoop Path) of ``path``: local folders and URIs (s3a://…) alike."""
-    jvm: Any = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
 def delta_table_exists(spark: SparkSession, path: str) -> bool:
@@ -194,6 +193,33 @@ def await_queries(job: str, queries: list[StreamingQuery], stop: threading.Event
             )
 
 
+# What the OS (or an object store) says when a write cannot happen, and what it means.
+STORAGE_PROBLEMS = {
+    "read-only file system": "read-only",
+    "no space left on device": "full",
+    "disk quota exceeded": "full",
+    "permission denied": "not permitted",
+    "accessdenied": "not permitted",
+    "access denied": "not permitted",
+}
+
+
+def storage_problem(error: str) -> str | None:
+    """``read-only``, ``full`` or ``not permitted`` if ``error`` is a failed write; else None."""
+    text = error.lower()
+    return next((kind for marker, kind in STORAGE_PROBLEMS.items() if marker in text), None)
+
+
+def storage_error(settings: Settings, job: str, problem: str) -> JobError:
+    """The error of a job that cannot write its tables or checkpoint, with what to do."""
+    return JobError(
+        f"job {job}: storage is not writable ({problem}): the lakehouse at "
+        f"{settings.lakehouse_path} or the DLQ at {settings.dlq_path}. Free space or fix the "
+        "permissions, then start the job again: it resumes from its checkpoint, and what it "
+        "had not committed is written then (nothing is lost)."
+    )
+
+
 def job_starter(job: str, source: str) -> JobStarter:
     """The start function of ``job``; ``source`` picks bronze's input (kafka or files)."""
     if job not in JOBS:
@@ -241,16 +267,29 @@ def _run_locked(
         metrics.start()
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
+        refuse_lost_checkpoint(spark, settings, job)
         for attempt in range(1, RESTARTS + 2):
             try:
                 started = starter(spark, settings, available_now)
                 await_queries(job, started if isinstance(started, list) else [started], stop)
                 break
-            except (JobError, StreamingQueryException) as exc:
+            except Exception as exc:
+                if looks_damaged(str(exc)):  # starting again would fail the same way
+                    raise damaged_checkpoint_error(settings, job, str(exc)) from exc
+                if not isinstance(exc, JobError | StreamingQueryException):
+                    raise
                 # A query can fail for a passing reason (e.g. a Python worker that did not
                 # connect back in time on a busy machine): every query resumes from its
                 # checkpoint, so starting again loses and repeats nothing.
                 if attempt > RESTARTS or stop.is_set():
+                    storage = storage_problem(str(exc))
+                    if storage is not None:
+                        raise storage_error(settings, job, storage) from exc
+                    if isinstance(exc, StreamingQueryException):
+                        raise JobError(
+                            f"job {job} failed: {str(exc).splitlines()[0]}. Fix the cause and "
+                            "start it again; it resumes from its checkpoint."
+                        ) from exc
                     raise
                 logger.error(
                     "job failed, starting it again from its checkpoint %s",

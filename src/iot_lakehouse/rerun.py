@@ -27,6 +27,7 @@ from typing import Any
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
+from iot_lakehouse.checkpoints import hadoop_fs
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
 from iot_lakehouse.jobs import (
@@ -34,7 +35,6 @@ from iot_lakehouse.jobs import (
     UPSTREAM,
     await_queries,
     delta_table_exists,
-    hadoop_fs,
     job_lock,
 )
 from iot_lakehouse.logs import kv

@@ -61,7 +61,8 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
             "spark.sql.streaming.stateStore.providerClass",
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         )
-        # A JSON object with a repeated key must not fail a job: the last value wins.
+        # A JSON object with a repeated key must not fail a job (Spark's default policy would
+        # throw). Silver's parser then keeps the key's first value (docs/guarantees.md).
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )

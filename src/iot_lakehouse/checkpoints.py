@@ -1,0 +1,157 @@
+"""What a job does when its checkpoint is gone or damaged (see docs/guarantees.md).
+
+- **bronze**, checkpoint lost: it resumes after the newest Kafka offset per partition that its
+  table already holds (the table is the truth; nothing is read twice, nothing skipped).
+- **silver, gold, alerts**, checkpoint lost while their tables hold rows: they refuse to start.
+  Starting over would read their whole input again and write every row a second time;
+  ``iot-lakehouse rerun <layer> --cascade`` is the safe way to rebuild them.
+- **any job**, checkpoint damaged (a file Spark cannot read): no retry; the error names the
+  checkpoint and says to move it aside, which then leads to one of the cases above.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from iot_lakehouse.errors import JobError
+from iot_lakehouse.logs import kv
+from iot_lakehouse.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EARLIEST = -2  # Spark's startingOffsets JSON: the earliest offset of a partition
+
+# The tables whose rows prove that a derived job ran before (its checkpoint then matters).
+OUTPUTS = {
+    "silver": lambda s: (s.silver_readings_path, s.dlq_rejects_path),
+    "gold": lambda s: (s.gold_path("sensor_metrics_5m"), s.gold_late_readings_path),
+    "alerts": lambda s: (s.alerts_path, s.gold_path("alert_counts_5m")),
+}
+
+# Words of the errors Spark raises when a checkpoint file cannot be read or parsed.
+DAMAGED_MARKERS = (
+    "log file was malformed",
+    "failed to read correct log version",
+    "unsupportedlogversion",
+    "incompatible checkpoint",
+    "metadata file",
+    "jsonparseexception",
+    "jsonmappingexception",
+    "mismatchedinputexception",
+    "unrecognized token",
+    "no content to map",
+    "failed to read the checkpoint",
+    "checkpoint_file_not_found",
+    "unexpected end-of-input",
+    "was expecting",  # Jackson: "Unexpected character (…): was expecting …"
+)
+
+
+def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """(Hadoop FileSystem, Hadoop Path) of ``path``: local folders and URIs (s3a://…) alike."""
+    jvm: Any = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def has_progress(spark: SparkSession, checkpoint: str) -> bool:
+    """True if the checkpoint folder (or, for a job of several queries, a folder in it) holds
+    offsets Spark would resume from."""
+    fs, root = hadoop_fs(spark, checkpoint)
+    if not fs.exists(root):
+        return False
+    folders = [root] + [s.getPath() for s in fs.listStatus(root) if s.isDirectory()]
+    for folder in folders:
+        offsets = folder.suffix("/offsets")
+        if fs.exists(offsets) and any(
+            s.getPath().getName().isdigit() for s in fs.listStatus(offsets)
+        ):
+            return True
+    return False
+
+
+def table_has_rows(spark: SparkSession, path: str) -> bool:
+    """True if a Delta table exists at ``path`` and holds at least one row."""
+    fs, log = hadoop_fs(spark, f"{path.rstrip('/')}/_delta_log")
+    if not fs.exists(log):
+        return False
+    return spark.read.format("delta").load(path).limit(1).count() > 0
+
+
+def refuse_lost_checkpoint(spark: SparkSession, settings: Settings, job: str) -> None:
+    """JobError if derived ``job`` has no checkpoint progress but its tables hold rows."""
+    if job not in OUTPUTS or has_progress(spark, settings.checkpoint_path(job)):
+        return
+    written = [p for p in OUTPUTS[job](settings) if table_has_rows(spark, p)]
+    if written:
+        raise JobError(
+            f"job {job} has no checkpoint at {settings.checkpoint_path(job)}, but {written[0]} "
+            "already holds rows it wrote: starting over would read all its input again and "
+            f"write every row twice. Put the checkpoint back, or rebuild the layer with "
+            f"`iot-lakehouse rerun {job} --cascade` (see docs/guarantees.md)."
+        )
+
+
+def bronze_resume_offsets(
+    spark: SparkSession, settings: Settings, checkpoint: str
+) -> str | None:
+    """startingOffsets JSON for a bronze job that has lost its checkpoint but whose table
+    holds records of the topic: the offset after the newest one per partition (earliest for
+    partitions the table has none of). None when the checkpoint has progress or the table
+    holds nothing of the topic: Spark's own start (checkpoint, else earliest) is right."""
+    from iot_lakehouse.status import kafka_watermarks
+
+    if has_progress(spark, checkpoint) or not table_has_rows(spark, settings.bronze_events_path):
+        return None
+    newest = {
+        int(row["partition"]): int(row["newest"])
+        for row in spark.read.format("delta")
+        .load(settings.bronze_events_path)
+        .where(F.col("topic") == settings.kafka_topic)
+        .groupBy("partition")
+        .agg(F.max("offset").alias("newest"))
+        .collect()
+    }
+    if not newest:
+        return None
+    watermarks = kafka_watermarks(settings)
+    if watermarks is None:
+        raise JobError(
+            f"bronze has no checkpoint at {checkpoint} and resumes after the offsets its table "
+            f"holds, but the broker at {settings.kafka_bootstrap_servers} does not list topic "
+            f"{settings.kafka_topic}; start the broker (./start_kafka.sh) and try again"
+        )
+    offsets = {str(p): newest[p] + 1 if p in newest else EARLIEST for p in sorted(watermarks)}
+    logger.warning(
+        "bronze checkpoint missing: resuming after the newest offsets in the table %s",
+        kv(checkpoint=checkpoint, topic=settings.kafka_topic, offsets=json.dumps(offsets)),
+    )
+    return json.dumps({settings.kafka_topic: offsets})
+
+
+def looks_damaged(error: str) -> bool:
+    """True if a query's error says a checkpoint file could not be read."""
+    text = error.lower()
+    return any(marker in text for marker in DAMAGED_MARKERS) and (
+        "checkpoint" in text or "offsets" in text or "commits" in text or "metadata" in text
+    )
+
+
+def damaged_checkpoint_error(settings: Settings, job: str, error: str) -> JobError:
+    """The error of a job whose checkpoint cannot be read, with what to do."""
+    after = (
+        "bronze then resumes after the newest offsets in its table"
+        if job == "bronze"
+        else f"then rebuild with `iot-lakehouse rerun {job} --cascade`"
+    )
+    first = error.strip().splitlines()[0][:500] if error.strip() else "unknown error"
+    return JobError(
+        f"job {job}: its checkpoint at {settings.checkpoint_path(job)} looks damaged ({first}). "
+        f"Move it aside (keep it for diagnosis) and start the job again; {after} "
+        "(see docs/guarantees.md)."
+    )
