@@ -471,7 +471,7 @@ def test_a_full_disk_stops_the_job_clearly_and_a_restart_after_the_fix_loses_not
     with open(log, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "iot_lakehouse", "run", "bronze"],
-            env=job_env(settings),
+            env=job_env(settings, JOB_RESTARTS="1"),  # one retry, then the clear exit
             cwd=PROJECT_ROOT,
             stdout=subprocess.DEVNULL,
             stderr=err,

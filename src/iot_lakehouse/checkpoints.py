@@ -97,9 +97,7 @@ def refuse_lost_checkpoint(spark: SparkSession, settings: Settings, job: str) ->
         )
 
 
-def bronze_resume_offsets(
-    spark: SparkSession, settings: Settings, checkpoint: str
-) -> str | None:
+def bronze_resume_offsets(spark: SparkSession, settings: Settings, checkpoint: str) -> str | None:
     """startingOffsets JSON for a bronze job that has lost its checkpoint but whose table
     holds records of the topic: the offset after the newest one per partition (earliest for
     partitions the table has none of). None when the checkpoint has progress or the table

@@ -35,7 +35,6 @@ from iot_lakehouse.stream_metrics import StreamMetricsRecorder
 
 logger = logging.getLogger(__name__)
 
-RESTARTS = 3  # a failed job is started again this many times before it gives up
 RESTART_DELAY_S = 5.0
 
 JobStarter = Callable[[SparkSession, Settings, bool], StreamingQuery | list[StreamingQuery]]
@@ -268,7 +267,7 @@ def _run_locked(
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
         refuse_lost_checkpoint(spark, settings, job)
-        for attempt in range(1, RESTARTS + 2):
+        for attempt in range(1, settings.job_restarts + 2):
             try:
                 started = starter(spark, settings, available_now)
                 await_queries(job, started if isinstance(started, list) else [started], stop)
@@ -281,7 +280,7 @@ def _run_locked(
                 # A query can fail for a passing reason (e.g. a Python worker that did not
                 # connect back in time on a busy machine): every query resumes from its
                 # checkpoint, so starting again loses and repeats nothing.
-                if attempt > RESTARTS or stop.is_set():
+                if attempt > settings.job_restarts or stop.is_set():
                     storage = storage_problem(str(exc))
                     if storage is not None:
                         raise storage_error(settings, job, storage) from exc
@@ -293,7 +292,12 @@ def _run_locked(
                     raise
                 logger.error(
                     "job failed, starting it again from its checkpoint %s",
-                    kv(job=job, attempt=attempt, of=RESTARTS, error=str(exc).splitlines()[0]),
+                    kv(
+                        job=job,
+                        attempt=attempt,
+                        of=settings.job_restarts,
+                        error=str(exc).splitlines()[0],
+                    ),
                 )
                 for query in spark.streams.active:
                     query.stop()
