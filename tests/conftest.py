@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -164,38 +165,54 @@ def job_env(settings: Settings, **overrides: str) -> dict[str, str]:
     return env
 
 
-def kill_mid_stream_then_finish(
+def kill_repeatedly_then_finish(
     job: str,
     settings: Settings,
-    progressed: Callable[[], bool],
-    after_kill: Callable[[], None] | None = None,
+    progress: Callable[[], int],
+    kills: int = 5,
+    after_kill: Callable[[int], None] | None = None,
     timeout: float = 300.0,
+    seed: int = 0,
     **env_overrides: str,
-) -> None:
-    """Run ``iot-lakehouse run <job>`` as its own process, SIGKILL it and its JVM as soon as
-    ``progressed()`` is true, call ``after_kill()``, then run the job again with
-    ``--available-now`` to the end."""
+) -> list[float]:
+    """Run ``iot-lakehouse run <job>`` as its own process and SIGKILL it and its JVM ``kills``
+    times, each time at a random moment (0-2 s) after ``progress()`` (e.g. commits of its
+    table) grew past what it was when that run started; call ``after_kill(i)`` after each kill;
+    then run the job with ``--available-now`` to the end. Returns the random delays used."""
     env = job_env(settings, **env_overrides)
     cmd = [sys.executable, "-m", "iot_lakehouse", "run", job]
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while not progressed():
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-            assert time.monotonic() < deadline, f"{job} job made no progress in {timeout:.0f} s"
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, mid-stream
-        proc.wait()
-    if after_kill is not None:
-        after_kill()
+    chance = random.Random(seed)
+    delays: list[float] = []
+    for kill in range(kills):
+        before = progress()
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while progress() <= before:
+                if proc.poll() is not None:
+                    err = proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+                    raise AssertionError(f"{job} exited before kill {kill + 1}: {err}")
+                assert time.monotonic() < deadline, (
+                    f"{job} made no progress in {timeout:.0f} s before kill {kill + 1}; "
+                    "give it more input"
+                )
+                time.sleep(0.2)
+            delays.append(chance.uniform(0.0, 2.0))
+            time.sleep(delays[-1])
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, mid-stream
+            proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+        if after_kill is not None:
+            after_kill(kill)
     rerun = subprocess.run(
         [*cmd, "--available-now"],
         env=env,
@@ -205,6 +222,13 @@ def kill_mid_stream_then_finish(
         timeout=600,
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    return delays
+
+
+def checkpoint_commits(settings: Settings, job: str) -> int:
+    """Micro-batches the job's queries have committed (commit files in its checkpoints)."""
+    root = Path(settings.checkpoint_path(job))
+    return sum(1 for f in root.glob("**/commits/*") if f.name.isdigit())
 
 
 def commits(table_path: str) -> int:

@@ -17,7 +17,7 @@ from iot_lakehouse.alerts import start_alerts_stream
 from iot_lakehouse.jobs import await_queries
 from iot_lakehouse.schemas import SILVER_READINGS
 from iot_lakehouse.settings import Settings
-from tests.conftest import commits, kill_mid_stream_then_finish
+from tests.conftest import checkpoint_commits, kill_repeatedly_then_finish
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 STEP = timedelta(seconds=2)
@@ -186,21 +186,23 @@ def test_a_plain_kafka_consumer_receives_the_alerts(
     assert {"HIGH_TEMP", "HIGH_HUMIDITY", "OUTLIER"} <= {a["alert_type"] for a in received}
 
 
-def test_sigkill_mid_stream_neither_loses_nor_repeats_alerts(
+def test_five_sigkills_mid_stream_neither_lose_nor_repeat_alerts(
     spark: SparkSession, settings: Settings, tmp_path: Path
 ) -> None:
     rows = scenario(20)  # the silence fires at minute 15
     reference = settings.with_(
         lakehouse_path=str(tmp_path / "reference"), alerts_max_files_per_trigger=1
     )
-    write_silver(spark, reference, rows, parts=6)
+    write_silver(spark, reference, rows, parts=12)  # a dozen batches, for five kills
     run_alerts(spark, reference)
     settings = settings.with_(alerts_max_files_per_trigger=1)
-    write_silver(spark, settings, rows, parts=6)
-    kill_mid_stream_then_finish(
+    write_silver(spark, settings, rows, parts=12)
+    kill_repeatedly_then_finish(
         "alerts",
         settings,
-        progressed=lambda: commits(settings.alerts_path) >= 4,
+        lambda: checkpoint_commits(settings, "alerts"),
+        kills=5,
+        seed=20,
         ALERTS_MAX_FILES_PER_TRIGGER="1",
     )
     key = ("alert_id", "alert_type", "status", "event_time", "value", "threshold", "evidence")

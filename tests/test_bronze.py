@@ -15,13 +15,13 @@ from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.generator import EventGenerator, GeneratorConfig
 from iot_lakehouse.jobs import job_starter
-from iot_lakehouse.reconcile import bronze_silver_ledger
+from iot_lakehouse.reconcile import bronze_silver_ledger, reconcile
 from iot_lakehouse.schemas import BRONZE_EVENTS
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.status import delta_row_count
 from iot_lakehouse.stream_metrics import read_stream_metrics
-from tests.conftest import commits, kill_mid_stream_then_finish, produce
+from tests.conftest import commits, kill_repeatedly_then_finish, produce
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 KAFKA_ROWS_SCHEMA = (
@@ -112,34 +112,38 @@ def test_10k_events_with_bad_input_land_in_bronze_exactly_once(
     assert delta_row_count(settings.bronze_events_path) == 10_000
 
 
-def test_bronze_job_killed_with_sigkill_and_restarted_loses_and_duplicates_nothing(
+def test_bronze_job_killed_five_times_and_restarted_loses_and_duplicates_nothing(
     settings: Settings, spark: SparkSession
 ) -> None:
     total = 20_000
     produce(settings, total, seed=11, bad_fraction=0.2)
 
-    def partly_written() -> None:
+    def partly_written(kill: int) -> None:
         partial = delta_row_count(settings.bronze_events_path)
-        assert partial is not None and 0 < partial < total, partial
+        assert partial is not None and 0 < partial, partial
+        assert kill > 0 or partial < total, "the first kill came after the whole stream"
 
-    kill_mid_stream_then_finish(
+    kill_repeatedly_then_finish(
         "bronze",
         settings,
-        lambda: commits(settings.bronze_events_path) >= 3,
+        lambda: commits(settings.bronze_events_path),
+        kills=5,
         after_kill=partly_written,
         timeout=180,
-        MAX_OFFSETS_PER_TRIGGER="1500",
+        seed=11,
+        MAX_OFFSETS_PER_TRIGGER="1000",
     )
     bronze = spark.read.format("delta").load(settings.bronze_events_path)
     assert bronze.count() == total
     assert bronze.select("topic", "partition", "offset").distinct().count() == total
+    assert all(ledger.ok for ledger in reconcile(spark, settings))
     # The job's listener recorded the Kafka lag of its batches (Spark's source metric): far
-    # behind at first (1,500 offsets a batch of 20,000), then less and less, down to 0 in the
+    # behind at first (1,000 offsets a batch of 20,000), then less and less, down to 0 in the
     # --available-now run's last batch (whose progress event arrives after the query ended).
     metrics = [r for r in read_stream_metrics(settings.stream_metrics_path) if r["job"] == "bronze"]
     lags = [r["kafka_lag_max"] for r in metrics if r["input_rows"]]
     assert lags and all(lag is not None for lag in lags), metrics
-    assert max(lags) > 1500 and lags[-1] == 0, lags
+    assert max(lags) > 1000 and lags[-1] == 0, lags
 
 
 def is_utf8(value: bytes) -> bool:

@@ -5,7 +5,9 @@ checkpoints, storage that fills up. Each scenario ends with the ledgers of
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -27,11 +29,12 @@ from iot_lakehouse.checkpoints import looks_damaged, refuse_lost_checkpoint
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.jobs import await_queries, storage_problem
+from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.reconcile import reconcile
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.status import kafka_watermarks
-from tests.conftest import commits, job_env
+from tests.conftest import broker_settings, commits, job_env
 
 SILVER = "silver"
 
@@ -298,12 +301,24 @@ class DroppedByWatermark(StreamingQueryListener):
         pass
 
 
-def test_a_reading_stamped_minutes_ahead_does_not_make_valid_readings_late(
-    spark: SparkSession, settings: Settings
-) -> None:
-    # Gold's watermark at two minutes: without the cap at ingest time, the reading stamped
-    # 280 s ahead would move it (and the alerts' 10 s one) past every reading that follows.
-    settings = settings.with_(gold_watermark="120 seconds")
+@pytest.fixture(scope="module")
+def ran_twice(
+    spark: SparkSession, kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Settings, list[int]]:
+    """Every job run twice with ``--available-now`` on a lakehouse of its own: first a reading
+    stamped 280 s ahead among ordinary ones, then readings stamped just before the second
+    run. Gold's watermark is two minutes: without the cap at ingest time, the reading ahead
+    would move it (and the alerts' 10 s one) past every reading of the second run. Returns
+    the settings and the rows the stateful operators dropped in the second run."""
+    root = tmp_path_factory.mktemp("ran-twice")
+    settings = kafka_settings.with_(
+        kafka_topic="sensors-ran-twice",
+        kafka_alerts_topic="sensors-ran-twice-alerts",
+        lakehouse_path=str(root / "lakehouse"),
+        dlq_path=str(root / "dlq"),
+        gold_watermark="120 seconds",
+    )
+    LocalKafkaBroker(settings).create_topics()
 
     def reading(sensor: str, at: datetime, value: float) -> bytes:
         return json.dumps(
@@ -312,8 +327,8 @@ def test_a_reading_stamped_minutes_ahead_does_not_make_valid_readings_late(
 
     now = datetime.now(UTC)
     first = [reading("s-ahead", now + timedelta(seconds=280), 21.0)]
-    first += [reading("s-early", now - timedelta(seconds=5 - i), 20.0 + i) for i in range(3)]
-    send_raw(settings, first)
+    first += [reading("s-early", now - timedelta(seconds=5 - i), 20.0 + 7 * i) for i in range(3)]
+    send_raw(settings, first)  # 34 °C: a HIGH_TEMP alert, so gold/alerts has a row
     run_available_now(spark, settings, "bronze", "silver", "gold", "alerts")
     later = datetime.now(UTC) - timedelta(seconds=2)  # after the first ingest: never late
     send_raw(
@@ -326,7 +341,13 @@ def test_a_reading_stamped_minutes_ahead_does_not_make_valid_readings_late(
         time.sleep(2)  # progress events reach Python listeners asynchronously
     finally:
         spark.streams.removeListener(listener)
+    return settings, listener.dropped
 
+
+def test_a_reading_stamped_minutes_ahead_does_not_make_valid_readings_late(
+    spark: SparkSession, ran_twice: tuple[Settings, list[int]]
+) -> None:
+    settings, dropped = ran_twice
     late = spark.read.format("delta").load(settings.gold_late_readings_path)
     assert late.count() == 0, late.select("sensor_id", "event_time", "watermark").collect()
     gold = spark.read.format("delta").load(settings.gold_path("sensor_metrics_5m"))
@@ -336,7 +357,7 @@ def test_a_reading_stamped_minutes_ahead_does_not_make_valid_readings_late(
     }
     assert counts == {"s-ahead": 1, "s-early": 3, "s-later": 4}
     # the stateful detectors saw every reading of the second run too
-    assert listener.dropped and sum(listener.dropped) == 0, listener.dropped
+    assert dropped and sum(dropped) == 0, dropped
     ledgers_balance(spark, settings)
 
 
@@ -379,10 +400,9 @@ def test_bronze_without_its_checkpoint_resumes_after_the_offsets_in_its_table(
 
 
 def test_a_derived_job_without_its_checkpoint_refuses_to_write_its_rows_twice(
-    spark: SparkSession, settings: Settings
+    spark: SparkSession, ran_twice: tuple[Settings, list[int]]
 ) -> None:
-    send_raw(settings, numbered("d", 30))
-    run_available_now(spark, settings, "bronze", "silver", "gold", "alerts")
+    settings, _ = ran_twice  # every table holds rows
     for job in ("silver", "gold", "alerts"):
         refuse_lost_checkpoint(spark, settings, job)  # the checkpoint is there: no error
         kept = Path(settings.checkpoint_path(job))
@@ -508,3 +528,75 @@ def test_write_failures_are_told_apart() -> None:
     assert storage_problem("Connection refused") is None
     assert looks_damaged("Unexpected character ('n'): was expecting double-quote; offsets")
     assert not looks_damaged("Connection refused")
+
+
+# --- 2: the broker crashes under load -----------------------------------------------------------
+def test_a_broker_killed_under_load_loses_no_acknowledged_record_and_bronze_recovers(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    settings = broker_settings(tmp_path / "runtime").with_(
+        kafka_topic="sensors-crash",
+        lakehouse_path=str(tmp_path / "lakehouse"),
+        dlq_path=str(tmp_path / "dlq"),
+    )
+    broker = LocalKafkaBroker(settings)
+    broker.start()
+    env = job_env(settings, GENERATOR_API_PORT="0", LOG_FORMAT="json")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
+        with open(logs / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "iot_lakehouse", *args],
+                env=env,
+                cwd=PROJECT_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        procs.append(proc)
+        return proc
+
+    try:
+        broker.create_topics()
+        generator = start("generate", "generate", "--rate", "400", "--count", "16000")
+        bronze = start("bronze", "run", "bronze")
+        deadline = time.monotonic() + 240
+        while commits(settings.bronze_events_path) < 2:  # streaming, some batches in
+            assert bronze.poll() is None, (logs / "bronze.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "bronze committed nothing in 240 s"
+            time.sleep(0.5)
+        broker.kill()  # SIGKILL, mid-stream, with the producer sending
+        time.sleep(5)
+        broker.start()  # the same data folder
+        assert generator.wait(timeout=300) == 0, (logs / "generate.log").read_text()[-3000:]
+        done = [
+            json.loads(line)["context"]
+            for line in (logs / "generate.log").read_text().splitlines()
+            if '"generator_done"' in line
+        ]
+        assert done and done[-1]["failed"] == 0 and done[-1]["delivered"] == 16000, done
+        # bronze recovered by itself (its Kafka reader retries, the job restarts its query),
+        # or it exited with a clear error; either way a restart ends with every record once.
+        deadline = time.monotonic() + 240
+        while bronze.poll() is None and time.monotonic() < deadline:
+            if len(bronze_offsets(spark, settings)) >= 16000:
+                break
+            time.sleep(2)
+        if bronze.poll() is None:
+            bronze.send_signal(signal.SIGTERM)
+            assert bronze.wait(timeout=120) == 0
+        else:
+            assert "start it again" in (logs / "bronze.log").read_text()
+        again = start("bronze-again", "run", "bronze", "--available-now")
+        assert again.wait(timeout=300) == 0, (logs / "bronze-again.log").read_text()[-3000:]
+        assert bronze_offsets(spark, settings) == kafka_offsets(settings)
+        assert len(kafka_offsets(settings)) >= 16000  # every acknowledged record, once each
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        broker.stop()

@@ -29,7 +29,7 @@ from iot_lakehouse.reconcile import silver_gold_ledger
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.stream_metrics import read_stream_metrics
-from tests.conftest import commits, kill_mid_stream_then_finish, write_generated_bronze
+from tests.conftest import commits, kill_repeatedly_then_finish, write_generated_bronze
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 MINUTE_US = 60 * 1_000_000
@@ -198,8 +198,10 @@ def with_low_alert_thresholds(settings: Settings, tmp_path: Path) -> Settings:
     return settings.with_(silver_rules_file=path)
 
 
-def build_silver(spark: SparkSession, settings: Settings, config: GeneratorConfig) -> None:
-    write_generated_bronze(spark, settings, config, parts=4)
+def build_silver(
+    spark: SparkSession, settings: Settings, config: GeneratorConfig, parts: int = 4
+) -> None:
+    write_generated_bronze(spark, settings, config, parts=parts)
     query = start_silver_stream(spark, settings, available_now=True)
     query.awaitTermination(600)
     assert query.exception() is None
@@ -347,10 +349,11 @@ def test_gold_equals_a_batch_recomputation_from_silver(
         assert DeltaTable(settings.gold_path(name)).to_pyarrow_table().num_rows == df.count()
 
 
-def test_gold_job_killed_and_restarted_gives_the_same_tables(
+def test_gold_job_killed_five_times_gives_the_same_tables(
     spark: SparkSession, settings: Settings, tmp_path: Path
 ) -> None:
-    settings = gold_settings(settings)
+    # one silver file a gold batch: a dozen batches or more, for five kills
+    settings = gold_settings(settings).with_(gold_max_files_per_trigger=1)
     config = GeneratorConfig(
         # At most ~150 readings per sensor, metric and (10-minute) window: the percentile
         # sketches hold every value, so they are exact and do not depend on batch boundaries.
@@ -364,15 +367,17 @@ def test_gold_job_killed_and_restarted_gives_the_same_tables(
         late_fraction=0.03,
         start_time=START,
     )
-    build_silver(spark, settings, config)
+    build_silver(spark, settings, config, parts=8)
     reference = settings.with_(lakehouse_path=str(tmp_path / "reference"))
     shutil.copytree(settings.silver_readings_path, reference.silver_readings_path)
 
-    kill_mid_stream_then_finish(
+    kill_repeatedly_then_finish(
         "gold",
         settings,
-        lambda: commits(settings.gold_progress_path) >= 3,  # creation + 2 batches
-        GOLD_MAX_FILES_PER_TRIGGER="2",
+        lambda: commits(settings.gold_progress_path),
+        kills=5,
+        seed=12,
+        GOLD_MAX_FILES_PER_TRIGGER="1",
     )
 
     # The job process recorded its batches with their Kafka -> gold latency.

@@ -20,7 +20,7 @@ from iot_lakehouse.silver import (
     start_silver_stream,
 )
 from iot_lakehouse.stream_metrics import read_stream_metrics
-from tests.conftest import commits, kill_mid_stream_then_finish, produce
+from tests.conftest import commits, kill_repeatedly_then_finish, produce
 
 INGEST = datetime(2026, 1, 5, 8, 0, 30, tzinfo=UTC)
 BRONZE_COLUMNS = (
@@ -328,20 +328,25 @@ def test_generated_stream_with_bad_input_reconciles_exactly(
         assert silver.where(F.col(column).isNull()).count() == 0, column
 
 
-def test_silver_job_killed_mid_stream_leaves_no_duplicate_and_no_gap(
+def test_silver_job_killed_five_times_leaves_no_duplicate_and_no_gap(
     spark: SparkSession, settings: Settings
 ) -> None:
     produce(settings, 12000, seed=5, sensors=300, rate=1000.0)
-    start_bronze_stream(spark, settings, available_now=True).awaitTermination(300)
-    kill_mid_stream_then_finish(
+    # 1,000 records a bronze batch: a few dozen bronze files, one per silver batch below
+    in_batches = settings.with_(max_offsets_per_trigger=1000)
+    start_bronze_stream(spark, in_batches, available_now=True).awaitTermination(300)
+    kill_repeatedly_then_finish(
         "silver",
         settings,
-        lambda: commits(settings.silver_readings_path) >= 3,  # creation + 2 batches
+        lambda: commits(settings.silver_readings_path),
+        kills=5,
         timeout=240,
+        seed=5,
         SILVER_MAX_FILES_PER_TRIGGER="1",
     )
     ledger = bronze_silver_ledger(spark, settings)
     assert ledger.ok and ledger.source == 12000, ledger
+    assert all(ledger.ok for ledger in reconcile(spark, settings))
     silver = spark.read.format("delta").load(settings.silver_readings_path)
     assert (
         silver.groupBy("sensor_id", "metric", "event_time").count().where("count > 1").count() == 0

@@ -26,6 +26,8 @@ G4_TARGET = 250_000.0  # bronze rows/s, silver rebuilt with --available-now
 G5_TARGET = 15.0  # seconds, process start -> first bronze commit
 RSS_TARGET = 8 * 1024**3  # bytes, all processes together
 LATENCY_RATE = 10_000.0  # events/s of the G2 / G3 measurement
+SOAK_SENSORS = 10_000
+SOAK_DEFAULT_RATE = 1_500.0  # events/s of a soak run without a G1 measurement in the same run
 
 KAFKA_LAG_BATCHES = 2  # Kafka lag may grow by this many trigger intervals' worth of input
 VERSION_LAG_GROWTH = 3.0  # Delta versions a downstream query may fall further behind
@@ -44,11 +46,13 @@ class Plan:
     ceiling_messages: int  # raw Kafka produce / consume
     start_rate: float  # G1: first rate tried
     max_steps: int  # G1: rates tried at most (ramp and one bisection)
+    soak_s: float = 1800.0  # soak: seconds at the G1 rate with every job
+    soak_sensors: int = SOAK_SENSORS
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
         if quick:
-            return cls("quick", 60, 20, 90, 60, 500_000, 300_000, 1_000, 6)
+            return cls("quick", 60, 20, 90, 60, 500_000, 300_000, 1_000, 6, soak_s=300.0)
         return cls("full", 300, 60, 300, 180, 2_000_000, 1_000_000, 1_000, 8)
 
 

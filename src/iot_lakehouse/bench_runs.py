@@ -14,12 +14,14 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -589,10 +591,16 @@ def interrupt(_signum: int, _frame: object) -> None:
 
 
 def run_bench(
-    plan: Plan, results_dir: Path, parts: set[str], baseline: bool, keep: bool = False
+    plan: Plan,
+    results_dir: Path,
+    parts: set[str],
+    baseline: bool,
+    keep: bool = False,
+    soak_rate: float | None = None,
 ) -> tuple[BenchReport, Path]:
-    """Run the chosen parts (``ceilings``, ``replay``, ``live``) and return the report and the
-    JSON file it was saved to."""
+    """Run the chosen parts (``ceilings``, ``replay``, ``live``, ``soak``) and return the
+    report and the JSON file it was saved to. The soak runs at ``soak_rate``, else at the G1
+    rate this run found, else at ``bench.SOAK_DEFAULT_RATE``."""
     report = BenchReport(plan, utc_now().strftime("%Y-%m-%dT%H:%M:%S"), bench.machine_description())
     workdir = Path(tempfile.mkdtemp(prefix="iot-bench-"))
     base_env = {
@@ -622,6 +630,10 @@ def run_bench(
             run_replays(report, plan, workdir, base_env, sampler, labels, pipes)
         if "live" in parts:
             run_live(report, plan, workdir, base_env, sampler, labels, pipes)
+        if "soak" in parts:
+            g1 = report.details.get("live", {}).get("tuned", {}).get("g1")
+            rate = soak_rate or g1 or bench.SOAK_DEFAULT_RATE
+            run_soak(report, plan, workdir, base_env, sampler, pipes, rate)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -846,3 +858,60 @@ def add_live_figures(report: BenchReport, found: dict[str, dict[str, Any]]) -> N
                 higher_is_better=False,
             )
         )
+
+
+def reconcile_pipeline(pipe: Pipeline) -> tuple[bool, str]:
+    """``iot-lakehouse reconcile`` on the pipeline's lakehouse: (all ledgers ok, its table)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "iot_lakehouse", "reconcile"],
+        env=pipe.env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    return result.returncode == 0, (result.stdout or result.stderr[-2000:]).strip()
+
+
+def run_soak(
+    report: BenchReport,
+    plan: Plan,
+    workdir: Path,
+    base_env: dict[str, str],
+    sampler: ResourceSampler,
+    pipes: list[Pipeline],
+    rate: float,
+) -> None:
+    """Soak: ``plan.soak_sensors`` sensors at ``rate`` for ``plan.soak_s`` seconds with every
+    job (tuned); every query's lag must stay flat, and once the backlog drained ``reconcile``
+    must balance every ledger."""
+    pipe = Pipeline("tuned", workdir / "soak", base_env, sampler, "bench-soak")
+    pipes.append(pipe)
+    LocalKafkaBroker(pipe.settings).create_topics()
+    sampler.reset_total()
+    result: dict[str, Any] = {"rate": rate, "sensors": plan.soak_sensors, "seconds": plan.soak_s}
+    try:
+        pipe.start_generator(rate, sensors=plan.soak_sensors)
+        pipe.start_jobs()
+        if not drain(pipe, 2 * plan.drain_s):  # the start-up backlog, as for G1
+            logger.warning("soak: start-up backlog not drained %s", kv(rate=rate))
+        step = sustain(pipe, rate, replace(plan, sustain_s=plan.soak_s))
+        result.update(asdict(step))
+        ok, ledgers = reconcile_pipeline(pipe)
+        result.update(reconciled=ok, ledgers=ledgers)
+    except RuntimeError as exc:
+        result["error"] = str(exc)
+    result["peak_rss_total"] = sampler.peak_total
+    pipe.stop()
+    report.details["soak"] = result
+    passed = bool(result.get("passed")) and bool(result.get("reconciled"))
+    verdict = "passes" if result.get("reconciled") else "FAILS"
+    report.add(
+        Figure(
+            f"Soak: {plan.soak_sensors:,} sensors for {plan.soak_s / 60:.0f} min, every job",
+            "ev/s",
+            result.get("sent_rate"),
+            target=f"{rate:,.0f} ev/s kept, lag flat, reconcile passes",
+            met=passed,
+            detail=result.get("error") or f"lag: {result.get('why')}; reconcile: {verdict}",
+        )
+    )

@@ -127,8 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only",
         action="append",
-        choices=["ceilings", "replay", "live"],
-        help="run only this part (repeatable; default: all three)",
+        choices=["ceilings", "replay", "live", "soak"],
+        help="run only this part (repeatable; default: all four)",
+    )
+    bench.add_argument(
+        "--soak-rate",
+        type=float,
+        default=None,
+        help="events/s of the soak (default: the G1 rate of this run, else 1,500)",
+    )
+    bench.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=None,
+        help="minutes of the soak (default 30; --quick 5)",
     )
     bench.add_argument(
         "--replay-rows",
@@ -263,12 +275,14 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from iot_lakehouse.bench import Plan, format_table
         from iot_lakehouse.bench_runs import run_bench
 
-        parts = set(args.only or ("ceilings", "replay", "live"))
+        parts = set(args.only or ("ceilings", "replay", "live", "soak"))
         plan = Plan.of(args.quick)
         if args.replay_rows:
             plan = replace(plan, replay_rows=args.replay_rows)
+        if args.soak_minutes:
+            plan = replace(plan, soak_s=args.soak_minutes * 60)
         bench_report, saved = run_bench(
-            plan, Path(args.results), parts, not args.no_baseline, args.keep
+            plan, Path(args.results), parts, not args.no_baseline, args.keep, args.soak_rate
         )
         print(format_table(bench_report))
         print(f"\nsaved {saved}")
