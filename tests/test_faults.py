@@ -25,7 +25,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from iot_lakehouse.alerts import start_alerts_stream
 from iot_lakehouse.bronze import start_bronze_stream
-from iot_lakehouse.checkpoints import looks_damaged, refuse_lost_checkpoint
+from iot_lakehouse.checkpoints import refuse_lost_checkpoint, unreadable_checkpoint_files
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.jobs import await_queries, storage_problem
@@ -443,7 +443,7 @@ def test_a_damaged_checkpoint_stops_the_job_with_what_to_do_and_moving_it_aside_
     started = time.monotonic()
     result = run_job_process(settings, "bronze", "--available-now")
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "checkpoint" in result.stderr and "looks damaged" in result.stderr, result.stderr[-3000:]
+    assert "looks damaged" in result.stderr and str(newest) in result.stderr, result.stderr[-3000:]
     assert "Move it aside" in result.stderr
     assert time.monotonic() - started < 120  # no retries of what cannot succeed
     rows_before = len(bronze_offsets(spark, settings))
@@ -526,8 +526,31 @@ def test_write_failures_are_told_apart() -> None:
     assert storage_problem("FileSystemException: No space left on device") == "full"
     assert storage_problem("s3a://b/t: getFileStatus on t: AccessDenied") == "not permitted"
     assert storage_problem("Connection refused") is None
-    assert looks_damaged("Unexpected character ('n'): was expecting double-quote; offsets")
-    assert not looks_damaged("Connection refused")
+
+
+def test_checkpoint_files_spark_cannot_parse_are_found(tmp_path: Path) -> None:
+    for folder in ("bronze", "alerts/stateful"):
+        (tmp_path / folder / "offsets").mkdir(parents=True)
+        (tmp_path / folder / "commits").mkdir()
+        (tmp_path / folder / "metadata").write_text('{"id":"x"}')
+        (tmp_path / folder / "offsets" / "0").write_text(
+            'v1\n{"batchWatermarkMs":0}\n{"t":{"0":5}}'
+        )
+        (tmp_path / folder / "commits" / "0").write_text('v1\n{"nextBatchWatermarkMs":0}')
+        (tmp_path / folder / "offsets" / ".1.tmp").write_text("half")  # Spark's own temp file
+    assert unreadable_checkpoint_files(str(tmp_path / "bronze")) == []
+    assert unreadable_checkpoint_files(str(tmp_path / "alerts")) == []
+    (tmp_path / "bronze" / "offsets" / "1").write_text('v1\n{"batchWaterm')  # torn
+    (tmp_path / "bronze" / "commits" / "1").write_text("")  # empty
+    (tmp_path / "alerts" / "stateful" / "metadata").write_text("\0\0\0")
+    assert unreadable_checkpoint_files(str(tmp_path / "bronze")) == [
+        str(tmp_path / "bronze" / "offsets" / "1"),
+        str(tmp_path / "bronze" / "commits" / "1"),
+    ]
+    assert unreadable_checkpoint_files(str(tmp_path / "alerts")) == [
+        str(tmp_path / "alerts" / "stateful" / "metadata")
+    ]
+    assert unreadable_checkpoint_files(str(tmp_path / "missing")) == []
 
 
 # --- 2: the broker crashes under load -----------------------------------------------------------

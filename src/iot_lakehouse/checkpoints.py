@@ -5,14 +5,17 @@
 - **silver, gold, alerts**, checkpoint lost while their tables hold rows: they refuse to start.
   Starting over would read their whole input again and write every row a second time;
   ``iot-lakehouse rerun <layer> --cascade`` is the safe way to rebuild them.
-- **any job**, checkpoint damaged (a file Spark cannot read): no retry; the error names the
-  checkpoint and says to move it aside, which then leads to one of the cases above.
+- **any job**, checkpoint damaged (a file Spark reads first on a restart does not parse):
+  checked before the job starts and after a failure; no retry; the error names the file and
+  says to move the checkpoint aside, which then leads to one of the cases above.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -32,24 +35,6 @@ OUTPUTS = {
     "gold": lambda s: (s.gold_path("sensor_metrics_5m"), s.gold_late_readings_path),
     "alerts": lambda s: (s.alerts_path, s.gold_path("alert_counts_5m")),
 }
-
-# Words of the errors Spark raises when a checkpoint file cannot be read or parsed.
-DAMAGED_MARKERS = (
-    "log file was malformed",
-    "failed to read correct log version",
-    "unsupportedlogversion",
-    "incompatible checkpoint",
-    "metadata file",
-    "jsonparseexception",
-    "jsonmappingexception",
-    "mismatchedinputexception",
-    "unrecognized token",
-    "no content to map",
-    "failed to read the checkpoint",
-    "checkpoint_file_not_found",
-    "unexpected end-of-input",
-    "was expecting",  # Jackson: "Unexpected character (…): was expecting …"
-)
 
 
 def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
@@ -132,24 +117,63 @@ def bronze_resume_offsets(spark: SparkSession, settings: Settings, checkpoint: s
     return json.dumps({settings.kafka_topic: offsets})
 
 
-def looks_damaged(error: str) -> bool:
-    """True if a query's error says a checkpoint file could not be read."""
-    text = error.lower()
-    return any(marker in text for marker in DAMAGED_MARKERS) and (
-        "checkpoint" in text or "offsets" in text or "commits" in text or "metadata" in text
-    )
+def _readable_log_file(text: str) -> bool:
+    """An offsets or commits file of Spark's checkpoint: ``v<N>``, then JSON lines (``-`` for
+    a source without an offset)."""
+    lines = text.splitlines()
+    if not lines or not re.fullmatch(r"v\d+", lines[0].strip()):
+        return False
+    for line in lines[1:]:
+        if line.strip() in ("", "-"):
+            continue
+        try:
+            json.loads(line)
+        except ValueError:
+            return False
+    return len(lines) > 1
 
 
-def damaged_checkpoint_error(settings: Settings, job: str, error: str) -> JobError:
+def unreadable_checkpoint_files(checkpoint: str) -> list[str]:
+    """The files Spark reads first on a restart (``metadata`` and the newest ``offsets`` and
+    ``commits`` entry of each query folder) that it could not parse: a torn write, garbage.
+    Local checkpoints only (an empty list for object storage)."""
+    root = Path(checkpoint)
+    if "://" in checkpoint or not root.is_dir():
+        return []
+    bad: list[str] = []
+    for folder in [root, *(d for d in root.iterdir() if d.is_dir())]:
+        metadata = folder / "metadata"
+        if metadata.is_file():
+            try:
+                json.loads(metadata.read_text(errors="replace"))
+            except ValueError:
+                bad.append(str(metadata))
+        for log in ("offsets", "commits"):
+            entries = [f for f in (folder / log).glob("*") if f.name.isdigit() and f.is_file()]
+            if not entries:
+                continue
+            newest = max(entries, key=lambda f: int(f.name))
+            if not _readable_log_file(newest.read_text(errors="replace")):
+                bad.append(str(newest))
+    return bad
+
+
+def refuse_damaged_checkpoint(settings: Settings, job: str) -> None:
+    """JobError naming the damaged files if the job's checkpoint cannot be read."""
+    bad = unreadable_checkpoint_files(settings.checkpoint_path(job))
+    if bad:
+        raise damaged_checkpoint_error(settings, job, bad)
+
+
+def damaged_checkpoint_error(settings: Settings, job: str, files: list[str]) -> JobError:
     """The error of a job whose checkpoint cannot be read, with what to do."""
     after = (
         "bronze then resumes after the newest offsets in its table"
         if job == "bronze"
         else f"then rebuild with `iot-lakehouse rerun {job} --cascade`"
     )
-    first = error.strip().splitlines()[0][:500] if error.strip() else "unknown error"
     return JobError(
-        f"job {job}: its checkpoint at {settings.checkpoint_path(job)} looks damaged ({first}). "
-        f"Move it aside (keep it for diagnosis) and start the job again; {after} "
-        "(see docs/guarantees.md)."
+        f"job {job}: its checkpoint at {settings.checkpoint_path(job)} looks damaged (cannot "
+        f"parse {', '.join(files)}). Move it aside (keep it for diagnosis) and start the job "
+        f"again; {after} (see docs/guarantees.md)."
     )

@@ -20,9 +20,8 @@ from pyspark.sql.streaming.query import StreamingQuery
 from iot_lakehouse.alerts import start_alerts_stream
 from iot_lakehouse.bronze import start_bronze_stream
 from iot_lakehouse.checkpoints import (
-    damaged_checkpoint_error,
     hadoop_fs,
-    looks_damaged,
+    refuse_damaged_checkpoint,
     refuse_lost_checkpoint,
 )
 from iot_lakehouse.errors import JobError
@@ -266,17 +265,15 @@ def _run_locked(
         metrics.start()
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
+        refuse_damaged_checkpoint(settings, job)
         refuse_lost_checkpoint(spark, settings, job)
         for attempt in range(1, settings.job_restarts + 2):
             try:
                 started = starter(spark, settings, available_now)
                 await_queries(job, started if isinstance(started, list) else [started], stop)
                 break
-            except Exception as exc:
-                if looks_damaged(str(exc)):  # starting again would fail the same way
-                    raise damaged_checkpoint_error(settings, job, str(exc)) from exc
-                if not isinstance(exc, JobError | StreamingQueryException):
-                    raise
+            except (JobError, StreamingQueryException) as exc:
+                refuse_damaged_checkpoint(settings, job)  # a torn write while it ran
                 # A query can fail for a passing reason (e.g. a Python worker that did not
                 # connect back in time on a busy machine): every query resumes from its
                 # checkpoint, so starting again loses and repeats nothing.
