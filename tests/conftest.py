@@ -173,12 +173,14 @@ def kill_repeatedly_then_finish(
     after_kill: Callable[[int], None] | None = None,
     timeout: float = 300.0,
     seed: int = 0,
+    finish_env: dict[str, str] | None = None,
     **env_overrides: str,
 ) -> list[float]:
     """Run ``iot-lakehouse run <job>`` as its own process and SIGKILL it and its JVM ``kills``
     times, each time at a random moment (0-2 s) after ``progress()`` (e.g. commits of its
     table) grew past what it was when that run started; call ``after_kill(i)`` after each kill;
-    then run the job with ``--available-now`` to the end. Returns the random delays used."""
+    then run the job with ``--available-now`` to the end (with ``finish_env`` on top, e.g.
+    larger batches where boundaries do not matter). Returns the random delays used."""
     env = job_env(settings, **env_overrides)
     cmd = [sys.executable, "-m", "iot_lakehouse", "run", job]
     chance = random.Random(seed)
@@ -215,7 +217,7 @@ def kill_repeatedly_then_finish(
             after_kill(kill)
     rerun = subprocess.run(
         [*cmd, "--available-now"],
-        env=env,
+        env={**env, **(finish_env or {})},
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

@@ -332,8 +332,8 @@ def test_silver_job_killed_five_times_leaves_no_duplicate_and_no_gap(
     spark: SparkSession, settings: Settings
 ) -> None:
     produce(settings, 12000, seed=5, sensors=300, rate=1000.0)
-    # 1,000 records a bronze batch: a few dozen bronze files, one per silver batch below
-    in_batches = settings.with_(max_offsets_per_trigger=1000)
+    # 1,500 records a bronze batch: two dozen bronze files, one per silver batch while killed
+    in_batches = settings.with_(max_offsets_per_trigger=1500)
     start_bronze_stream(spark, in_batches, available_now=True).awaitTermination(300)
     kill_repeatedly_then_finish(
         "silver",
@@ -342,6 +342,7 @@ def test_silver_job_killed_five_times_leaves_no_duplicate_and_no_gap(
         kills=5,
         timeout=240,
         seed=5,
+        finish_env={"SILVER_MAX_FILES_PER_TRIGGER": "50"},  # silver is exact whatever the batches
         SILVER_MAX_FILES_PER_TRIGGER="1",
     )
     ledger = bronze_silver_ledger(spark, settings)

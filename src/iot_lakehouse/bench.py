@@ -27,7 +27,7 @@ G5_TARGET = 15.0  # seconds, process start -> first bronze commit
 RSS_TARGET = 8 * 1024**3  # bytes, all processes together
 LATENCY_RATE = 10_000.0  # events/s of the G2 / G3 measurement
 SOAK_SENSORS = 10_000
-SOAK_DEFAULT_RATE = 1_500.0  # events/s of a soak run without a G1 measurement in the same run
+SOAK_DEFAULT_RATE = 1_000.0  # events/s of a soak run without a G1 measurement in the same run
 
 KAFKA_LAG_BATCHES = 2  # Kafka lag may grow by this many trigger intervals' worth of input
 VERSION_LAG_GROWTH = 3.0  # Delta versions a downstream query may fall further behind
