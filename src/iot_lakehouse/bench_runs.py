@@ -599,8 +599,8 @@ def run_bench(
     soak_rate: float | None = None,
 ) -> tuple[BenchReport, Path]:
     """Run the chosen parts (``ceilings``, ``replay``, ``live``, ``soak``) and return the
-    report and the JSON file it was saved to. The soak runs at ``soak_rate``, else at the G1
-    rate this run found, else at ``bench.SOAK_DEFAULT_RATE``."""
+    report and the JSON file it was saved to. The soak runs at ``soak_rate``, else at
+    ``bench.SOAK_DEFAULT_RATE``."""
     report = BenchReport(plan, utc_now().strftime("%Y-%m-%dT%H:%M:%S"), bench.machine_description())
     workdir = Path(tempfile.mkdtemp(prefix="iot-bench-"))
     base_env = {
@@ -631,8 +631,7 @@ def run_bench(
         if "live" in parts:
             run_live(report, plan, workdir, base_env, sampler, labels, pipes)
         if "soak" in parts:
-            g1 = report.details.get("live", {}).get("tuned", {}).get("g1")
-            rate = soak_rate or g1 or bench.SOAK_DEFAULT_RATE
+            rate = soak_rate or bench.SOAK_DEFAULT_RATE
             run_soak(report, plan, workdir, base_env, sampler, pipes, rate)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
