@@ -143,10 +143,13 @@ def test_bronze_job_killed_five_times_and_restarted_loses_and_duplicates_nothing
     # The job's listener recorded the Kafka lag of its batches (Spark's source metric): far
     # behind at first (1,000 offsets a batch of 20,000), then less and less, down to 0 in the
     # --available-now run's last batch (whose progress event arrives after the query ended).
+    # A batch replayed after a kill runs from the offsets the killed run had logged: Spark does
+    # not ask Kafka for the latest offsets then, so that batch has no lag figure.
     metrics = [r for r in read_stream_metrics(settings.stream_metrics_path) if r["job"] == "bronze"]
     lags = [r["kafka_lag_max"] for r in metrics if r["input_rows"]]
-    assert lags and all(lag is not None for lag in lags), metrics
-    assert max(lags) > 1000 and lags[-1] == 0, lags
+    known = [lag for lag in lags if lag is not None]
+    assert len(known) >= len(lags) - 5, metrics  # at most one replayed batch per kill
+    assert max(known) > 1000 and known[-1] == 0, lags
 
 
 def is_utf8(value: bytes) -> bool:
