@@ -30,6 +30,7 @@ from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.jobs import await_queries, storage_problem
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.layers import layer_table_paths
 from iot_lakehouse.reconcile import reconcile
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.silver import start_silver_stream
@@ -404,17 +405,18 @@ def test_a_derived_job_without_its_checkpoint_refuses_to_write_its_rows_twice(
 ) -> None:
     settings, _ = ran_twice  # every table holds rows
     for job in ("silver", "gold", "alerts"):
-        refuse_lost_checkpoint(spark, settings, job)  # the checkpoint is there: no error
+        tables = layer_table_paths(job, settings)
+        refuse_lost_checkpoint(spark, settings, job, tables)  # the checkpoint is there: no error
         kept = Path(settings.checkpoint_path(job))
         aside = kept.with_name(f"{job}-aside")
         kept.rename(aside)
         with pytest.raises(JobError, match=rf"no checkpoint.*rerun {job} --cascade"):
-            refuse_lost_checkpoint(spark, settings, job)
+            refuse_lost_checkpoint(spark, settings, job, tables)
         aside.rename(kept)
     # a fresh lakehouse (tables empty or absent) needs no checkpoint
     fresh = settings.with_(lakehouse_path=settings.lakehouse_path + "-fresh")
     for job in ("silver", "gold", "alerts"):
-        refuse_lost_checkpoint(spark, fresh, job)
+        refuse_lost_checkpoint(spark, fresh, job, layer_table_paths(job, fresh))
 
 
 def run_job_process(

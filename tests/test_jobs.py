@@ -10,8 +10,9 @@ import pytest
 from deltalake import write_deltalake
 from pyspark.sql import SparkSession
 
+from iot_lakehouse.checkpoints import delta_table_exists
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.jobs import delta_table_exists, wait_for_upstream
+from iot_lakehouse.jobs import wait_for_upstream
 from iot_lakehouse.settings import Settings
 
 

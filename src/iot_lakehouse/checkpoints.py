@@ -29,13 +29,6 @@ logger = logging.getLogger(__name__)
 
 EARLIEST = -2  # Spark's startingOffsets JSON: the earliest offset of a partition
 
-# The tables whose rows prove that a derived job ran before (its checkpoint then matters).
-OUTPUTS = {
-    "silver": lambda s: (s.silver_readings_path, s.dlq_rejects_path),
-    "gold": lambda s: (s.gold_path("sensor_metrics_5m"), s.gold_late_readings_path),
-    "alerts": lambda s: (s.alerts_path, s.gold_path("alert_counts_5m")),
-}
-
 
 def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
     """(Hadoop FileSystem, Hadoop Path) of ``path``: local folders and URIs (s3a://…) alike."""
@@ -60,19 +53,34 @@ def has_progress(spark: SparkSession, checkpoint: str) -> bool:
     return False
 
 
-def table_has_rows(spark: SparkSession, path: str) -> bool:
-    """True if a Delta table exists at ``path`` and holds at least one row."""
+def delta_table_exists(spark: SparkSession, path: str) -> bool:
+    """True once a Delta table has been committed at ``path``, by this or any other process.
+
+    Reads the file system rather than asking Delta: Delta caches a table's log per process, and
+    a cached "no table here" does not notice another process creating it.
+    """
     fs, log = hadoop_fs(spark, f"{path.rstrip('/')}/_delta_log")
     if not fs.exists(log):
+        return False
+    names = [status.getPath().getName() for status in fs.listStatus(log)]
+    return any(n.endswith(".json") or ".checkpoint." in n for n in names)
+
+
+def table_has_rows(spark: SparkSession, path: str) -> bool:
+    """True if a Delta table exists at ``path`` and holds at least one row."""
+    if not delta_table_exists(spark, path):
         return False
     return spark.read.format("delta").load(path).limit(1).count() > 0
 
 
-def refuse_lost_checkpoint(spark: SparkSession, settings: Settings, job: str) -> None:
-    """JobError if derived ``job`` has no checkpoint progress but its tables hold rows."""
-    if job not in OUTPUTS or has_progress(spark, settings.checkpoint_path(job)):
+def refuse_lost_checkpoint(
+    spark: SparkSession, settings: Settings, job: str, tables: list[str]
+) -> None:
+    """JobError if derived ``job`` has no checkpoint progress but one of its ``tables`` (the
+    layer's tables, ``layers.layer_table_paths``) holds rows."""
+    if has_progress(spark, settings.checkpoint_path(job)):
         return
-    written = [p for p in OUTPUTS[job](settings) if table_has_rows(spark, p)]
+    written = [p for p in tables if table_has_rows(spark, p)]
     if written:
         raise JobError(
             f"job {job} has no checkpoint at {settings.checkpoint_path(job)}, but {written[0]} "

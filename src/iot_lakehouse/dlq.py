@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from iot_lakehouse.checkpoints import delta_table_exists
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.jobs import delta_table_exists, job_lock
+from iot_lakehouse.jobs import job_lock
 from iot_lakehouse.logs import kv
 from iot_lakehouse.rules import RuleSet, load_rules, split_judged
 from iot_lakehouse.schemas import REDRIVE_HISTORY, create_table_if_missing

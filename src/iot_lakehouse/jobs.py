@@ -20,12 +20,13 @@ from pyspark.sql.streaming.query import StreamingQuery
 from iot_lakehouse.alerts import start_alerts_stream
 from iot_lakehouse.bronze import start_bronze_stream
 from iot_lakehouse.checkpoints import (
-    hadoop_fs,
+    delta_table_exists,
     refuse_damaged_checkpoint,
     refuse_lost_checkpoint,
 )
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import start_gold_stream
+from iot_lakehouse.layers import layer_table_paths
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
@@ -93,19 +94,6 @@ def job_lock(settings: Settings, name: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
-
-
-def delta_table_exists(spark: SparkSession, path: str) -> bool:
-    """True once a Delta table has been committed at ``path``, by this or any other process.
-
-    Reads the file system rather than asking Delta: Delta caches a table's log per process, and
-    a cached "no table here" does not notice another process creating it.
-    """
-    fs, log = hadoop_fs(spark, f"{path.rstrip('/')}/_delta_log")
-    if not fs.exists(log):
-        return False
-    names = [status.getPath().getName() for status in fs.listStatus(log)]
-    return any(n.endswith(".json") or ".checkpoint." in n for n in names)
 
 
 def wait_for_upstream(
@@ -266,7 +254,8 @@ def _run_locked(
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
         refuse_damaged_checkpoint(settings, job)
-        refuse_lost_checkpoint(spark, settings, job)
+        if job != "bronze":  # bronze resumes after the offsets in its table instead
+            refuse_lost_checkpoint(spark, settings, job, layer_table_paths(job, settings))
         for attempt in range(1, settings.job_restarts + 2):
             try:
                 started = starter(spark, settings, available_now)

@@ -19,24 +19,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pyspark.sql import Column, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.checkpoints import hadoop_fs
+from iot_lakehouse.checkpoints import delta_table_exists, hadoop_fs
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
-from iot_lakehouse.jobs import (
-    JOBS,
-    UPSTREAM,
-    await_queries,
-    delta_table_exists,
-    job_lock,
-)
+from iot_lakehouse.jobs import JOBS, UPSTREAM, await_queries, job_lock
+from iot_lakehouse.layers import LAYERS, kafka_rows
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import kafka_watermarks
@@ -44,82 +38,6 @@ from iot_lakehouse.status import kafka_watermarks
 logger = logging.getLogger(__name__)
 
 BACKUP_DIR = "_backup"
-
-# Which rows of a table a rebuild deletes: None = all of them.
-RowFilter = Callable[[Settings, date | None], Column | None]
-
-
-def _all_rows(_settings: Settings, _since: date | None) -> Column | None:
-    return None
-
-
-def _kafka_rows(settings: Settings, _since: date | None = None) -> Column:
-    """Bronze rows that came from the Kafka topic (file-source rows are not rebuilt)."""
-    return F.col("topic") == settings.kafka_topic
-
-
-def _ingested_since(_settings: Settings, since: date | None) -> Column | None:
-    """Rows of bronze records ingested on or after ``since`` (all rows without it)."""
-    return None if since is None else F.to_date("bronze_ingest_time") >= F.lit(since)
-
-
-def _gold_table(name: str) -> Callable[[Settings], str]:
-    return lambda settings: settings.gold_path(name)
-
-
-@dataclass(frozen=True)
-class LayerTable:
-    """A table a layer's job writes, and which of its rows a rebuild deletes."""
-
-    path: Callable[[Settings], str]
-    rows: RowFilter = _all_rows
-    by_bronze_coordinates: bool = False  # no ingest time: match bronze rows by coordinates
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One rebuildable layer: its job's checkpoints, its tables and the layers reading it."""
-
-    checkpoints: tuple[str, ...]
-    tables: tuple[LayerTable, ...]
-    downstream: tuple[str, ...]
-    supports_from: bool = False
-
-
-LAYERS: dict[str, Layer] = {
-    "bronze": Layer(
-        ("bronze",),
-        (LayerTable(lambda s: s.bronze_events_path, _kafka_rows),),
-        ("silver",),
-    ),
-    "silver": Layer(
-        ("silver",),
-        (
-            LayerTable(lambda s: s.silver_readings_path, _ingested_since),
-            LayerTable(lambda s: s.dlq_rejects_path, _ingested_since),
-            LayerTable(lambda s: s.silver_duplicates_path, by_bronze_coordinates=True),
-        ),
-        ("gold", "alerts"),
-        supports_from=True,
-    ),
-    "gold": Layer(
-        ("gold",),
-        (
-            *(LayerTable(_gold_table(t.name)) for t in GOLD_TABLES),
-            LayerTable(lambda s: s.gold_late_readings_path),
-            LayerTable(lambda s: s.gold_progress_path),
-        ),
-        (),
-    ),
-    "alerts": Layer(
-        ("alerts",),
-        (
-            LayerTable(lambda s: s.alerts_path),
-            LayerTable(lambda s: s.gold_path(ALERT_COUNTS_TABLE.name)),
-        ),
-        (),
-    ),
-}
 
 
 def layers_to_rebuild(layer: str, cascade: bool) -> list[str]:
@@ -202,7 +120,7 @@ def check_kafka_retention(spark: SparkSession, settings: Settings) -> None:
     spans = (
         spark.read.format("delta")
         .load(settings.bronze_events_path)
-        .where(_kafka_rows(settings))
+        .where(kafka_rows(settings))
         .groupBy("partition")
         .agg(F.min("offset").alias("first"), F.max("offset").alias("last"))
         .collect()
