@@ -294,6 +294,13 @@ def test_batch_written_twice_changes_nothing_and_duplicates_are_counted(
     assert dups.count() == 7
     assert dups.where("bronze_offset = 10").first()["kept_offset"] == 3
 
+    # Sent twice more in one batch: both copies are duplicates of the row silver keeps
+    # (offset 0), not the second of the first copy.
+    counts = writer.write_batch(bronze_df(spark, [WIDE_OK, WIDE_OK], first_offset=20), 2)
+    assert counts == {"valid": 0, "rejected": 0, "duplicates": 6}
+    kept = spark.read.format("delta").load(settings.silver_duplicates_path).where("batch_id = 2")
+    assert sorted(r["kept_offset"] for r in kept.collect()) == [0] * 6
+
 
 def duplicate_keys(silver: DataFrame) -> int:
     """Keys (sensor_id, metric, event_time) present more than once."""

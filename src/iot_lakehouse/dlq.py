@@ -34,10 +34,11 @@ from iot_lakehouse.schemas import REDRIVE_HISTORY, create_table_if_missing
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import (
     DEDUP_KEY,
+    KEPT,
     LINEAGE,
+    classify_readings,
     create_silver_tables,
     judge,
-    split_batch_duplicates,
     to_duplicate_rows,
     to_silver_rows,
 )
@@ -192,7 +193,7 @@ def _redrive_locked(spark: SparkSession, settings: Settings, ruleset: RuleSet) -
     passing = outcomes.where(F.col("outcome") == REDRIVEN).select(*d_keys)
     valid, _ = split_judged(rejudged.join(passing, d_keys, "left_semi"))
     readings = to_silver_rows(valid.drop("d_rv", "_matched"), ruleset)
-    inserts, dups = classify_readings(spark, settings, readings)
+    inserts, dups = classify_redriven(spark, settings, readings)
     to_silver = _append_if_any(inserts, settings.silver_readings_path)
     to_duplicates = _append_if_any(dups, settings.silver_duplicates_path)
     _record_history(spark, settings, outcomes, ruleset.version)
@@ -217,7 +218,7 @@ def _redrive_locked(spark: SparkSession, settings: Settings, ruleset: RuleSet) -
     return report
 
 
-def classify_readings(
+def classify_redriven(
     spark: SparkSession, settings: Settings, readings: DataFrame
 ) -> tuple[DataFrame, DataFrame]:
     """(readings to insert into silver, duplicate-ledger rows) for redriven ``readings``.
@@ -225,7 +226,8 @@ def classify_readings(
     A reading whose lineage silver or the ledger already holds was written by an earlier,
     interrupted redrive: it is written nowhere again. Of the rest, one whose key silver holds
     (from another record) is a duplicate of that row; among those with a new key the lowest
-    lineage is inserted and the others are its duplicates, as in the silver job.
+    lineage is inserted and the others are its duplicates (``silver.classify_readings``, as
+    in the silver job).
     """
     silver = spark.read.format("delta").load(settings.silver_readings_path)
     ledger = spark.read.format("delta").load(settings.silver_duplicates_path)
@@ -233,32 +235,13 @@ def classify_readings(
     pending = readings.join(silver.select(*lineage), lineage, "left_anti").join(
         ledger.select(*lineage), lineage, "left_anti"
     )
-    kept = silver.select(*DEDUP_KEY, *[F.col(c).alias(_kept(c)) for c in LINEAGE])
-    looked_up = pending.join(kept.hint("merge"), list(DEDUP_KEY), "left").localCheckpoint(
-        eager=True
+    held = silver.select(
+        *DEDUP_KEY, *[F.col(b).alias(k) for b, k in zip(LINEAGE, KEPT, strict=True)]
     )
-    against_silver = looked_up.where(F.col("kept_offset").isNotNull())
-    first, later = split_batch_duplicates(
-        looked_up.where(F.col("kept_offset").isNull()).select(*readings.columns)
-    )
-    first = first.localCheckpoint(eager=True)
-    repeats = (
-        later.alias("l")
-        .join(first.alias("f"), list(DEDUP_KEY))
-        .select(
-            *[F.col(f"l.{c}") for c in later.columns if c not in DEDUP_KEY],
-            *DEDUP_KEY,
-            *[F.col(f"f.{c}").alias(_kept(c)) for c in LINEAGE],
-        )
-    )
-    dups = to_duplicate_rows(
-        repeats.unionByName(against_silver.select(repeats.columns)), batch_id=-1
-    )
-    return first, dups.localCheckpoint(eager=True)
-
-
-def _kept(column: str) -> str:
-    return column.replace("bronze_", "kept_")
+    classified = classify_readings(pending, held).localCheckpoint(eager=True)
+    to_insert = classified.where(~F.col("is_duplicate")).select(*readings.columns)
+    dups = to_duplicate_rows(classified.where(F.col("is_duplicate")), batch_id=-1)
+    return to_insert, dups.localCheckpoint(eager=True)
 
 
 def _record_history(

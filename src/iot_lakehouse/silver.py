@@ -8,12 +8,16 @@ Pure transforms (``parse_records``, ``explode_readings``, ``with_static_alerts``
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark import InheritableThread
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
@@ -50,6 +54,7 @@ DEDUP_KEY = ("sensor_id", "metric", "event_time")
 LINEAGE = ("bronze_topic", "bronze_partition", "bronze_offset")
 EPOCH_MILLIS_FROM = 1e11  # numbers at or above this are epoch milliseconds, below: seconds
 EPOCH_LIMIT = 1e14  # beyond any plausible epoch (ms): unparsable
+QUOTED_NON_FINITE = ('"NaN"', '"Infinity"', '"-Infinity"')
 
 
 def has(fields: Column, key: str | Column) -> Column:
@@ -202,7 +207,8 @@ def number_value(raw: Column) -> Column:
     Spark's JSON reader hands non-finite numbers (bare NaN, Infinity, 1e309) over as quoted
     text; unquote them so they are judged as non-finite, not as the wrong type.
     """
-    return F.regexp_replace(raw, r'^"(NaN|-?Infinity)"$', "$1").try_cast("double")
+    unquoted = F.when(raw.isin(*QUOTED_NON_FINITE), F.regexp_replace(raw, '"', "")).otherwise(raw)
+    return unquoted.try_cast("double")
 
 
 def with_static_alerts(df: DataFrame, ruleset: RuleSet) -> DataFrame:
@@ -274,13 +280,34 @@ def to_dlq_rows(rejected: DataFrame, ruleset: RuleSet, batch_id: int) -> DataFra
     )
 
 
-def split_batch_duplicates(silver_rows: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Within one batch keep the first reading per key (lowest bronze coordinates)."""
-    order = Window.partitionBy(*DEDUP_KEY).orderBy(*LINEAGE)
-    ranked = silver_rows.withColumn("_rank", F.row_number().over(order))
-    first = ranked.where(F.col("_rank") == 1).drop("_rank")
-    later = ranked.where(F.col("_rank") > 1).drop("_rank")
-    return first, later
+KEPT = tuple(c.replace("bronze_", "kept_") for c in LINEAGE)
+
+
+def classify_readings(rows: DataFrame, held: DataFrame) -> DataFrame:
+    """Mark each reading of a batch with the lineage of the reading silver keeps for its key
+    (``kept_topic``/``kept_partition``/``kept_offset``) and ``is_duplicate``.
+
+    ``held`` holds the keys silver already has, with their lineage (``DEDUP_KEY`` + ``KEPT``).
+    The kept reading of a key is silver's, else the batch's lowest lineage. A reading whose own
+    lineage is the kept one is not a duplicate: a new key, or the very row an earlier attempt of
+    this batch wrote (so a replayed batch is classified as it was the first time). One shuffle
+    (a window over the key) does the in-batch dedup and the lookup together.
+    """
+    marked = rows.withColumn("_held", F.lit(False))
+    silver_side = held.select(
+        *DEDUP_KEY,
+        *[F.col(k).alias(b) for k, b in zip(KEPT, LINEAGE, strict=True)],
+        F.lit(True).alias("_held"),
+    )
+    order = Window.partitionBy(*DEDUP_KEY).orderBy(F.col("_held").desc(), *LINEAGE)
+    both = marked.unionByName(silver_side, allowMissingColumns=True)
+    kept = both.withColumns(
+        {k: F.first(b).over(order) for k, b in zip(KEPT, LINEAGE, strict=True)}
+    ).where(~F.col("_held"))
+    own = functools.reduce(
+        operator.and_, [F.col(b).eqNullSafe(F.col(k)) for k, b in zip(KEPT, LINEAGE, strict=True)]
+    )
+    return kept.withColumn("is_duplicate", ~own).drop("_held")
 
 
 def to_duplicate_rows(dups: DataFrame, batch_id: int) -> DataFrame:
@@ -294,6 +321,29 @@ def to_duplicate_rows(dups: DataFrame, batch_id: int) -> DataFrame:
         F.lit(batch_id).cast("long").alias("batch_id"),
         F.current_timestamp().alias("detected_at"),
     )
+
+
+def run_side_by_side(*steps: Callable[[], None]) -> None:
+    """Run ``steps`` in threads that inherit the caller's Spark job group and properties (a
+    stopped query cancels their jobs too); raise the first step's error after all ended."""
+    errors: list[BaseException] = []
+
+    def guarded(step: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                step()
+            except BaseException as exc:  # handed to the caller below
+                errors.append(exc)
+
+        return run
+
+    threads = [InheritableThread(target=guarded(step), name="silver-append") for step in steps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 class StageClock:
@@ -346,7 +396,13 @@ class SilverBatchWriter:
         # Materialise the judged batch once: every later step reads it instead of re-parsing,
         # and the truncated plan keeps planning cheap.
         clock = StageClock()
-        judged = judge(bronze_batch, self.ruleset).localCheckpoint(eager=True)
+        # The raw bytes only go to the DLQ: kept on rejected readings only, the materialised
+        # batch is a third smaller.
+        judged = (
+            judge(bronze_batch, self.ruleset)
+            .withColumn("raw_value", F.when(F.size("reasons") > 0, F.col("raw_value")))
+            .localCheckpoint(eager=True)
+        )
         clock.lap("judge")
         every = self.settings.quality_every_n_batches
         if self.validator is not None and every > 0 and batch_id % every == every - 1:
@@ -362,38 +418,43 @@ class SilverBatchWriter:
             clock.lap("quality")
         valid, rejected = split_judged(judged)
         rows = to_silver_rows(valid, self.ruleset)
-        first, later = split_batch_duplicates(rows)
-        first = first.localCheckpoint(eager=True)
-        clock.lap("dedup_in_batch")
-        to_insert, against_table = self._lookup_existing(first)
-        clock.lap("lookup_silver")
-        later = (
-            later.alias("l")
-            .join(first.alias("f").hint("merge"), list(DEDUP_KEY))
-            .select(
-                *[F.col(f"l.{c}") for c in rows.columns if c not in DEDUP_KEY],
-                *DEDUP_KEY,
-                F.col("f.bronze_topic").alias("kept_topic"),
-                F.col("f.bronze_partition").alias("kept_partition"),
-                F.col("f.bronze_offset").alias("kept_offset"),
-            )
+        # One pass over the judged batch: the valid readings' time range and dates (to prune
+        # the silver lookup) and the number of rejects.
+        is_valid = F.size("reasons") == 0
+        bounds = judged.agg(
+            F.min(F.when(is_valid, F.col("event_time"))).alias("lo"),
+            F.max(F.when(is_valid, F.col("event_time"))).alias("hi"),
+            F.collect_set(F.when(is_valid, F.to_date("event_time"))).alias("dates"),
+            F.count(F.when(~is_valid, F.lit(1))).alias("rejected"),
+        ).first()
+        classified = classify_readings(rows, self._held_keys(bounds, rows)).localCheckpoint(
+            eager=True
         )
-        duplicates = to_duplicate_rows(
-            later.unionByName(against_table.select(later.columns)), batch_id
-        ).localCheckpoint(eager=True)
-        to_insert = to_insert.localCheckpoint(eager=True)
-        clock.lap("duplicate_ledger")
+        clock.lap("classify")
+        to_insert = classified.where(~F.col("is_duplicate")).select(*rows.columns)
+        duplicates = to_duplicate_rows(classified.where(F.col("is_duplicate")), batch_id)
         s = self.settings
-        self._append(to_dlq_rows(rejected, self.ruleset, batch_id), s.dlq_rejects_path, batch_id)
-        self._append(duplicates, s.silver_duplicates_path, batch_id)
-        self._append(to_insert, s.silver_readings_path, batch_id)
+        # Three tables, three independent commits (each skipped if this batch already made
+        # it): run side by side, so one append's commit overhead overlaps another's work.
+        run_side_by_side(
+            lambda: self._append(
+                to_dlq_rows(rejected, self.ruleset, batch_id), s.dlq_rejects_path, batch_id
+            ),
+            lambda: self._append(duplicates, s.silver_duplicates_path, batch_id),
+            lambda: self._append(to_insert, s.silver_readings_path, batch_id),
+        )
         clock.lap("delta_appends")
-        inserted = to_insert.agg(F.count("*").alias("n"), *kafka_time_quantiles()).first()
-        record_batch_latency("kafka_to_silver", JOB_NAME, batch_id, inserted)
+        inserted = F.when(~F.col("is_duplicate"), F.col("kafka_timestamp"))
+        stats = classified.agg(
+            F.count(F.when(~F.col("is_duplicate"), F.lit(1))).alias("n"),
+            F.count(F.when(F.col("is_duplicate"), F.lit(1))).alias("duplicates"),
+            *kafka_time_quantiles(inserted),
+        ).first()
+        record_batch_latency("kafka_to_silver", JOB_NAME, batch_id, stats)
         counts = {
-            "valid": int(inserted["n"]) if inserted else 0,
-            "rejected": rejected.count(),
-            "duplicates": duplicates.count(),
+            "valid": int(stats["n"]) if stats else 0,
+            "rejected": int(bounds["rejected"]) if bounds else 0,
+            "duplicates": int(stats["duplicates"]) if stats else 0,
         }
         clock.lap("counts")
         logger.info(
@@ -401,47 +462,23 @@ class SilverBatchWriter:
         )
         return counts
 
-    def _lookup_existing(self, first: DataFrame) -> tuple[DataFrame, DataFrame]:
-        """Split a batch's first readings into (to insert, duplicates of silver rows)."""
-        bounds = first.agg(
-            F.min("event_time").alias("lo"),
-            F.max("event_time").alias("hi"),
-            F.collect_set("event_date").alias("dates"),
-        ).first()
-        columns = first.columns
-        if bounds is None or bounds["lo"] is None:
-            empty = first.withColumns(
-                {
-                    "kept_topic": F.lit(None).cast("string"),
-                    "kept_partition": F.lit(None).cast("int"),
-                    "kept_offset": F.lit(None).cast("long"),
-                }
-            )
-            return first, empty.limit(0)
+    def _held_keys(self, bounds: Row | None, rows: DataFrame) -> DataFrame:
+        """The keys silver holds in the batch's event dates and time range, with the lineage of
+        their rows (``DEDUP_KEY`` + ``KEPT``)."""
+        kept = [F.col(b).alias(k) for b, k in zip(LINEAGE, KEPT, strict=True)]
+        if bounds is None or bounds["lo"] is None:  # no valid reading: nothing to look up
+            return rows.select(*DEDUP_KEY, *kept).limit(0)
         # Partition pruning on event_date and data skipping on event_time keep this lookup to
         # the few files that can hold the batch's keys.
-        existing = (
+        return (
             self.spark.read.format("delta")
             .load(self.settings.silver_readings_path)
             .where(
                 F.col("event_date").isin(list(bounds["dates"]))
                 & F.col("event_time").between(bounds["lo"], bounds["hi"])
             )
-            .select(*DEDUP_KEY, *[F.col(c).alias(c.replace("bronze_", "kept_")) for c in LINEAGE])
+            .select(*DEDUP_KEY, *kept)
         )
-        # A sort-merge join: the silver side can be far larger than its file statistics suggest,
-        # and broadcasting it would not fit a 1 GB driver.
-        # Materialised once: both halves below read it (the join ran twice before).
-        looked_up = first.join(existing.hint("merge"), list(DEDUP_KEY), "left").localCheckpoint(
-            eager=True
-        )
-        own_write = (
-            (F.col("kept_topic") == F.col("bronze_topic"))
-            & (F.col("kept_partition") == F.col("bronze_partition"))
-            & (F.col("kept_offset") == F.col("bronze_offset"))
-        )
-        new_or_own = F.col("kept_offset").isNull() | own_write
-        return (looked_up.where(new_or_own).select(*columns), looked_up.where(~new_or_own))
 
     def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
         append_once(df, path, self.app_id, batch_id)

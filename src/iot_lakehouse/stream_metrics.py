@@ -86,12 +86,14 @@ def latency_of(
     return Latency(kind, (commit_us - mid_us) / 1000, (commit_us - early_us) / 1000, rows)
 
 
-def kafka_time_quantiles(column: str = "kafka_timestamp") -> list[Column]:
-    """Aggregate columns ``kafka_q`` ([5th, 50th] percentile, epoch us) and ``kafka_n``."""
-    us = F.unix_micros(F.col(column))
+def kafka_time_quantiles(column: str | Column = "kafka_timestamp") -> list[Column]:
+    """Aggregate columns ``kafka_q`` ([5th, 50th] percentile, epoch us) and ``kafka_n`` of a
+    timestamp column (nulls are left out: ``F.when(cond, col)`` aggregates some rows only)."""
+    timestamp = F.col(column) if isinstance(column, str) else column
+    us = F.unix_micros(timestamp)
     return [
         F.percentile_approx(us, [0.05, 0.5], 10_000).alias("kafka_q"),
-        F.count(F.col(column)).alias("kafka_n"),
+        F.count(timestamp).alias("kafka_n"),
     ]
 
 
