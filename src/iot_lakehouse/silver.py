@@ -80,7 +80,8 @@ def json_kind(raw: Column, payload: Column, fields: Column) -> Column:
 
 def parse_event_time(raw: Column) -> Column:
     """ISO-8601 (any offset; naive = UTC) or epoch seconds / milliseconds -> timestamp."""
-    number = raw.try_cast("double")
+    # Text with a ':' is no number: skipping the cast spares the JVM an exception per ISO time.
+    number = F.when(~raw.contains(":"), raw.try_cast("double"))
     finite = number.isNotNull() & (F.abs(number) < F.lit(EPOCH_LIMIT))
     seconds = F.when(F.abs(number) >= F.lit(EPOCH_MILLIS_FROM), number / 1000).otherwise(number)
     return F.when(finite, F.timestamp_seconds(seconds)).when(
