@@ -34,10 +34,10 @@ from iot_lakehouse.schemas import REDRIVE_HISTORY, create_table_if_missing
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import (
     DEDUP_KEY,
-    KEPT,
     LINEAGE,
     classify_readings,
     create_silver_tables,
+    held_keys,
     judge,
     to_duplicate_rows,
     to_silver_rows,
@@ -235,10 +235,7 @@ def classify_redriven(
     pending = readings.join(silver.select(*lineage), lineage, "left_anti").join(
         ledger.select(*lineage), lineage, "left_anti"
     )
-    held = silver.select(
-        *DEDUP_KEY, *[F.col(b).alias(k) for b, k in zip(LINEAGE, KEPT, strict=True)]
-    )
-    classified = classify_readings(pending, held).localCheckpoint(eager=True)
+    classified = classify_readings(pending, held_keys(silver)).localCheckpoint(eager=True)
     to_insert = classified.where(~F.col("is_duplicate")).select(*readings.columns)
     dups = to_duplicate_rows(classified.where(F.col("is_duplicate")), batch_id=-1)
     return to_insert, dups.localCheckpoint(eager=True)

@@ -16,9 +16,9 @@ are ``DataFrame -> DataFrame``; ``GoldBatchWriter`` owns the writes of one micro
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,6 +40,7 @@ from iot_lakehouse.schemas import (
     query_app_id,
 )
 from iot_lakehouse.settings import Settings, duration_seconds
+from iot_lakehouse.spark_session import run_side_by_side
 from iot_lakehouse.stream_metrics import kafka_time_quantiles, record_batch_latency
 
 logger = logging.getLogger(__name__)
@@ -465,9 +466,9 @@ class GoldBatchWriter:
         if late_count < total:  # then event times exist, and so do lo and hi
             # One MERGE per table, side by side: much of a small MERGE's time is spent in the
             # driver (Delta log, planning), which threads overlap.
-            with ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="gold-merge") as pool:
-                futures = [
-                    pool.submit(
+            run_side_by_side(
+                *[
+                    functools.partial(
                         upsert_window_rows,
                         self.spark,
                         self.settings,
@@ -480,8 +481,7 @@ class GoldBatchWriter:
                     )
                     for table in GOLD_TABLES
                 ]
-                for future in futures:
-                    future.result()
+            )
         progress = self.spark.createDataFrame(
             [(batch_id, total, late_count)], "batch_id long, readings long, late_readings long"
         ).select(

@@ -13,10 +13,8 @@ import logging
 import operator
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark import InheritableThread
 from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
@@ -41,6 +39,7 @@ from iot_lakehouse.schemas import (
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
+from iot_lakehouse.spark_session import run_side_by_side
 from iot_lakehouse.stream_metrics import kafka_time_quantiles, record_batch_latency
 
 logger = logging.getLogger(__name__)
@@ -284,6 +283,14 @@ def to_dlq_rows(rejected: DataFrame, ruleset: RuleSet, batch_id: int) -> DataFra
 KEPT = tuple(c.replace("bronze_", "kept_") for c in LINEAGE)
 
 
+def held_keys(silver: DataFrame) -> DataFrame:
+    """Silver rows -> their keys with the lineage of the row (``DEDUP_KEY`` + ``KEPT``), the
+    ``held`` side of ``classify_readings``."""
+    return silver.select(
+        *DEDUP_KEY, *[F.col(b).alias(k) for b, k in zip(LINEAGE, KEPT, strict=True)]
+    )
+
+
 def classify_readings(rows: DataFrame, held: DataFrame) -> DataFrame:
     """Mark each reading of a batch with the lineage of the reading silver keeps for its key
     (``kept_topic``/``kept_partition``/``kept_offset``) and ``is_duplicate``.
@@ -322,29 +329,6 @@ def to_duplicate_rows(dups: DataFrame, batch_id: int) -> DataFrame:
         F.lit(batch_id).cast("long").alias("batch_id"),
         F.current_timestamp().alias("detected_at"),
     )
-
-
-def run_side_by_side(*steps: Callable[[], None]) -> None:
-    """Run ``steps`` in threads that inherit the caller's Spark job group and properties (a
-    stopped query cancels their jobs too); raise the first step's error after all ended."""
-    errors: list[BaseException] = []
-
-    def guarded(step: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                step()
-            except BaseException as exc:  # handed to the caller below
-                errors.append(exc)
-
-        return run
-
-    threads = [InheritableThread(target=guarded(step), name="silver-append") for step in steps]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 class StageClock:
@@ -465,20 +449,18 @@ class SilverBatchWriter:
 
     def _held_keys(self, bounds: Row | None, rows: DataFrame) -> DataFrame:
         """The keys silver holds in the batch's event dates and time range, with the lineage of
-        their rows (``DEDUP_KEY`` + ``KEPT``)."""
-        kept = [F.col(b).alias(k) for b, k in zip(LINEAGE, KEPT, strict=True)]
+        their rows (``held_keys``)."""
         if bounds is None or bounds["lo"] is None:  # no valid reading: nothing to look up
-            return rows.select(*DEDUP_KEY, *kept).limit(0)
+            return held_keys(rows).limit(0)
         # Partition pruning on event_date and data skipping on event_time keep this lookup to
         # the few files that can hold the batch's keys.
-        return (
+        return held_keys(
             self.spark.read.format("delta")
             .load(self.settings.silver_readings_path)
             .where(
                 F.col("event_date").isin(list(bounds["dates"]))
                 & F.col("event_time").between(bounds["lo"], bounds["hi"])
             )
-            .select(*DEDUP_KEY, *kept)
         )
 
     def _append(self, df: DataFrame, path: str, batch_id: int) -> None:

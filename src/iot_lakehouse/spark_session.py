@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
+from pyspark import InheritableThread
 from pyspark.sql import SparkSession
 
 from iot_lakehouse import jvm_deps
@@ -75,3 +77,26 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
         kv(app=app_name, master=settings.spark_master, version=spark.version, jars=len(jars.jars)),
     )
     return spark
+
+
+def run_side_by_side(*steps: Callable[[], None]) -> None:
+    """Run ``steps`` in threads that inherit the caller's Spark job group and properties (a
+    stopped query cancels their jobs too); raise the first step's error after all ended."""
+    errors: list[BaseException] = []
+
+    def guarded(step: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                step()
+            except BaseException as exc:  # handed to the caller below
+                errors.append(exc)
+
+        return run
+
+    threads = [InheritableThread(target=guarded(step), name="spark-side-by-side") for step in steps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
