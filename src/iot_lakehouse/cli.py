@@ -12,8 +12,8 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from iot_lakehouse import jvm_deps
-from iot_lakehouse.errors import LakehouseError
+from iot_lakehouse import class_archive, jvm_deps
+from iot_lakehouse.errors import DependencyError, LakehouseError
 from iot_lakehouse.logs import configure_logging
 from iot_lakehouse.settings import Settings
 
@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    deps = sub.add_parser("deps", help="resolve the JVM libraries into the local cache (once)")
-    deps.add_argument("--force", action="store_true", help="resolve again even if cached")
+    deps = sub.add_parser(
+        "deps",
+        help="resolve the JVM libraries into the local cache and build the class archive (once)",
+    )
+    deps.add_argument("--force", action="store_true", help="resolve and build again even if cached")
 
     kafka = sub.add_parser("kafka", help="the local Kafka broker (KRaft, no Docker)")
     kafka.add_argument("action", choices=["start", "stop", "status"])
@@ -180,6 +183,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 name, settings.jars_dir, settings.maven_settings_file, force=args.force
             )
             print(f"{name}: {len(jars.jars)} jars in {jars.directory}")
+        try:
+            print(f"spark class archive: {class_archive.build(settings, force=args.force)}")
+        except DependencyError as exc:  # jobs still start, only slower: say so, do not fail
+            print(f"warning: {exc}", file=sys.stderr)
         return 0
     if args.command == "kafka":
         from iot_lakehouse.kafka_broker import LocalKafkaBroker

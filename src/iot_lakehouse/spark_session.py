@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pyspark import InheritableThread
 from pyspark.sql import SparkSession
 
-from iot_lakehouse import jvm_deps
+from iot_lakehouse import class_archive, jvm_deps
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 
@@ -29,11 +30,27 @@ def tuning(settings: Settings) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         # Delta replays its log with this many partitions (default 50): tiny on a laptop.
         "spark.databricks.delta.snapshotPartitions": str(max(1, partitions)),
-        "spark.driver.extraJavaOptions": "-XX:+UseG1GC -Duser.timezone=UTC",
     }
 
 
-def build_spark(settings: Settings, app_name: str) -> SparkSession:
+def driver_java_options(
+    settings: Settings, jars: Sequence[Path], archive_classes_to: Path | None = None
+) -> str:
+    """The driver JVM's options: UTC always; tuned, G1 and the class archive built by ``deps``
+    (``archive_classes_to``: write one as this JVM exits instead, see ``class_archive``)."""
+    options = ["-Duser.timezone=UTC"]
+    if settings.spark_tuning:
+        options.append("-XX:+UseG1GC")
+    if archive_classes_to is not None:
+        options.append(f"-XX:ArchiveClassesAtExit={archive_classes_to}")
+    elif settings.spark_tuning:
+        options += class_archive.java_options(settings, jars)
+    return " ".join(options)
+
+
+def build_spark(
+    settings: Settings, app_name: str, archive_classes_to: Path | None = None
+) -> SparkSession:
     """Create (or return) the process's SparkSession, configured for Delta and Kafka.
 
     Jars come from the local cache (resolved once from Maven Central), so start-up needs no
@@ -45,6 +62,7 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if settings.spark_master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # stay on loopback
+    java_options = driver_java_options(settings, jars.jars, archive_classes_to)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
@@ -66,7 +84,7 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
         # A JSON object with a repeated key must not fail a job (Spark's default policy would
         # throw). Silver's parser then keeps the key's first value (docs/guarantees.md).
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", java_options)
     )
     for key, value in tuning(settings).items():
         builder = builder.config(key, value)
@@ -74,7 +92,13 @@ def build_spark(settings: Settings, app_name: str) -> SparkSession:
     spark.sparkContext.setLogLevel("WARN")
     logger.info(
         "spark session ready %s",
-        kv(app=app_name, master=settings.spark_master, version=spark.version, jars=len(jars.jars)),
+        kv(
+            app=app_name,
+            master=settings.spark_master,
+            version=spark.version,
+            jars=len(jars.jars),
+            class_archive="-XX:SharedArchiveFile" in java_options,
+        ),
     )
     return spark
 

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iot_lakehouse import class_archive, jvm_deps
+from iot_lakehouse.errors import DependencyError
+from iot_lakehouse.settings import Settings
+from iot_lakehouse.spark_session import driver_java_options
+
+
+def test_the_fingerprint_changes_with_any_jar_and_only_then(tmp_path: Path) -> None:
+    java, jar = tmp_path / "bin" / "java", tmp_path / "a.jar"
+    java.parent.mkdir()
+    java.write_bytes(b"jvm")
+    jar.write_bytes(b"classes")
+    before = class_archive.fingerprint(java, [jar])
+    assert class_archive.fingerprint(java, [jar]) == before
+    jar.write_bytes(b"other classes")  # a new build of the same jar
+    assert class_archive.fingerprint(java, [jar]) != before
+    assert class_archive.fingerprint(java, []) != class_archive.fingerprint(java, [jar])
+
+
+def test_a_driver_maps_the_archive_only_when_one_was_built_for_its_jars(tmp_path: Path) -> None:
+    settings = Settings(jars_dir=tmp_path / "jars")
+    jars = jvm_deps.resolve("spark", Settings.from_env({}).jars_dir).jars
+    assert "SharedArchiveFile" not in driver_java_options(settings, jars)  # none built here
+    archive = class_archive.archive_path(settings, jars)
+    assert archive is not None
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"")
+    assert f"-XX:SharedArchiveFile={archive}" in driver_java_options(settings, jars)
+    assert "SharedArchiveFile" not in driver_java_options(settings, jars[:-1])  # other jars
+    naive = settings.with_(spark_tuning=False)  # the benchmark's baseline: JVM defaults
+    assert driver_java_options(naive, jars) == "-Duser.timezone=UTC"
+    dumping = driver_java_options(settings, jars, archive_classes_to=tmp_path / "new.jsa")
+    assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.jsa'}" in dumping
+    assert "SharedArchiveFile" not in dumping
+
+
+def test_a_job_driver_loads_spark_and_delta_from_the_archive_deps_built(tmp_path: Path) -> None:
+    """The bootstrap (`iot-lakehouse deps`) built the archive; a driver started by
+    build_spark must load its classes from it, not from the jars."""
+    settings = Settings.from_env({})
+    jars = jvm_deps.resolve("spark", settings.jars_dir).jars
+    archive = class_archive.archive_path(settings, jars)
+    assert archive is not None and archive.is_file(), (
+        f"no class archive at {archive}: `iot-lakehouse deps` builds it"
+    )
+    code = (
+        "from iot_lakehouse.settings import Settings\n"
+        "from iot_lakehouse.spark_session import build_spark\n"
+        "spark = build_spark(Settings.from_env({}).with_(spark_master='local[1]'), 'cds-test')\n"
+        f"spark.range(3).write.format('delta').save({str(tmp_path / 't')!r})\n"
+        "spark.stop()\n"
+    )
+    log = tmp_path / "classes-%p.log"
+    env = {**os.environ, "JDK_JAVA_OPTIONS": f"-Xlog:class+load=info:file={log}"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = "\n".join(p.read_text() for p in tmp_path.glob("classes-*.log"))
+    for name in ("org.apache.spark.SparkContext", "org.apache.spark.sql.delta.DeltaLog"):
+        assert f"{name} source: shared objects file (top)" in loaded, f"{name} not from archive"
+
+
+def test_an_archive_cut_short_is_refused_not_handed_to_drivers(tmp_path: Path) -> None:
+    """A truncated archive crashes the JVM that maps it: the build must refuse it."""
+    settings = Settings.from_env({})
+    built = class_archive.archive_path(settings, jvm_deps.resolve("spark", settings.jars_dir).jars)
+    assert built is not None and built.is_file(), "`iot-lakehouse deps` builds the archive"
+    cut = tmp_path / "cut.jsa"
+    with built.open("rb") as source:
+        cut.write_bytes(source.read(1 << 20))
+    java = class_archive.java_binary()
+    assert java is not None
+    with pytest.raises(DependencyError, match="does not load"):
+        class_archive.check_loads(java, cut)
+    assert not cut.exists() and not list(tmp_path.glob("hs_err_pid*.log"))
+    class_archive.check_loads(java, built)  # the real one loads
