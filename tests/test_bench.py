@@ -5,9 +5,13 @@ hour and more, so it is run by hand (README, "Measured"), not here."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 
 from iot_lakehouse.bench import (
@@ -23,7 +27,7 @@ from iot_lakehouse.bench import (
     stage_seconds,
     visibility_latencies,
 )
-from iot_lakehouse.bench_runs import kafka_ceilings, processing_rate
+from iot_lakehouse.bench_runs import ResourceSampler, kafka_ceilings, processing_rate
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.spark_session import tuning
 
@@ -205,3 +209,29 @@ def test_the_bench_command_runs_a_part_prints_the_table_and_saves_json(tmp_path:
     figures = {f["name"]: f for f in json.loads(saved[0].read_text())["figures"]}
     assert figures["Kafka consume, raw"]["tuned"] > 1_000
     assert not results.exists()  # --results was not given: the default folder under cwd
+
+
+def test_memory_of_forked_children_counts_shared_pages_once_in_pss() -> None:
+    """A parent that touched 300 MiB forks two children sharing those pages: the RSS of the
+    three adds them up three times, their PSS once."""
+    code = (
+        "import os, time\n"
+        "block = bytearray(300 << 20)\n"
+        "for _ in range(2):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(30); os._exit(0)\n"
+        "print('ready', flush=True); time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        rss, pss = ResourceSampler().memory(psutil.Process(proc.pid))
+    finally:
+        for child in psutil.Process(proc.pid).children():
+            child.kill()
+        proc.kill()
+        proc.wait()
+    mib = 1 << 20
+    assert rss > 850 * mib, rss / mib  # three processes, each with the 300 MiB in its RSS
+    assert 300 * mib < pss < 450 * mib, pss / mib  # the shared pages once
