@@ -140,7 +140,8 @@ def warm_up(archive_to: Path) -> None:
 
     from iot_lakehouse.spark_session import build_spark
 
-    settings = Settings.from_env()
+    # Local, whatever SPARK_MASTER says: the archive is of the driver, not of a cluster's jobs.
+    settings = Settings.from_env().with_(spark_master="local[2]")
     spark = build_spark(settings, "iot-lakehouse-class-archive", archive_classes_to=archive_to)
     root = Path(settings.lakehouse_path)
     table, agg = str(root / "readings"), str(root / "windows")
