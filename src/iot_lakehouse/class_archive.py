@@ -36,8 +36,8 @@ BUILD_TIMEOUT_S = 600
 def java_binary() -> Path | None:
     """The ``java`` that spark-submit starts: ``$JAVA_HOME/bin/java``, else the one on PATH."""
     home = os.environ.get("JAVA_HOME")
-    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    return Path(found).resolve() if found and Path(found).exists() else None
+    found = shutil.which("java", path=str(Path(home) / "bin")) if home else shutil.which("java")
+    return Path(found).resolve() if found else None
 
 
 def fingerprint(java: Path, jar_files: Iterable[Path]) -> str:
