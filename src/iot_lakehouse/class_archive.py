@@ -11,6 +11,7 @@ from. Without an archive, or with a stale one, a driver starts as before, only s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -104,10 +105,18 @@ def build(settings: Settings, force: bool = False) -> Path:
             f"it (slower). Last lines:\n  {tail}\nRun `iot-lakehouse deps --force` to try again."
         )
     check_loads(java_binary() or Path("java"), partial)
-    os.replace(partial, path)
+    try:
+        os.replace(partial, path)
+    except OSError as exc:  # Windows: the old file is mapped by a running driver
+        partial.unlink(missing_ok=True)
+        raise DependencyError(
+            f"cannot replace the class archive {path} ({exc}); stop the running jobs and run "
+            "`iot-lakehouse deps --force` again. Jobs start without the new one meanwhile."
+        ) from exc
     for old in path.parent.glob("spark-*.jsa"):
         if old != path:
-            old.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # still mapped by a driver (Windows): next time
+                old.unlink()
     logger.info(
         "class archive built %s",
         kv(path=path, mib=path.stat().st_size >> 20, seconds=round(time.monotonic() - started)),
