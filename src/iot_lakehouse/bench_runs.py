@@ -134,9 +134,6 @@ class ResourceSampler:
                     own.append(p)
         return own
 
-    def rss(self, process: psutil.Process) -> int:
-        return self.memory(process)[0]
-
     def memory(self, process: psutil.Process) -> tuple[int, int]:
         """(RSS, PSS) in bytes of ``process`` and its descendants."""
         rss = pss = 0
@@ -864,40 +861,35 @@ def add_live_figures(report: BenchReport, found: dict[str, dict[str, Any]]) -> N
                 )
             )
     gib = 1024**3
-    total, base_total = tuned.get("peak_rss_total"), base.get("peak_rss_total")
-    report.add(
-        Figure(
-            "Peak RSS, all live processes together",
-            "GiB",
-            total / gib if total else None,
-            base_total / gib if base_total else None,
-            f"<= {bench.RSS_TARGET / gib:.0f}",
-            None if not total else total <= bench.RSS_TARGET,
-            "broker, generator, 4 jobs (Python + JVM each)",
-            higher_is_better=False,
-        )
-    )
-    pss, base_pss = tuned.get("peak_pss_total"), base.get("peak_pss_total")
-    report.add(
-        Figure(
-            "Peak PSS, all live processes together (shared pages once)",
-            "GiB",
-            pss / gib if pss else None,
-            base_pss / gib if base_pss else None,
-            higher_is_better=False,
-        )
-    )
-    for name, rss in tuned.get("peak_rss", {}).items():
-        base_rss = base.get("peak_rss", {}).get(name)
+
+    def memory(what: str, tuned_bytes: int | None, base_bytes: int | None, **more: Any) -> None:
         report.add(
             Figure(
-                f"Peak RSS {name}",
+                what,
                 "GiB",
-                rss / gib if rss else None,
-                base_rss / gib if base_rss else None,
+                tuned_bytes / gib if tuned_bytes else None,
+                base_bytes / gib if base_bytes else None,
+                **more,
                 higher_is_better=False,
             )
         )
+
+    total = tuned.get("peak_rss_total")
+    memory(
+        "Peak RSS, all live processes together",
+        total,
+        base.get("peak_rss_total"),
+        target=f"<= {bench.RSS_TARGET / gib:.0f}",
+        met=None if not total else total <= bench.RSS_TARGET,
+        detail="broker, generator, 4 jobs (Python + JVM each)",
+    )
+    memory(
+        "Peak PSS, all live processes together (shared pages once)",
+        tuned.get("peak_pss_total"),
+        base.get("peak_pss_total"),
+    )
+    for name, rss in tuned.get("peak_rss", {}).items():
+        memory(f"Peak RSS {name}", rss, base.get("peak_rss", {}).get(name))
 
 
 def reconcile_pipeline(pipe: Pipeline) -> tuple[bool, str]:
@@ -941,6 +933,7 @@ def run_soak(
     except RuntimeError as exc:
         result["error"] = str(exc)
     result["peak_rss_total"] = sampler.peak_total
+    result["peak_pss_total"] = sampler.peak_total_pss
     pipe.stop()
     report.details["soak"] = result
     passed = bool(result.get("passed")) and bool(result.get("reconciled"))

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from iot_lakehouse import jvm_deps
@@ -67,15 +67,16 @@ def java_options(settings: Settings, extra_jars: Iterable[Path]) -> list[str]:
     return [f"-XX:SharedArchiveFile={path}"] if path is not None and path.is_file() else []
 
 
-def build(settings: Settings, force: bool = False) -> Path:
-    """Build the archive for the current Java and jars unless it exists; its path.
+def build(settings: Settings, extra_jars: Sequence[Path], force: bool = False) -> Path:
+    """Build the archive for the current Java and the resolved Spark jars unless it exists;
+    its path.
 
     Runs the warm-up in a fresh Python process (its own driver JVM, which writes the archive
     as it exits) and moves the result in place only when complete, so a driver never maps a
     half-written file. Archives of earlier set-ups are removed."""
-    jars = jvm_deps.resolve("spark", settings.jars_dir, settings.maven_settings_file).jars
-    path = archive_path(settings, jars)
-    if path is None:
+    java = java_binary()
+    path = archive_path(settings, extra_jars)
+    if java is None or path is None:
         raise DependencyError(
             "no java found (JAVA_HOME or PATH) to build the class archive; install Java 17"
         )
@@ -104,7 +105,7 @@ def build(settings: Settings, force: bool = False) -> Path:
             f"building the class archive failed (exit {done.returncode}); jobs start without "
             f"it (slower). Last lines:\n  {tail}\nRun `iot-lakehouse deps --force` to try again."
         )
-    check_loads(java_binary() or Path("java"), partial)
+    check_loads(java, partial)
     try:
         os.replace(partial, path)
     except OSError as exc:  # Windows: the old file is mapped by a running driver

@@ -178,13 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     """Run the chosen subcommand; return the process exit status."""
     if args.command == "deps":
+        resolved = {}
         for name in ("spark", "kafka"):
             jars = jvm_deps.resolve(
                 name, settings.jars_dir, settings.maven_settings_file, force=args.force
             )
+            resolved[name] = jars.jars
             print(f"{name}: {len(jars.jars)} jars in {jars.directory}")
         try:
-            print(f"spark class archive: {class_archive.build(settings, force=args.force)}")
+            archive = class_archive.build(settings, resolved["spark"], force=args.force)
+            print(f"spark class archive: {archive}")
         except DependencyError as exc:  # jobs still start, only slower: say so, do not fail
             print(f"warning: {exc}", file=sys.stderr)
         return 0
