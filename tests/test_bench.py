@@ -27,7 +27,13 @@ from iot_lakehouse.bench import (
     stage_seconds,
     visibility_latencies,
 )
-from iot_lakehouse.bench_runs import ResourceSampler, kafka_ceilings, processing_rate
+from iot_lakehouse.bench_runs import (
+    ProcessFacts,
+    ResourceSampler,
+    is_spawn_in_progress,
+    kafka_ceilings,
+    processing_rate,
+)
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.spark_session import tuning
 
@@ -235,3 +241,35 @@ def test_memory_of_forked_children_counts_shared_pages_once_in_pss() -> None:
     mib = 1 << 20
     assert rss > 850 * mib, rss / mib  # three processes, each with the 300 MiB in its RSS
     assert 300 * mib < pss < 450 * mib, pss / mib  # the shared pages once
+
+
+JAVA = "/usr/lib/jvm/java-17/bin/java"
+JVM = ProcessFacts(ppid=1, name="java", exe=JAVA, vms=4_000_000_000)
+
+
+@pytest.mark.parametrize(
+    ("child", "parent", "spawning"),
+    [
+        # The JVM's spawn before it execs chmod: the JVM's binary and size, a thread's name.
+        (ProcessFacts(10, "Executor task l", JAVA, JVM.vms), JVM, True),
+        (ProcessFacts(10, "stream executio", JAVA, JVM.vms), JVM, True),
+        (ProcessFacts(10, "java", JAVA, JVM.vms), JVM, True),
+        # After the exec: its own process.
+        (ProcessFacts(10, "chmod", "/usr/bin/chmod", 5_000_000), JVM, False),
+        # A JVM started by a JVM (a cluster worker's executor): its own address space.
+        (ProcessFacts(10, "java", JAVA, 3_000_000_000), JVM, False),
+        # A Python worker forked from its daemon shares pages but is a process of its own.
+        (
+            ProcessFacts(11, "python", "/venv/bin/python", 900_000_000),
+            ProcessFacts(10, "python", "/venv/bin/python", 900_000_000),
+            False,
+        ),
+        # Unknown facts (a process gone, access denied): counted rather than hidden.
+        (ProcessFacts(10, "Thread-4", None, None), JVM, False),
+        (ProcessFacts(10, "Thread-4", JAVA, JVM.vms), None, False),
+    ],
+)
+def test_a_jvm_spawn_on_its_way_to_exec_is_told_from_processes_of_their_own(
+    child: ProcessFacts, parent: ProcessFacts | None, spawning: bool
+) -> None:
+    assert is_spawn_in_progress(child, parent) is spawning

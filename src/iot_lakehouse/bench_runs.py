@@ -69,15 +69,37 @@ def utc_now() -> datetime:
 # --- resources -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProcessFacts:
+    """What the sampler needs to know of a process to tell whether its memory is its own."""
+
+    ppid: int | None
+    name: str | None
+    exe: str | None
+    vms: int | None
+
+
+def is_spawn_in_progress(child: ProcessFacts, parent: ProcessFacts | None) -> bool:
+    """True for a JVM's child that is the JVM itself on its way to exec a command: Hadoop's
+    local file system (no native library) spawns ``chmod`` and ``readlink``, ~30 per bronze
+    batch, and until the spawn execs the child shares the JVM's address space (same binary,
+    same virtual size). Its name is then the name of the JVM thread that spawned it
+    (``Executor task l``, ``stream executio``, ``Thread-4``, ...), not ``java``. Counted, it
+    would add a second copy of the JVM. A JVM started by a JVM (its own binary, its own size)
+    and Python workers forked from their daemon are not spawns."""
+    if parent is None or parent.name != "java" or child.exe is None or child.vms is None:
+        return False
+    return child.exe == parent.exe and child.vms == parent.vms
+
+
 class ResourceSampler:
     """Samples, once a second, the RSS of each named process with all its descendants (a job
     and its JVM): peak per name and peak of all together; CPU seconds on demand.
 
     The total is also taken as PSS (each shared page counted once, split between the processes
     sharing it: the class archive the JVMs map, the Python workers forked from one daemon),
-    the memory the processes really take together. A JVM's child that is still ``java`` is a
-    command being spawned (Hadoop runs ``chmod`` and ``readlink`` so): until it execs it
-    shares its parent's memory, and is not counted a second time."""
+    the memory the processes really take together. A JVM's child on its way to exec a command
+    shares the JVM's memory and is not counted a second time (``is_spawn_in_progress``)."""
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
@@ -121,18 +143,22 @@ class ResourceSampler:
 
     @staticmethod
     def _own_memory(tree: list[psutil.Process]) -> list[psutil.Process]:
-        """The processes of ``tree`` with memory of their own: not a JVM's ``java`` child (a
-        spawn on its way to exec, sharing the parent's pages)."""
-        names: dict[int, str] = {}
+        """The processes of ``tree`` with memory of their own (see ``is_spawn_in_progress``)."""
+        seen: dict[int, ProcessFacts] = {}
         for p in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                names[p.pid] = p.name()
-        own = []
-        for p in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if not (names.get(p.pid) == "java" and names.get(p.ppid()) == "java"):
-                    own.append(p)
-        return own
+            with contextlib.suppress(psutil.Error):
+                info = p.as_dict(["ppid", "name", "exe", "memory_info"], ad_value=None)
+                vms = info["memory_info"].vms if info["memory_info"] is not None else None
+                seen[p.pid] = ProcessFacts(info["ppid"], info["name"], info["exe"], vms)
+
+        def parent(facts: ProcessFacts) -> ProcessFacts | None:
+            return None if facts.ppid is None else seen.get(facts.ppid)
+
+        return [
+            p
+            for p in tree
+            if p.pid in seen and not is_spawn_in_progress(seen[p.pid], parent(seen[p.pid]))
+        ]
 
     def memory(self, process: psutil.Process) -> tuple[int, int]:
         """(RSS, PSS) in bytes of ``process`` and its descendants."""
