@@ -23,6 +23,7 @@ from iot_lakehouse.bench import (
     next_rate,
     percentile,
     shares,
+    short_of_batches,
     slope_per_s,
     stage_seconds,
     visibility_latencies,
@@ -89,6 +90,24 @@ def test_a_flat_lag_passes_and_a_growing_or_stalled_one_fails() -> None:
     after = end + timedelta(seconds=1)
     late = lag_verdicts(rows, after, after + timedelta(minutes=1), 1_000, 5.0, queries[:1])
     assert late[0].batches == 0 and not late[0].flat
+
+
+def test_a_window_is_short_while_a_query_has_fewer_than_two_batches_or_a_job_none() -> None:
+    rows = [
+        *metrics_rows("bronze", "bronze", [0, 0, 0, 0]),
+        *metrics_rows("gold", "gold", [0, 0], every_s=40),  # batches at 0 s and 40 s
+        *metrics_rows("alerts", "alerts_counts", [0]),  # event-driven: ignored
+    ]
+    ignored = [("alerts", "alerts_counts")]
+    jobs = ["bronze", "gold", "alerts"]
+    at = T0 + timedelta(seconds=30)
+    assert short_of_batches(rows, T0, at, jobs, ignored) == ["gold/gold", "alerts"]
+    at = T0 + timedelta(seconds=45)  # gold's second batch is in
+    assert short_of_batches(rows, T0, at, jobs, ignored) == ["alerts"]
+    assert short_of_batches(rows, T0, at, ["bronze", "gold"], ignored) == []
+    # Batches before the window do not count.
+    later = T0 + timedelta(seconds=10)
+    assert short_of_batches(rows, later, at, ["bronze", "gold"], ignored) == ["gold/gold"]
 
 
 def test_an_event_is_visible_at_the_first_poll_that_shows_it() -> None:

@@ -33,6 +33,8 @@ SOAK_DEFAULT_RATE = 750.0
 
 KAFKA_LAG_BATCHES = 2  # Kafka lag may grow by this many trigger intervals' worth of input
 VERSION_LAG_GROWTH = 3.0  # Delta versions a downstream query may fall further behind
+MIN_BATCHES = 2  # a lag trend needs at least two batches of a query in the window
+WINDOW_STRETCH = 3.0  # a G1 window grows to at most this many times its length for them
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,29 @@ class LagVerdict:
     why: str
 
 
+def short_of_batches(
+    rows: Iterable[dict[str, Any]],
+    start: datetime,
+    end: datetime,
+    jobs: Iterable[str],
+    ignored: Iterable[tuple[str, str]] = (),
+) -> list[str]:
+    """The queries (``job/query``) with fewer than ``MIN_BATCHES`` batches in [start, end],
+    and the jobs with none at all: a window must be longer before their lag can be judged (a
+    gold batch can take 30 s, so a 1-minute window may hold just one)."""
+    skip = set(ignored)
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["job"], row["query"])
+        batch_time = row.get("batch_time")
+        if key not in skip:
+            inside = batch_time is not None and start <= batch_time <= end
+            counts[key] = counts.get(key, 0) + int(inside)
+    short = [f"{job}/{query}" for (job, query), n in sorted(counts.items()) if n < MIN_BATCHES]
+    seen = {job for job, _ in counts}
+    return short + [job for job in jobs if job not in seen]
+
+
 def lag_verdicts(
     rows: Iterable[dict[str, Any]],
     start: datetime,
@@ -112,8 +137,9 @@ def lag_verdicts(
     queries: Iterable[tuple[str, str]],
 ) -> list[LagVerdict]:
     """Judge each expected (job, query) from its stream-metrics rows with a batch in
-    [start, end]: flat when it ran at least two batches and its lag (Kafka offsets for bronze,
-    Delta versions behind for the rest) grew by no more than allowed over the window."""
+    [start, end]: flat when it ran at least ``MIN_BATCHES`` batches and its lag (Kafka offsets
+    for bronze, Delta versions behind for the rest) grew by no more than allowed over the
+    window."""
     window = (end - start).total_seconds()
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -132,7 +158,7 @@ def lag_verdicts(
         ]
         allowed = rate * max(trigger_s, 1.0) * KAFKA_LAG_BATCHES if kafka else VERSION_LAG_GROWTH
         growth = slope_per_s(points) * window
-        if len(batch_rows) < 2:
+        if len(batch_rows) < MIN_BATCHES:
             flat, why = False, f"{len(batch_rows)} batch(es) in {window:.0f} s: stalled"
         elif len(points) < 2:
             flat, why = False, f"no {column} recorded"

@@ -433,13 +433,24 @@ class Step:
 
 def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
     """Run the generator at ``rate``; after the warm-up, judge the lag of every query over
-    ``plan.sustain_s`` seconds and measure each process's CPU use. The verdict is read after
-    the backlog drained: a batch's metrics row exists only once the batch has ended."""
+    ``plan.sustain_s`` seconds (longer, up to ``WINDOW_STRETCH`` times, until every query has
+    run ``MIN_BATCHES`` batches in the window) and measure each process's CPU use. The verdict
+    is read after the backlog drained: a batch's metrics row exists only once it has ended."""
     pipe.set_rate(rate)
     time.sleep(plan.warmup_s)
     cpu_before = pipe.sampler.cpu_seconds()
     start, sent = utc_now(), []
-    while (utc_now() - start).total_seconds() < plan.sustain_s:
+
+    def window_done() -> bool:
+        elapsed = (utc_now() - start).total_seconds()
+        if elapsed < plan.sustain_s:
+            return False
+        if elapsed >= plan.sustain_s * bench.WINDOW_STRETCH:
+            return True
+        rows = pipe.metrics(start - timedelta(minutes=2))
+        return not bench.short_of_batches(rows, start, utc_now(), JOB_NAMES, EVENT_DRIVEN)
+
+    while not window_done():
         time.sleep(5)
         measured = pipe.measured_rate()
         if measured is not None:
