@@ -56,7 +56,7 @@ class Plan:
     @classmethod
     def of(cls, quick: bool) -> Plan:
         if quick:
-            return cls("quick", 60, 20, 240, 60, 500_000, 300_000, 1_000, 6, soak_s=300.0)
+            return cls("quick", 60, 20, 90, 60, 500_000, 300_000, 1_000, 6, soak_s=300.0)
         return cls("full", 300, 60, 300, 180, 2_000_000, 1_000_000, 1_000, 8)
 
 
