@@ -115,16 +115,11 @@ def short_of_batches(
     """The queries (``job/query``) with fewer than ``MIN_BATCHES`` batches in [start, end],
     and the jobs with none at all: a window must be longer before their lag can be judged (a
     gold batch can take 30 s, so a 1-minute window may hold just one)."""
-    skip = set(ignored)
-    counts: dict[tuple[str, str], int] = {}
-    for row in rows:
-        key = (row["job"], row["query"])
-        batch_time = row.get("batch_time")
-        if key not in skip:
-            inside = batch_time is not None and start <= batch_time <= end
-            counts[key] = counts.get(key, 0) + int(inside)
-    short = [f"{job}/{query}" for (job, query), n in sorted(counts.items()) if n < MIN_BATCHES]
-    seen = {job for job, _ in counts}
+    rows = list(rows)
+    queries = sorted({(r["job"], r["query"]) for r in rows} - set(ignored))
+    verdicts = lag_verdicts(rows, start, end, 0.0, 1.0, queries)  # only their batch counts
+    short = [f"{v.job}/{v.query}" for v in verdicts if v.batches < MIN_BATCHES]
+    seen = {job for job, _ in queries}
     return short + [job for job in jobs if job not in seen]
 
 
