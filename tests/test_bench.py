@@ -19,6 +19,7 @@ from iot_lakehouse.bench import (
     Figure,
     Plan,
     format_table,
+    freshness_verdict,
     lag_verdicts,
     next_rate,
     percentile,
@@ -108,6 +109,58 @@ def test_a_window_is_short_while_a_query_has_fewer_than_two_batches_or_a_job_non
     # Batches before the window do not count.
     later = T0 + timedelta(seconds=10)
     assert short_of_batches(rows, later, at, ["bronze", "gold"], ignored) == ["gold/gold"]
+
+
+def table_polls(
+    pace: float, every_s: float, delay_s: float, until: float, poll_s: float = 2.0
+) -> list[tuple[float, float | None]]:
+    """Polls of a table committing every ``every_s`` seconds from 0: each commit holds the
+    events up to ``delay_s`` before it, at ``pace`` seconds of event time per second (1 keeps
+    up, below 1 falls behind). Event times are seconds after 1000, the rate change."""
+    polls: list[tuple[float, float | None]] = []
+    for i in range(int(until / poll_s) + 1):
+        wall = i * poll_s
+        commit = (wall // every_s) * every_s
+        newest = 1000 + max(0.0, commit - delay_s) * pace if commit > 0 else None
+        polls.append((1000 + wall, newest))
+    return polls
+
+
+def test_a_table_keeping_pace_with_the_clock_is_flat_whatever_the_phase_of_its_batches() -> None:
+    polls = table_polls(pace=1.0, every_s=25, delay_s=10, until=300)
+    for offset in (0, 7, 13, 20):  # windows starting anywhere in a batch's cycle
+        start = 1000 + 40 + offset
+        verdict = freshness_verdict("silver", polls, 1000, start, start + 120)
+        assert verdict.flat, verdict.why
+        assert verdict.commits in (4, 5)
+        assert verdict.allowed == pytest.approx(26, abs=1)  # a commit seen at the next poll
+        assert abs(verdict.growth) < 5
+
+
+def test_a_table_falling_behind_fails_even_with_batches_at_a_steady_pace() -> None:
+    # Every 25 s a batch lands, but each carries only 60 % of the time that went by: the
+    # version lag is flat (one commit per batch), the trail grows 0.4 s per second.
+    polls = table_polls(pace=0.6, every_s=25, delay_s=10, until=300)
+    verdict = freshness_verdict("gold", polls, 1000, 1040, 1160)
+    assert not verdict.flat
+    assert verdict.growth == pytest.approx(0.4 * 120, abs=6)
+    assert verdict.last is not None and verdict.first is not None
+    assert verdict.last - verdict.first == pytest.approx(0.4 * 100, abs=6)  # 4 gaps of 25 s
+    assert "grew" in verdict.why
+
+
+def test_a_table_without_a_newer_event_time_of_this_step_is_stalled() -> None:
+    idle = [(1000.0 + t, 990.0) for t in range(0, 120, 2)]  # the last step's newest, no more
+    verdict = freshness_verdict("gold", idle, 1000, 1020, 1120)
+    assert not verdict.flat and verdict.commits == 0 and "stalled" in verdict.why
+    # Newer event times that are still the step before's (before the rate change) do not
+    # count either, nor do polls that show nothing at all.
+    creeping = [(1000.0 + t, 900.0 + t / 10) for t in range(0, 120, 2)] + [(1130.0, None)]
+    assert freshness_verdict("gold", creeping, 1000, 1020, 1140).commits == 0
+    # One commit is not a trend.
+    once = [*idle, (1122.0, 1100.0)]
+    assert freshness_verdict("gold", once, 1000, 1020, 1130).commits == 1
+    assert not freshness_verdict("gold", once, 1000, 1020, 1130).flat
 
 
 def test_an_event_is_visible_at_the_first_poll_that_shows_it() -> None:

@@ -13,6 +13,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,10 @@ class Plan:
     name: str
     sustain_s: float  # G1: seconds the lag must stay flat at a rate
     warmup_s: float  # G1: seconds at a new rate before the window starts
-    drain_s: float  # G1: at most this long paused for the backlog to go before the next rate
+    # G1: at most this long paused for the backlog to go before the next rate. A bound on the
+    # wait, not the judgement: with batches of 15-35 s end to end per layer a backlog the
+    # pipeline keeps up with can take over 90 s to go; a growing one is told by freshness.
+    drain_s: float
     latency_s: float  # G2 / G3: seconds of events measured
     replay_rows: int  # G4: bronze rows silver is rebuilt from
     ceiling_messages: int  # raw Kafka produce / consume
@@ -56,7 +60,7 @@ class Plan:
     @classmethod
     def of(cls, quick: bool) -> Plan:
         if quick:
-            return cls("quick", 60, 20, 90, 60, 500_000, 300_000, 1_000, 6, soak_s=300.0)
+            return cls("quick", 60, 20, 240, 60, 500_000, 300_000, 1_000, 6, soak_s=300.0)
         return cls("full", 300, 60, 300, 180, 2_000_000, 1_000_000, 1_000, 8)
 
 
@@ -175,6 +179,68 @@ def lag_verdicts(
             )
         )
     return verdicts
+
+
+@dataclass(frozen=True)
+class FreshnessVerdict:
+    """Whether a table's newest event time kept pace with the clock over a window."""
+
+    table: str
+    commits: int  # polls in the window that showed a newer event time than the poll before
+    first: float | None  # seconds the newest event time trailed the clock at the first one
+    last: float | None  # ... and at the last one
+    growth: float  # fitted change of that trail over the window, seconds
+    allowed: float  # the longest gap between two of those commits, seconds
+    flat: bool
+    why: str
+
+
+def freshness_verdict(
+    table: str,
+    polls: Sequence[tuple[float, float | None]],
+    since: float,
+    start: float,
+    end: float,
+) -> FreshnessVerdict:
+    """Judge a table from polls of (wall time, newest event time) by how far its newest event
+    time trails the clock at each commit (a poll in [start, end] showing a newer event time
+    than any poll before). A table that keeps the rate trails by about the same each time;
+    one that falls behind trails further each time, even when its batches grow so that its
+    Delta version lag stays flat. Between commits the trail rises with the clock and each commit
+    takes it down again, so the trail is flat when its fitted growth over the window is at most
+    the longest gap between two commits. Event times before ``since`` (the rate change) belong
+    to the step before and are not counted."""
+    window = end - start
+    trail: list[tuple[float, float]] = []
+    newest_so_far: float | None = None
+    for wall, newest in polls:
+        if newest is None:
+            continue
+        newer = newest_so_far is not None and newest > newest_so_far
+        if newer and newest >= since and start <= wall <= end:
+            trail.append((wall - start, wall - newest))
+        newest_so_far = newest if newest_so_far is None else max(newest_so_far, newest)
+    gaps = [b[0] - a[0] for a, b in pairwise(trail)]
+    allowed = max(gaps, default=0.0)
+    growth = slope_per_s(trail) * window
+    if len(trail) < MIN_BATCHES:
+        flat, why = False, f"{len(trail)} newer event time(s) seen in {window:.0f} s: stalled"
+    else:
+        flat = growth <= allowed
+        why = (
+            f"trailed the clock by {trail[0][1]:.0f} s, then {trail[-1][1]:.0f} s"
+            f" (grew {growth:.0f} s, allowed {allowed:.0f})"
+        )
+    return FreshnessVerdict(
+        table,
+        len(trail),
+        trail[0][1] if trail else None,
+        trail[-1][1] if trail else None,
+        growth,
+        allowed,
+        flat,
+        why,
+    )
 
 
 def visibility_latencies(

@@ -54,6 +54,8 @@ BAD_INPUT = (  # the same little bad input start_all sends
 EVENT_DRIVEN = {("alerts", "alerts_counts")}
 METRICS_FLUSH_S = 12.0  # the jobs append their stream metrics every 10 s
 POLL_S = 0.5
+FRESHNESS_POLL_S = 2.0  # G1: how often silver's and gold's newest event time is read
+WINDOW_CHECK_S = 5.0  # G1: how often the stream metrics say whether a window is long enough
 
 
 def free_port() -> int:
@@ -426,37 +428,50 @@ class Step:
     sent_rate: float | None
     passed: bool
     verdicts: list[bench.LagVerdict]
+    freshness: list[bench.FreshnessVerdict]
     cpu_cores: dict[str, float]
     why: str
-    drained: bool
+    drain_s: float | None  # seconds the backlog took to go once paused; None: not within
 
 
 def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
-    """Run the generator at ``rate``; after the warm-up, judge the lag of every query over
+    """Run the generator at ``rate``; after the warm-up, judge every query over
     ``plan.sustain_s`` seconds (longer, up to ``WINDOW_STRETCH`` times, until every query has
-    run ``MIN_BATCHES`` batches in the window) and measure each process's CPU use. The verdict
-    is read after the backlog drained: a batch's metrics row exists only once it has ended."""
+    run ``MIN_BATCHES`` batches in the window) and measure each process's CPU use. Two
+    judgements must hold: each query's lag (Kafka offsets, Delta versions) stays flat, and
+    silver's and gold's newest event time trails the clock by no more at the end than at the
+    start (``bench.freshness_verdict``: a layer whose batches grow as it falls behind keeps a
+    flat version lag, not a flat trail). The lag verdict is read after the backlog drained: a
+    batch's metrics row exists only once it has ended."""
+    since = time.time()
     pipe.set_rate(rate)
     time.sleep(plan.warmup_s)
     cpu_before = pipe.sampler.cpu_seconds()
     start, sent = utc_now(), []
+    tables = fresh_tables(pipe.settings)
+    polls: dict[str, list[tuple[float, float | None]]] = {name: [] for name in tables}
+    checked = 0.0
 
     def window_done() -> bool:
+        nonlocal checked
         elapsed = (utc_now() - start).total_seconds()
-        if elapsed < plan.sustain_s:
+        if elapsed < plan.sustain_s or time.monotonic() - checked < WINDOW_CHECK_S:
             return False
         if elapsed >= plan.sustain_s * bench.WINDOW_STRETCH:
             return True
+        checked = time.monotonic()
         rows = pipe.metrics(start - timedelta(minutes=2))
         return not bench.short_of_batches(rows, start, utc_now(), JOB_NAMES, EVENT_DRIVEN)
 
     while not window_done():
-        time.sleep(5)
+        for name, reader in tables.items():
+            polls[name].append((time.time(), reader.read()))
         measured = pipe.measured_rate()
         if measured is not None:
             sent.append(measured)
         if pipe.exited():
             raise RuntimeError(f"{pipe.label}: {pipe.exited()} exited at {rate:,.0f} events/s")
+        time.sleep(FRESHNESS_POLL_S)
     end = utc_now()
     cpu_after = pipe.sampler.cpu_seconds()
     window = (end - start).total_seconds()
@@ -466,7 +481,11 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
         )
         for name in cpu_after
     }
-    drained = drain(pipe, plan.drain_s)
+    freshness = [
+        bench.freshness_verdict(name, polls[name], since, start.timestamp(), end.timestamp())
+        for name in tables
+    ]
+    drain_s = drain(pipe, plan.drain_s)
     time.sleep(METRICS_FLUSH_S)
     rows = pipe.metrics(start - timedelta(minutes=2))
     queries = sorted({(r["job"], r["query"]) for r in rows} - EVENT_DRIVEN)
@@ -477,35 +496,44 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
     sent_rate = sum(sent) / len(sent) if sent else None
     reasons = [f"{v.job}/{v.query}: {v.why}" for v in verdicts if not v.flat]
     reasons += [f"{job}: no batch recorded" for job in missing]
+    reasons += [f"{f.table}'s newest event time {f.why}" for f in freshness if not f.flat]
     if sent_rate is None or sent_rate < 0.9 * rate:
         reasons.append(f"the generator sent only {sent_rate or 0:,.0f} events/s")
-    if not drained:
+    if drain_s is None:
         reasons.append(f"the backlog did not drain within {plan.drain_s:.0f} s after the window")
-    step = Step(rate, sent_rate, not reasons, verdicts, cpu, "; ".join(reasons) or "flat", drained)
+    why = "; ".join(reasons) or "flat"
+    step = Step(rate, sent_rate, not reasons, verdicts, freshness, cpu, why, drain_s)
     logger.info(
         "G1 step %s",
-        kv(pipeline=pipe.label, rate=rate, passed=step.passed, why=step.why, cpu=cpu),
+        kv(pipeline=pipe.label, rate=rate, passed=step.passed, why=why, drain_s=drain_s, cpu=cpu),
     )
     return step
 
 
-def drain(pipe: Pipeline, timeout: float, slack_s: float = 10.0) -> bool:
+def fresh_tables(settings: Settings) -> dict[str, NewestEventTime]:
+    """The tables whose newest event time says how far a layer trails the clock."""
+    return {
+        "silver": NewestEventTime(settings.silver_readings_path, "event_time"),
+        "gold": NewestEventTime(settings.gold_path("sensor_metrics_5m"), "last_event_time"),
+    }
+
+
+def drain(pipe: Pipeline, timeout: float, slack_s: float = 10.0) -> float | None:
     """Pause the generator until everything sent has gone through: bronze has every record,
     and silver's and gold's newest event times have reached the pause (within ``slack_s``).
-    False if that takes longer than ``timeout``."""
+    The seconds that took, or None if it took longer than ``timeout``."""
     pipe.pause()
     paused_at = time.time()
-    silver = NewestEventTime(pipe.settings.silver_readings_path, "event_time")
-    gold = NewestEventTime(pipe.settings.gold_path("sensor_metrics_5m"), "last_event_time")
+    tables = fresh_tables(pipe.settings).values()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        newest = [silver.read(), gold.read()]
+        newest = [table.read() for table in tables]
         if pipe.kafka_lag() == 0 and all(
             t is not None and t >= paused_at - slack_s for t in newest
         ):
-            return True
+            return round(time.time() - paused_at, 1)
         time.sleep(2)
-    return False
+    return None
 
 
 def find_sustained_rate(pipe: Pipeline, plan: Plan, details: list[dict[str, Any]]) -> float | None:
@@ -525,12 +553,14 @@ def find_sustained_rate(pipe: Pipeline, plan: Plan, details: list[dict[str, Any]
                 "passed": step.passed,
                 "why": step.why,
                 "cpu_cores": step.cpu_cores,
-                "lags": [v.__dict__ for v in step.verdicts],
+                "drain_s": step.drain_s,
+                "lags": [asdict(v) for v in step.verdicts],
+                "freshness": [asdict(f) for f in step.freshness],
             }
         )
         (passed if step.passed else failed).append(rate)
         rate = bench.next_rate(passed, failed, bench.G1_TARGET)
-        if not step.drained:  # the next rate would start behind
+        if step.drain_s is None:  # the next rate would start behind
             details.append({"stopped": f"the backlog did not drain in {plan.drain_s:.0f} s"})
             break
     return max(passed, default=None)
@@ -961,7 +991,7 @@ def run_soak(
     try:
         pipe.start_generator(rate, sensors=plan.soak_sensors)
         pipe.start_jobs()
-        if not drain(pipe, 2 * plan.drain_s):  # the start-up backlog, as for G1
+        if drain(pipe, 2 * plan.drain_s) is None:  # the start-up backlog, as for G1
             logger.warning("soak: start-up backlog not drained %s", kv(rate=rate))
         step = sustain(pipe, rate, replace(plan, sustain_s=plan.soak_s))
         result.update(asdict(step))
