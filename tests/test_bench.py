@@ -143,24 +143,30 @@ def test_a_table_falling_behind_fails_even_with_batches_at_a_steady_pace() -> No
     polls = table_polls(pace=0.6, every_s=25, delay_s=10, until=300)
     verdict = freshness_verdict("gold", polls, 1000, 1040, 1160)
     assert not verdict.flat
-    assert verdict.growth == pytest.approx(0.4 * 120, abs=6)
+    assert verdict.commits == 5 and len(verdict.trail) == 5
+    assert verdict.growth == pytest.approx(0.4 * 100, abs=3)  # from the first commit to the last
     assert verdict.last is not None and verdict.first is not None
-    assert verdict.last - verdict.first == pytest.approx(0.4 * 100, abs=6)  # 4 gaps of 25 s
+    assert verdict.last - verdict.first == pytest.approx(0.4 * 100, abs=3)  # 4 gaps of 25 s
     assert "grew" in verdict.why
+    # Over two gaps it has not yet trailed further than one gap: too short a window to tell.
+    assert freshness_verdict("gold", polls, 1000, 1040, 1110).flat
 
 
-def test_a_table_without_a_newer_event_time_of_this_step_is_stalled() -> None:
+def test_a_table_without_three_newer_event_times_of_this_step_cannot_pass() -> None:
     idle = [(1000.0 + t, 990.0) for t in range(0, 120, 2)]  # the last step's newest, no more
     verdict = freshness_verdict("gold", idle, 1000, 1020, 1120)
-    assert not verdict.flat and verdict.commits == 0 and "stalled" in verdict.why
+    assert not verdict.flat and verdict.commits == 0 and "too slow to judge" in verdict.why
     # Newer event times that are still the step before's (before the rate change) do not
     # count either, nor do polls that show nothing at all.
     creeping = [(1000.0 + t, 900.0 + t / 10) for t in range(0, 120, 2)] + [(1130.0, None)]
     assert freshness_verdict("gold", creeping, 1000, 1020, 1140).commits == 0
-    # One commit is not a trend.
+    # One commit is not a trend, nor are two (the trail cannot rise by more than their gap).
     once = [*idle, (1122.0, 1100.0)]
     assert freshness_verdict("gold", once, 1000, 1020, 1130).commits == 1
     assert not freshness_verdict("gold", once, 1000, 1020, 1130).flat
+    twice = [*once, (1180.0, 1101.0)]  # 79 s behind after 21: falling far behind
+    assert freshness_verdict("gold", twice, 1000, 1020, 1190).commits == 2
+    assert not freshness_verdict("gold", twice, 1000, 1020, 1190).flat
 
 
 def test_an_event_is_visible_at_the_first_poll_that_shows_it() -> None:

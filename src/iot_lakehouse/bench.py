@@ -36,6 +36,7 @@ KAFKA_LAG_BATCHES = 2  # Kafka lag may grow by this many trigger intervals' wort
 VERSION_LAG_GROWTH = 3.0  # Delta versions a downstream query may fall further behind
 MIN_BATCHES = 2  # a lag trend needs at least two batches of a query in the window
 WINDOW_STRETCH = 3.0  # a G1 window grows to at most this many times its length for them
+FRESH_COMMITS = 3  # commits of silver and gold in a window to judge how far they trail
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,33 @@ class FreshnessVerdict:
     """Whether a table's newest event time kept pace with the clock over a window."""
 
     table: str
-    commits: int  # polls in the window that showed a newer event time than the poll before
+    commits: int  # polls in the window that showed a newer event time than any poll before
     first: float | None  # seconds the newest event time trailed the clock at the first one
     last: float | None  # ... and at the last one
-    growth: float  # fitted change of that trail over the window, seconds
+    growth: float  # fitted change of that trail from the first commit to the last, seconds
     allowed: float  # the longest gap between two of those commits, seconds
     flat: bool
     why: str
+    trail: list[tuple[float, float]] = field(default_factory=list)  # (s into window, s behind)
+
+
+def trail(
+    polls: Sequence[tuple[float, float | None]], since: float, start: float, end: float
+) -> list[tuple[float, float]]:
+    """(seconds after ``start``, seconds the newest event time trails the clock) at each commit
+    seen in [start, end]: a poll of (wall time, newest event time) showing a newer event time
+    than any poll before it. Event times before ``since`` (the rate change) belong to the step
+    before and are not counted."""
+    points: list[tuple[float, float]] = []
+    newest_so_far: float | None = None
+    for wall, newest in polls:
+        if newest is None:
+            continue
+        newer = newest_so_far is not None and newest > newest_so_far
+        if newer and newest >= since and start <= wall <= end:
+            points.append((wall - start, wall - newest))
+        newest_so_far = newest if newest_so_far is None else max(newest_so_far, newest)
+    return points
 
 
 def freshness_verdict(
@@ -202,44 +223,36 @@ def freshness_verdict(
     start: float,
     end: float,
 ) -> FreshnessVerdict:
-    """Judge a table from polls of (wall time, newest event time) by how far its newest event
-    time trails the clock at each commit (a poll in [start, end] showing a newer event time
-    than any poll before). A table that keeps the rate trails by about the same each time;
+    """Judge a table by how far its newest event time trails the clock at each commit in the
+    window (``trail``). A table that keeps the rate trails by about the same at each commit;
     one that falls behind trails further each time, even when its batches grow so that its
-    Delta version lag stays flat. Between commits the trail rises with the clock and each commit
-    takes it down again, so the trail is flat when its fitted growth over the window is at most
-    the longest gap between two commits. Event times before ``since`` (the rate change) belong
-    to the step before and are not counted."""
-    window = end - start
-    trail: list[tuple[float, float]] = []
-    newest_so_far: float | None = None
-    for wall, newest in polls:
-        if newest is None:
-            continue
-        newer = newest_so_far is not None and newest > newest_so_far
-        if newer and newest >= since and start <= wall <= end:
-            trail.append((wall - start, wall - newest))
-        newest_so_far = newest if newest_so_far is None else max(newest_so_far, newest)
-    gaps = [b[0] - a[0] for a, b in pairwise(trail)]
+    Delta version lag stays flat. The trail is flat when its fitted growth from the first commit
+    to the last is at most the longest gap between two commits (batch times vary by about that
+    much). It needs ``FRESH_COMMITS`` commits: between two commits the trail can rise by at
+    most the gap, so two always pass."""
+    points = trail(polls, since, start, end)
+    gaps = [b[0] - a[0] for a, b in pairwise(points)]
     allowed = max(gaps, default=0.0)
-    growth = slope_per_s(trail) * window
-    if len(trail) < MIN_BATCHES:
-        flat, why = False, f"{len(trail)} newer event time(s) seen in {window:.0f} s: stalled"
+    growth = slope_per_s(points) * (points[-1][0] - points[0][0]) if points else 0.0
+    if len(points) < FRESH_COMMITS:
+        flat = False
+        why = f"{len(points)} newer event time(s) seen in {end - start:.0f} s: too slow to judge"
     else:
         flat = growth <= allowed
         why = (
-            f"trailed the clock by {trail[0][1]:.0f} s, then {trail[-1][1]:.0f} s"
-            f" (grew {growth:.0f} s, allowed {allowed:.0f})"
+            f"trailed the clock by {points[0][1]:.0f} s, then {points[-1][1]:.0f} s"
+            f" (grew {growth:.0f} s over {len(points)} commits, allowed {allowed:.0f})"
         )
     return FreshnessVerdict(
         table,
-        len(trail),
-        trail[0][1] if trail else None,
-        trail[-1][1] if trail else None,
-        growth,
-        allowed,
+        len(points),
+        points[0][1] if points else None,
+        points[-1][1] if points else None,
+        round(growth, 1),
+        round(allowed, 1),
         flat,
         why,
+        [(round(t, 1), round(v, 1)) for t, v in points],
     )
 
 

@@ -435,9 +435,10 @@ class Step:
 
 
 def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
-    """Run the generator at ``rate``; after the warm-up, judge every query over
-    ``plan.sustain_s`` seconds (longer, up to ``WINDOW_STRETCH`` times, until every query has
-    run ``MIN_BATCHES`` batches in the window) and measure each process's CPU use. Two
+    """Run the generator at ``rate``; after the warm-up (until silver and gold show this
+    rate's events), judge every query over ``plan.sustain_s`` seconds (longer, up to
+    ``WINDOW_STRETCH`` times, until every query has run ``MIN_BATCHES`` batches and silver and
+    gold made ``FRESH_COMMITS`` commits in the window) and measure each process's CPU use. Two
     judgements must hold: each query's lag (Kafka offsets, Delta versions) stays flat, and
     silver's and gold's newest event time trails the clock by no more at the end than at the
     start (``bench.freshness_verdict``: a layer whose batches grow as it falls behind keeps a
@@ -445,11 +446,26 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
     batch's metrics row exists only once it has ended."""
     since = time.time()
     pipe.set_rate(rate)
-    time.sleep(plan.warmup_s)
-    cpu_before = pipe.sampler.cpu_seconds()
-    start, sent = utc_now(), []
     tables = fresh_tables(pipe.settings)
     polls: dict[str, list[tuple[float, float | None]]] = {name: [] for name in tables}
+
+    def poll() -> None:
+        for name, reader in tables.items():
+            polls[name].append((time.time(), reader.read()))
+        if pipe.exited():
+            raise RuntimeError(f"{pipe.label}: {pipe.exited()} exited at {rate:,.0f} events/s")
+        time.sleep(FRESHNESS_POLL_S)
+
+    # Warm-up: at least plan.warmup_s, and until silver and gold show this rate's events (a
+    # pipeline resumed from idle first trails the clock less than once its batches settle).
+    warm, give_up = time.monotonic() + plan.warmup_s, time.monotonic() + plan.drain_s
+    while time.monotonic() < warm or (
+        time.monotonic() < give_up
+        and not all(any((n or 0) >= since for _, n in polls[name]) for name in tables)
+    ):
+        poll()
+    cpu_before = pipe.sampler.cpu_seconds()
+    start, sent = utc_now(), []
     checked = 0.0
 
     def window_done() -> bool:
@@ -460,18 +476,22 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
         if elapsed >= plan.sustain_s * bench.WINDOW_STRETCH:
             return True
         checked = time.monotonic()
+        now = time.time()
+        few = [
+            name
+            for name in tables
+            if len(bench.trail(polls[name], since, start.timestamp(), now)) < bench.FRESH_COMMITS
+        ]
         rows = pipe.metrics(start - timedelta(minutes=2))
-        return not bench.short_of_batches(rows, start, utc_now(), JOB_NAMES, EVENT_DRIVEN)
+        return not few and not bench.short_of_batches(
+            rows, start, utc_now(), JOB_NAMES, EVENT_DRIVEN
+        )
 
     while not window_done():
-        for name, reader in tables.items():
-            polls[name].append((time.time(), reader.read()))
+        poll()
         measured = pipe.measured_rate()
         if measured is not None:
             sent.append(measured)
-        if pipe.exited():
-            raise RuntimeError(f"{pipe.label}: {pipe.exited()} exited at {rate:,.0f} events/s")
-        time.sleep(FRESHNESS_POLL_S)
     end = utc_now()
     cpu_after = pipe.sampler.cpu_seconds()
     window = (end - start).total_seconds()
