@@ -270,6 +270,7 @@ class Pipeline:
     sampler: ResourceSampler
     topic: str
     children: list[Child] = field(default_factory=list)
+    paused_at: float | None = None  # when the generator was paused (None: sending)
 
     def __post_init__(self) -> None:
         lakehouse = self.workdir / f"lakehouse-{self.label}"
@@ -355,9 +356,14 @@ class Pipeline:
     def set_rate(self, rate: float) -> None:
         self._http("PUT", "/rate", {"events_per_second": rate})
         self._http("POST", "/resume")
+        self.paused_at = None
 
-    def pause(self) -> None:
+    def pause(self) -> float:
+        """Pause the generator; the moment it stopped sending (earlier, if already paused)."""
         self._http("POST", "/pause")
+        if self.paused_at is None:
+            self.paused_at = time.time()
+        return self.paused_at
 
     def measured_rate(self) -> float | None:
         status = self._http("GET", "/status")
@@ -542,16 +548,15 @@ def drain(pipe: Pipeline, timeout: float, slack_s: float = 10.0) -> float | None
     """Pause the generator until everything sent has gone through: bronze has every record,
     and silver's and gold's newest event times have reached the pause (within ``slack_s``).
     The seconds that took, or None if it took longer than ``timeout``."""
-    pipe.pause()
-    paused_at = time.time()
+    paused_at = pipe.pause()  # already paused: what was sent before must have gone through
     tables = fresh_tables(pipe.settings).values()
-    deadline = time.monotonic() + timeout
+    started, deadline = time.time(), time.monotonic() + timeout
     while time.monotonic() < deadline:
         newest = [table.read() for table in tables]
         if pipe.kafka_lag() == 0 and all(
             t is not None and t >= paused_at - slack_s for t in newest
         ):
-            return round(time.time() - paused_at, 1)
+            return round(time.time() - started, 1)
         time.sleep(2)
     return None
 
