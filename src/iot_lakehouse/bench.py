@@ -187,14 +187,25 @@ class FreshnessVerdict:
     """Whether a table's newest event time kept pace with the clock over a window."""
 
     table: str
-    commits: int  # polls in the window that showed a newer event time than any poll before
-    first: float | None  # seconds the newest event time trailed the clock at the first one
-    last: float | None  # ... and at the last one
-    growth: float  # fitted change of that trail from the first commit to the last, seconds
-    allowed: float  # the longest gap between two of those commits, seconds
+    trail: list[tuple[float, float]]  # at each commit: (s into the window, s behind the clock)
+    growth: float  # fitted change of the trail from the first commit to the last, seconds
+    allowed: float  # the longest gap between two commits, seconds
     flat: bool
     why: str
-    trail: list[tuple[float, float]] = field(default_factory=list)  # (s into window, s behind)
+
+    @property
+    def commits(self) -> int:
+        """Polls in the window that showed a newer event time than any poll before."""
+        return len(self.trail)
+
+    @property
+    def first(self) -> float | None:
+        """Seconds the newest event time trailed the clock at the first commit."""
+        return self.trail[0][1] if self.trail else None
+
+    @property
+    def last(self) -> float | None:
+        return self.trail[-1][1] if self.trail else None
 
 
 def trail(
@@ -243,17 +254,8 @@ def freshness_verdict(
             f"trailed the clock by {points[0][1]:.0f} s, then {points[-1][1]:.0f} s"
             f" (grew {growth:.0f} s over {len(points)} commits, allowed {allowed:.0f})"
         )
-    return FreshnessVerdict(
-        table,
-        len(points),
-        points[0][1] if points else None,
-        points[-1][1] if points else None,
-        round(growth, 1),
-        round(allowed, 1),
-        flat,
-        why,
-        [(round(t, 1), round(v, 1)) for t, v in points],
-    )
+    rounded = [(round(t, 1), round(v, 1)) for t, v in points]
+    return FreshnessVerdict(table, rounded, round(growth, 1), round(allowed, 1), flat, why)
 
 
 def visibility_latencies(

@@ -446,10 +446,10 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
     ``WINDOW_STRETCH`` times, until every query has run ``MIN_BATCHES`` batches and silver and
     gold made ``FRESH_COMMITS`` commits in the window) and measure each process's CPU use. Two
     judgements must hold: each query's lag (Kafka offsets, Delta versions) stays flat, and
-    silver's and gold's newest event time trails the clock by no more at the end than at the
-    start (``bench.freshness_verdict``: a layer whose batches grow as it falls behind keeps a
-    flat version lag, not a flat trail). The lag verdict is read after the backlog drained: a
-    batch's metrics row exists only once it has ended."""
+    how far silver's and gold's newest event time trails the clock grows over the window by no
+    more than one gap between their commits (``bench.freshness_verdict``: a layer whose batches
+    grow as it falls behind keeps a flat version lag, not a flat trail). The lag verdict is
+    read after the backlog drained: a batch's metrics row exists only once it has ended."""
     since = time.time()
     pipe.set_rate(rate)
     tables = fresh_tables(pipe.settings)
@@ -463,7 +463,8 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
         time.sleep(FRESHNESS_POLL_S)
 
     # Warm-up: at least plan.warmup_s, and until silver and gold show this rate's events (a
-    # pipeline resumed from idle first trails the clock less than once its batches settle).
+    # pipeline resumed from idle first trails the clock less than once its batches settle);
+    # at most as long as a backlog may take to drain.
     warm, give_up = time.monotonic() + plan.warmup_s, time.monotonic() + plan.drain_s
     while time.monotonic() < warm or (
         time.monotonic() < give_up
@@ -622,19 +623,18 @@ def latency(pipe: Pipeline, plan: Plan, rate: float) -> dict[str, Any]:
     """G2 / G3: events at ``rate``; an outside reader polls silver's newest ``event_time`` and
     gold's newest ``last_event_time`` every 0.5 s. An event time's latency is the first poll
     that shows it minus the event time (the generator stamps events as it sends them)."""
-    silver = NewestEventTime(pipe.settings.silver_readings_path, "event_time")
-    gold = NewestEventTime(pipe.settings.gold_path("sensor_metrics_5m"), "last_event_time")
+    tables = fresh_tables(pipe.settings)
     pipe.set_rate(rate)
     warm = 15.0
     started = time.time()
-    polls: dict[str, list[tuple[float, float]]] = {"silver": [], "gold": []}
+    polls: dict[str, list[tuple[float, float]]] = {name: [] for name in tables}
     grace = 30.0
     while time.time() < started + warm + plan.latency_s + grace:
-        for name, reader in (("silver", silver), ("gold", gold)):
+        for name, reader in tables.items():
             newest = reader.read()
             if newest is not None:
                 polls[name].append((time.time(), newest))
-        if time.time() > started + warm + plan.latency_s:
+        if pipe.paused_at is None and time.time() > started + warm + plan.latency_s:
             pipe.pause()
         time.sleep(POLL_S)
     events = [started + warm + i / 10 for i in range(int(plan.latency_s * 10))]
