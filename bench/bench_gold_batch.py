@@ -1,0 +1,202 @@
+"""What one gold micro-batch costs, and which JVM or Spark settings change it, side by side.
+
+    uv run python bench/bench_gold_batch.py [--variants base,interpreted,c1,base] [--events 6000]
+
+Builds one silver table of generated readings (the input of the gold five-kill test:
+40 sensors, ``--parts`` silver files), then for each variant runs
+``iot-lakehouse run gold --available-now`` on a fresh copy of it, one silver file a batch, as
+the tests run a job process (``local[1]``, a 1 GiB driver). Per variant it prints the time from
+process start to the first batch's trigger, the first batch (cold JVM) and the later batches
+(from ``_ops/stream_metrics``), the wall time, and the Spark jobs and Delta commits per batch
+(from Spark's event log). Variants differ only in what ``VARIANTS`` gives them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from iot_lakehouse.generator import GeneratorConfig
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.spark_session import build_spark
+from iot_lakehouse.stream_metrics import read_stream_metrics
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Spark settings (``--conf``) and JVM options a variant adds to the job's driver."""
+
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    java_options: str = ""
+    about: str = ""
+
+
+VARIANTS = {
+    "base": Variant(about="the project's settings"),
+    "interpreted": Variant(
+        {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"},
+        about="no generated code: expressions interpreted",
+    ),
+    "c1": Variant(java_options="-XX:TieredStopAtLevel=1", about="JIT: the C1 compiler only"),
+    "codegen-cache": Variant(
+        {"spark.sql.codegen.cache.maxEntries": "2000"}, about="20x Spark's code cache"
+    ),
+    "no-merge-materialize": Variant(
+        {"spark.databricks.delta.merge.materializeSource": "none"},
+        about="MERGE reads its (checkpointed) source without copying it first",
+    ),
+    "files-in-crc": Variant(
+        {"spark.databricks.delta.allFilesInCrc.enabled": "true"},
+        about="Delta keeps the file list of small tables in the .crc file",
+    ),
+}
+
+
+def build_input(root: Path, events: int, parts: int) -> Settings:
+    """Silver readings of ``events`` generated events in ``parts`` files, under ``root``."""
+    sys.path.insert(0, str(PROJECT_ROOT))  # the gold kill test's own input builder
+    from tests.test_gold import build_silver, gold_settings
+
+    settings = Settings.from_env({}).with_(
+        spark_master="local[2]",
+        spark_driver_memory="2g",
+        lakehouse_path=str(root / "lakehouse"),
+        dlq_path=str(root / "dlq"),
+        runtime_dir=root / "runtime",
+    )
+    spark = build_spark(settings, "bench-gold-batch-input")
+    config = GeneratorConfig(
+        sensors=40,
+        rate=10.0,
+        count=events,
+        seed=12,
+        format="mixed",
+        invalid_fraction=0.01,
+        duplicate_fraction=0.01,
+        late_fraction=0.03,
+        start_time=datetime(2026, 1, 5, 8, 0, tzinfo=UTC),
+    )
+    build_silver(spark, gold_settings(settings), config, parts=parts)
+    spark.stop()
+    return settings
+
+
+def event_log_counts(folder: Path) -> tuple[int, int]:
+    """(Spark jobs, Delta commits) recorded in the one (rolling) event log under ``folder``."""
+    jobs = commits = 0
+    for log in sorted(folder.rglob("events_*")):
+        for line in log.open():
+            event = json.loads(line)
+            if event["Event"] == "SparkListenerJobStart":
+                jobs += 1
+            elif event["Event"].endswith("SparkListenerSQLExecutionStart"):
+                plan = event.get("physicalPlanDescription", "")
+                top = plan.split("== Physical Plan ==")[-1].strip().split("\n")[0]
+                if any(c in top for c in ("MergeIntoCommand", "UpdateCommand", "SaveInto")):
+                    commits += 1
+    return jobs, commits
+
+
+def run_variant(name: str, variant: Variant, source: Path, work: Path) -> dict[str, float]:
+    """One ``run gold --available-now`` on a fresh copy of ``source``; its figures."""
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(source, work)
+    events = work / "event-log"
+    events.mkdir()
+    conf = {
+        **variant.spark_conf,
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.dir": events.as_uri(),
+    }
+    env = {
+        **os.environ,
+        "LAKEHOUSE_PATH": str(work / "lakehouse"),
+        "DLQ_PATH": str(work / "dlq"),
+        "IOT_RUNTIME_DIR": str(work / "runtime"),
+        "SPARK_MASTER": "local[1]",
+        "SPARK_DRIVER_MEMORY": "1g",
+        "QUALITY_EVERY_N_BATCHES": "0",
+        "GOLD_MAX_FILES_PER_TRIGGER": "1",
+        "PYSPARK_SUBMIT_ARGS": " ".join(f"--conf {k}={v}" for k, v in conf.items())
+        + " pyspark-shell",
+    }
+    if variant.java_options:
+        env["JAVA_TOOL_OPTIONS"] = variant.java_options
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "iot_lakehouse", "run", "gold", "--available-now"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    wall = time.monotonic() - t0
+    if run.returncode != 0:
+        raise SystemExit(f"variant {name}: the gold job failed:\n{run.stderr[-3000:]}")
+    metrics = sorted(
+        read_stream_metrics(str(work / "lakehouse/_ops/stream_metrics")),
+        key=lambda r: r["batch_id"],
+    )
+    batches = [r for r in metrics if r["input_rows"]]
+    if len(batches) < 2:
+        raise SystemExit(f"variant {name}: {len(batches)} gold batches; give it more --parts")
+    jobs, commits = event_log_counts(events)
+    return {
+        "to_first_trigger_s": (batches[0]["batch_time"] - started).total_seconds(),
+        "first_batch_s": batches[0]["batch_duration_ms"] / 1000,
+        "later_batch_s": statistics.mean(r["batch_duration_ms"] for r in batches[1:]) / 1000,
+        "wall_s": wall,
+        "batches": len(batches),
+        "jobs_per_batch": jobs / len(batches),
+        "commits_per_batch": commits / len(batches),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--variants", default="base,interpreted,c1,base", help=f"of {list(VARIANTS)}, in order"
+    )
+    parser.add_argument("--events", type=int, default=6000)
+    parser.add_argument("--parts", type=int, default=8, help="silver files: gold batches")
+    args = parser.parse_args()
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    with tempfile.TemporaryDirectory(prefix="bench-gold-batch-") as tmp:
+        root = Path(tmp)
+        print(f"building silver: {args.events} events in {args.parts} files …", flush=True)
+        build_input(root / "input", args.events, args.parts)
+        rows = []  # a variant named twice runs twice: the spread of one setting
+        for name in names:
+            print(f"variant {name}: {VARIANTS[name].about} …", flush=True)
+            rows.append((name, run_variant(name, VARIANTS[name], root / "input", root / "run")))
+    base = rows[0][1]
+    print(
+        f"\n{'variant':22} {'to 1st trigger':>14} {'1st batch':>10} {'later batch':>12} "
+        f"{'wall':>8} {'vs ' + names[0]:>9} {'jobs/batch':>11} {'commits/batch':>14}"
+    )
+    for name, r in rows:
+        print(
+            f"{name:22} {r['to_first_trigger_s']:13.1f}s {r['first_batch_s']:9.1f}s "
+            f"{r['later_batch_s']:11.1f}s {r['wall_s']:7.1f}s {r['wall_s'] / base['wall_s']:8.2f}x "
+            f"{r['jobs_per_batch']:11.1f} {r['commits_per_batch']:14.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
