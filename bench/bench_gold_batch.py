@@ -3,12 +3,13 @@
     uv run python bench/bench_gold_batch.py [--variants base,interpreted,c1,base] [--events 6000]
 
 Builds one silver table of generated readings (the input of the gold five-kill test:
-40 sensors, ``--parts`` silver files), then for each variant runs
+40 sensors, ``--parts`` bronze files, a silver file or more each), then for each variant runs
 ``iot-lakehouse run gold --available-now`` on a fresh copy of it, one silver file a batch, as
 the tests run a job process (``local[1]``, a 1 GiB driver). Per variant it prints the time from
-process start to the first batch's trigger, the first batch (cold JVM) and the later batches
-(from ``_ops/stream_metrics``), the wall time, and the Spark jobs and Delta commits per batch
-(from Spark's event log). Variants differ only in what ``VARIANTS`` gives them.
+process start to the first batch's trigger, the first batch (cold JVM), the later batches'
+mean, the batches and readings per batch (from ``_ops/stream_metrics``), the wall time, and
+the Spark jobs and Delta commits per batch (from Spark's event log). Variants differ only in
+what ``VARIANTS`` gives them.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ VARIANTS = {
 }
 
 
-def build_input(root: Path, events: int, parts: int) -> Settings:
+def build_input(root: Path, events: int, parts: int) -> None:
     """Silver readings of ``events`` generated events in ``parts`` files, under ``root``."""
     sys.path.insert(0, str(PROJECT_ROOT))  # the gold kill test's own input builder
     from tests.test_gold import build_silver, gold_settings
@@ -88,7 +89,6 @@ def build_input(root: Path, events: int, parts: int) -> Settings:
     )
     build_silver(spark, gold_settings(settings), config, parts=parts)
     spark.stop()
-    return settings
 
 
 def event_log_counts(folder: Path) -> tuple[int, int]:
@@ -160,6 +160,7 @@ def run_variant(name: str, variant: Variant, source: Path, work: Path) -> dict[s
         "later_batch_s": statistics.mean(r["batch_duration_ms"] for r in batches[1:]) / 1000,
         "wall_s": wall,
         "batches": len(batches),
+        "rows_per_batch": statistics.mean(r["input_rows"] for r in batches),
         "jobs_per_batch": jobs / len(batches),
         "commits_per_batch": commits / len(batches),
     }
@@ -188,12 +189,14 @@ def main() -> None:
     base = rows[0][1]
     print(
         f"\n{'variant':22} {'to 1st trigger':>14} {'1st batch':>10} {'later batch':>12} "
-        f"{'wall':>8} {'vs ' + names[0]:>9} {'jobs/batch':>11} {'commits/batch':>14}"
+        f"{'wall':>8} {'vs ' + names[0]:>9} {'batches':>8} {'rows/batch':>11} {'jobs/batch':>11} "
+        f"{'commits/batch':>14}"
     )
     for name, r in rows:
         print(
             f"{name:22} {r['to_first_trigger_s']:13.1f}s {r['first_batch_s']:9.1f}s "
             f"{r['later_batch_s']:11.1f}s {r['wall_s']:7.1f}s {r['wall_s'] / base['wall_s']:8.2f}x "
+            f"{r['batches']:8.0f} {r['rows_per_batch']:11.0f} "
             f"{r['jobs_per_batch']:11.1f} {r['commits_per_batch']:14.1f}"
         )
 
