@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from iot_lakehouse.generator import GeneratorConfig
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.spark_session import build_spark
 from iot_lakehouse.stream_metrics import read_stream_metrics
+
+sys.path.insert(0, str(PROJECT_ROOT))  # the tests' input builder and job environment
+from tests.conftest import job_env
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,7 @@ VARIANTS = {
 
 def build_input(root: Path, events: int, parts: int) -> None:
     """Silver readings of ``events`` generated events in ``parts`` files, under ``root``."""
-    sys.path.insert(0, str(PROJECT_ROOT))  # the gold kill test's own input builder
-    from tests.test_gold import build_silver, gold_settings
+    from tests.test_gold import KILL_TEST_INPUT, build_silver, gold_settings
 
     settings = Settings.from_env({}).with_(
         spark_master="local[2]",
@@ -76,17 +76,7 @@ def build_input(root: Path, events: int, parts: int) -> None:
         runtime_dir=root / "runtime",
     )
     spark = build_spark(settings, "bench-gold-batch-input")
-    config = GeneratorConfig(
-        sensors=40,
-        rate=10.0,
-        count=events,
-        seed=12,
-        format="mixed",
-        invalid_fraction=0.01,
-        duplicate_fraction=0.01,
-        late_fraction=0.03,
-        start_time=datetime(2026, 1, 5, 8, 0, tzinfo=UTC),
-    )
+    config = replace(KILL_TEST_INPUT, count=events)
     build_silver(spark, gold_settings(settings), config, parts=parts)
     spark.stop()
 
@@ -119,18 +109,16 @@ def run_variant(name: str, variant: Variant, source: Path, work: Path) -> dict[s
         "spark.eventLog.compress": "false",
         "spark.eventLog.dir": events.as_uri(),
     }
-    env = {
-        **os.environ,
-        "LAKEHOUSE_PATH": str(work / "lakehouse"),
-        "DLQ_PATH": str(work / "dlq"),
-        "IOT_RUNTIME_DIR": str(work / "runtime"),
-        "SPARK_MASTER": "local[1]",
-        "SPARK_DRIVER_MEMORY": "1g",
-        "QUALITY_EVERY_N_BATCHES": "0",
-        "GOLD_MAX_FILES_PER_TRIGGER": "1",
-        "PYSPARK_SUBMIT_ARGS": " ".join(f"--conf {k}={v}" for k, v in conf.items())
-        + " pyspark-shell",
-    }
+    settings = Settings.from_env({}).with_(
+        lakehouse_path=str(work / "lakehouse"),
+        dlq_path=str(work / "dlq"),
+        runtime_dir=work / "runtime",
+    )
+    env = job_env(  # as the tests run a job process: local[1], a 1 GiB driver, no GX
+        settings,
+        GOLD_MAX_FILES_PER_TRIGGER="1",
+        PYSPARK_SUBMIT_ARGS=" ".join(f"--conf {k}={v}" for k, v in conf.items()) + " pyspark-shell",
+    )
     if variant.java_options:
         env["JAVA_TOOL_OPTIONS"] = variant.java_options
     started = datetime.now(UTC)
@@ -172,7 +160,7 @@ def main() -> None:
         "--variants", default="base,interpreted,c1,base", help=f"of {list(VARIANTS)}, in order"
     )
     parser.add_argument("--events", type=int, default=6000)
-    parser.add_argument("--parts", type=int, default=8, help="silver files: gold batches")
+    parser.add_argument("--parts", type=int, default=8, help="bronze files (a silver batch each)")
     args = parser.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]

@@ -180,6 +180,22 @@ def test_out_of_order_updates_its_window_late_data_is_kept_aside_and_replay_chan
     assert [rows_of(spark, p) for p in paths] == before
 
 
+# The gold five-kill test's input (also bench/bench_gold_batch.py's). At most ~150 readings per
+# sensor, metric and (10-minute) window: the percentile sketches hold every value, so they are
+# exact and do not depend on batch boundaries.
+KILL_TEST_INPUT = GeneratorConfig(
+    sensors=40,
+    rate=10.0,
+    count=6000,
+    seed=12,
+    format="mixed",
+    invalid_fraction=0.01,
+    duplicate_fraction=0.01,
+    late_fraction=0.03,
+    start_time=START,
+)
+
+
 def gold_settings(settings: Settings) -> Settings:
     return settings.with_(
         quality_every_n_batches=0,
@@ -354,20 +370,7 @@ def test_gold_job_killed_five_times_gives_the_same_tables(
 ) -> None:
     # one silver file a gold batch: a dozen batches or more, for five kills
     settings = gold_settings(settings).with_(gold_max_files_per_trigger=1)
-    config = GeneratorConfig(
-        # At most ~150 readings per sensor, metric and (10-minute) window: the percentile
-        # sketches hold every value, so they are exact and do not depend on batch boundaries.
-        sensors=40,
-        rate=10.0,
-        count=6000,
-        seed=12,
-        format="mixed",
-        invalid_fraction=0.01,
-        duplicate_fraction=0.01,
-        late_fraction=0.03,
-        start_time=START,
-    )
-    build_silver(spark, settings, config, parts=8)
+    build_silver(spark, settings, KILL_TEST_INPUT, parts=8)
     reference = settings.with_(lakehouse_path=str(tmp_path / "reference"))
     shutil.copytree(settings.silver_readings_path, reference.silver_readings_path)
 
