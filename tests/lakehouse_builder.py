@@ -18,6 +18,7 @@ from iot_lakehouse.gold import (
     GoldTable,
     batch_partials,
     inserted_values,
+    merge_source,
     side,
 )
 from iot_lakehouse.rules import load_rules, split_judged
@@ -72,8 +73,9 @@ def build_lakehouse(spark: SparkSession, root: Path) -> Settings:
     k = settings.gold_percentile_k
 
     def write_window_rows(table: GoldTable, rows: DataFrame) -> None:
-        values = inserted_values(table, k, 0, final_until_us, side("s"))
-        partials = batch_partials(rows, table, k).alias("s")
+        values = inserted_values(table, k, side("s"))
+        partials = merge_source(spark, batch_partials(rows, table, k), 0, final_until_us)
+        partials = partials.alias("s")
         write_delta(
             partials.select(*[values[f.name].alias(f.name) for f in table.schema]),
             settings.gold_path(table.name),

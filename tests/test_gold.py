@@ -19,10 +19,13 @@ from iot_lakehouse.gold import (
     BatchWatermarks,
     GoldBatchWriter,
     GoldTable,
+    batch_scalars,
     create_gold_tables,
     percentile_rank_error,
     split_late,
     start_gold_stream,
+    window_start_range,
+    with_lateness,
     with_window,
 )
 from iot_lakehouse.reconcile import silver_gold_ledger
@@ -92,11 +95,28 @@ def test_split_late_keeps_every_reading(spark: SparkSession) -> None:
     rows = [reading("s1", w, 1.0, i) for i, w in enumerate([at(-1), at(0), at(1)])]
     rows.append(("s1", "temperature", 1.0, "°C", None, None, None, None, "t", 0, 9))
     df = spark.createDataFrame(rows, READINGS)
-    on_time, late = split_late(df, us(at(0)))
+    judged = with_lateness(df, batch_scalars(spark, _batch_id=4, _watermark_us=us(at(0))))
+    on_time, late = split_late(judged)
     assert sorted(r.bronze_offset for r in on_time.collect()) == [1, 2]
     assert sorted(r.bronze_offset for r in late.collect()) == [0, 9]  # before it, or no time
-    on_time, late = split_late(df, None)  # no watermark yet: only a missing time is late
+    assert {(r._batch_id, r._watermark) for r in late.collect()} == {
+        (4, at(0).replace(tzinfo=None))
+    }
+    # no watermark yet: only a missing time is late
+    on_time, late = split_late(
+        with_lateness(df, batch_scalars(spark, _batch_id=0, _watermark_us=None))
+    )
     assert (on_time.count(), late.count()) == (3, 1)
+
+
+def test_window_start_range_holds_exactly_the_windows_of_the_event_times() -> None:
+    tumbling, sliding = TABLES["sensor_metrics_5m"], TABLES["sensor_metrics_10m_sliding"]
+    lo, hi = us(at(12, 30)), us(at(21, 5))
+    assert window_start_range(tumbling, lo, hi) == (us(at(10)), us(at(20)))
+    assert window_start_range(sliding, lo, hi) == (us(at(5)), us(at(20)))
+    # on a boundary: the window that starts there, not the one that ends there
+    assert window_start_range(tumbling, us(at(10)), us(at(15))) == (us(at(10)), us(at(15)))
+    assert window_start_range(sliding, us(at(10)), us(at(10))) == (us(at(5)), us(at(10)))
 
 
 def test_sliding_windows_give_each_reading_two_rows(spark: SparkSession) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ JOB_NAME = "gold"
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 THETA_LG_NOM_ENTRIES = 12  # theta sketches count distinct sensors exactly up to 2**12 = 4096
 WINDOW_STEP_S = 300  # every gold window starts and ends on a 5-minute boundary
+MERGE_RANGE_GRID_S = 3600  # a MERGE scans the windows of its batch's hours (upsert_window_rows)
 GOLD_INPUT = (
     "sensor_id",
     "metric",
@@ -63,6 +65,7 @@ GOLD_INPUT = (
     "bronze_offset",
 )
 MICROS = 1_000_000
+PROGRESS_TIMES = ("watermark", "max_event_time", "next_watermark", "committed_at")
 
 Side = Callable[[str], Column]
 """A column of one side of a combine: the stored row (``old``) or the batch (``new``)."""
@@ -191,6 +194,11 @@ class GoldTable:
     def window_seconds(self) -> int:
         return duration_seconds(self.window)
 
+    @property
+    def slide_seconds(self) -> int:
+        """How far apart its windows start (a tumbling window: its length)."""
+        return duration_seconds(self.slide or self.window)
+
 
 GOLD_TABLES: tuple[GoldTable, ...] = (
     GoldTable(
@@ -250,6 +258,37 @@ def iso(micros: int | None) -> str:
     return datetime.fromtimestamp(micros / MICROS, UTC).isoformat(timespec="seconds")
 
 
+def batch_scalars(spark: SparkSession, **values: int | None) -> DataFrame:
+    """One row with a ``bigint`` column per value (``None``: null), to cross-join into a
+    batch's rows instead of writing the values as literals.
+
+    Spark writes a literal into the Java code it generates and compiles for a query, and finds
+    compiled code again by its text. A value that changes every batch (the watermark, the batch
+    id, the time) written as a literal makes every batch compile ~150 classes anew (~3 s of a
+    small gold batch); read from a joined row, it leaves the code the same from batch to batch.
+    ``VALUES`` is a local relation: its row is data, not code, and joining it needs no job.
+    """
+    names = ", ".join(f"`{name}`" for name in values)
+    # Integers only (formatted by Python, no SQL text of anyone's); parameter markers are not
+    # bound inside VALUES.
+    casts = ", ".join(f"CAST({'NULL' if v is None else int(v)} AS BIGINT)" for v in values.values())
+    row = spark.sql(f"SELECT * FROM VALUES ({casts}) AS scalars({names})")
+    return F.broadcast(row)
+
+
+def with_scalars(df: DataFrame, scalars: DataFrame) -> DataFrame:
+    """``df`` with the one row of ``scalars`` (``batch_scalars``) added to each of its rows."""
+    return df.crossJoin(scalars)
+
+
+def window_start_range(table: GoldTable, lo_us: int, hi_us: int) -> tuple[int, int]:
+    """The first and the last start (epoch us) of the table's windows that hold an event time
+    between ``lo_us`` and ``hi_us`` (window starts lie on the table's slide)."""
+    slide = table.slide_seconds * MICROS
+    first = ((lo_us - table.window_seconds * MICROS) // slide + 1) * slide
+    return first, hi_us // slide * slide
+
+
 def micros_literal(micros: int | None) -> Column:
     """A timestamp literal from epoch microseconds (null for None)."""
     if micros is None:
@@ -268,31 +307,40 @@ def watermark_clock(readings: DataFrame) -> Column:
     return F.least(F.col("event_time"), ingest)
 
 
-def is_late(watermark_us: int | None) -> Column:
-    """A reading is late when its event time is before the watermark. One without an event
-    time (silver never has one) counts as late, so it is kept rather than dropped or folded
-    into a null window."""
-    missing = F.col("event_time").isNull()
-    if watermark_us is None:
-        return missing
-    return missing | (F.col("event_time") < micros_literal(watermark_us))
+def is_late(watermark: Column) -> Column:
+    """A reading is late when its event time is before the watermark (a timestamp column;
+    null before the first batch: nothing is late then). One without an event time (silver
+    never has one) counts as late, so it is kept rather than dropped or folded into a null
+    window."""
+    before = F.coalesce(F.col("event_time") < watermark, F.lit(False))
+    return F.col("event_time").isNull() | before
 
 
-def split_late(readings: DataFrame, watermark_us: int | None) -> tuple[DataFrame, DataFrame]:
-    """(on time, late) readings, see ``is_late``."""
-    late = is_late(watermark_us)
-    return readings.where(~late), readings.where(late)
+def with_lateness(readings: DataFrame, scalars: DataFrame) -> DataFrame:
+    """``readings`` with the batch's ``_batch_id`` and ``_watermark`` (``scalars``'
+    ``_batch_id`` and ``_watermark_us``) and whether each is ``_late`` (see ``is_late``)."""
+    watermark = F.timestamp_micros(F.col("_watermark_us"))
+    return (
+        with_scalars(readings, scalars)
+        .withColumn("_watermark", watermark)
+        .withColumn("_late", is_late(watermark))
+        .drop("_watermark_us")
+    )
 
 
-def to_late_rows(late: DataFrame, watermark_us: int | None, batch_id: int) -> DataFrame:
-    """Late readings -> the _ops/gold_late_readings contract."""
-    watermark = micros_literal(watermark_us)
-    lateness = (F.unix_micros(watermark) - F.unix_micros("event_time")) / MICROS
+def split_late(readings: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(on time, late) readings of ``with_lateness`` rows."""
+    return readings.where(~F.col("_late")), readings.where(F.col("_late"))
+
+
+def to_late_rows(late: DataFrame) -> DataFrame:
+    """Late readings (``with_lateness`` rows) -> the _ops/gold_late_readings contract."""
+    lateness = (F.unix_micros("_watermark") - F.unix_micros("event_time")) / MICROS
     return late.select(
         *[c for c in GOLD_INPUT if c in {f.name for f in GOLD_LATE_READINGS}],
-        watermark.alias("watermark"),
+        F.col("_watermark").alias("watermark"),
         lateness.cast("double").alias("lateness_seconds"),
-        F.lit(batch_id).cast("long").alias("batch_id"),
+        F.col("_batch_id").alias("batch_id"),
         F.current_timestamp().alias("detected_at"),
     )
 
@@ -332,48 +380,48 @@ def key_match(table: GoldTable, left: str, right: str) -> Column:
 
 
 def row_values(
-    table: GoldTable,
-    stored: dict[str, Column],
-    batch_id: int,
-    final_until_us: int | None,
-    window_end: Column,
+    table: GoldTable, stored: dict[str, Column], new: Side, window_end: Column
 ) -> dict[str, Column]:
     """Every non-key column of a gold row from its stored measures: the derived results,
-    ``is_final`` (the watermark has passed the window end), the batch id and update time."""
-    is_final = (
-        window_end <= micros_literal(final_until_us) if final_until_us is not None else F.lit(False)
-    )
+    ``is_final`` (the watermark has passed the window end), the batch id and update time,
+    these three from the batch's scalars on the partial's side (``merge_source``)."""
+    final_until = F.timestamp_micros(new("_final_until_us"))
     values = {
         **stored,
         **table.results(stored.__getitem__),
-        "is_final": is_final,
-        "batch_id": F.lit(batch_id).cast("long"),
-        "updated_at": F.current_timestamp(),
+        "is_final": F.coalesce(window_end <= final_until, F.lit(False)),
+        "batch_id": new("_batch_id"),
+        "updated_at": F.timestamp_micros(new("_updated_us")),
     }
     types = {f.name: f.dataType for f in table.schema}
     return {name: value.cast(types[name]) for name, value in values.items()}
 
 
-def inserted_values(
-    table: GoldTable, percentile_k: int, batch_id: int, final_until_us: int | None, new: Side
-) -> dict[str, Column]:
-    """A new gold row from a batch partial (``new``)."""
+def merge_source(
+    spark: SparkSession, partials: DataFrame, batch_id: int, final_until_us: int | None
+) -> DataFrame:
+    """A batch's partials with what ``row_values`` reads of the batch: its id, the end of the
+    windows final after it (``None``: none) and the time (``batch_scalars``)."""
+    scalars = batch_scalars(
+        spark,
+        _batch_id=batch_id,
+        _final_until_us=final_until_us,
+        _updated_us=time.time_ns() // 1000,
+    )
+    return with_scalars(partials, scalars)
+
+
+def inserted_values(table: GoldTable, percentile_k: int, new: Side) -> dict[str, Column]:
+    """A new gold row from a batch partial (``new``, a ``merge_source`` row)."""
     keys = {c: new(c) for c in ("window_start", "window_end", *table.keys)}
     stored = {m.name: new(m.name) for m in table.measures(percentile_k)}
-    return {**keys, **row_values(table, stored, batch_id, final_until_us, new("window_end"))}
+    return {**keys, **row_values(table, stored, new, new("window_end"))}
 
 
-def merged_values(
-    table: GoldTable,
-    percentile_k: int,
-    batch_id: int,
-    final_until_us: int | None,
-    old: Side,
-    new: Side,
-) -> dict[str, Column]:
+def merged_values(table: GoldTable, percentile_k: int, old: Side, new: Side) -> dict[str, Column]:
     """The stored row (``old``) updated with a batch partial of the same window and key."""
     stored = {m.name: m.combine(old, new) for m in table.measures(percentile_k)}
-    return row_values(table, stored, batch_id, final_until_us, old("window_end"))
+    return row_values(table, stored, new, old("window_end"))
 
 
 def side(alias: str) -> Side:
@@ -428,16 +476,20 @@ class GoldBatchWriter:
             if "kafka_timestamp" in silver_batch.columns
             else F.lit(None).cast("timestamp").alias("kafka_timestamp")
         )
-        with_kafka_time = silver_batch.select(
-            *GOLD_INPUT, kafka_time, watermark_clock(silver_batch).alias("_clock")
-        ).localCheckpoint(eager=True)
-        readings = with_kafka_time.drop("kafka_timestamp", "_clock")
         seen = self._seen_before(batch_id)
         delay = self.settings.gold_watermark_seconds * MICROS
         watermark = None if seen is None else seen - delay
-        stats = with_kafka_time.agg(
+        scalars = batch_scalars(self.spark, _batch_id=batch_id, _watermark_us=watermark)
+        judged = with_lateness(
+            silver_batch.select(
+                *GOLD_INPUT, kafka_time, watermark_clock(silver_batch).alias("_clock")
+            ),
+            scalars,
+        ).localCheckpoint(eager=True)
+        readings = judged.drop("kafka_timestamp", "_clock")
+        stats = judged.agg(
             F.count("*").alias("readings"),
-            F.count_if(is_late(watermark)).alias("late"),
+            F.count_if("_late").alias("late"),
             F.min(F.unix_micros("event_time")).alias("lo"),
             F.max(F.unix_micros("event_time")).alias("hi"),
             F.max(F.unix_micros("_clock")).alias("clock_hi"),
@@ -456,13 +508,9 @@ class GoldBatchWriter:
             ),
             delay_us=delay,
         )
-        on_time, late = split_late(readings, marks.watermark_us)
+        on_time, late = split_late(readings)
         if late_count:
-            self._append(
-                to_late_rows(late, marks.watermark_us, batch_id),
-                self.settings.gold_late_readings_path,
-                batch_id,
-            )
+            self._append(to_late_rows(late), self.settings.gold_late_readings_path, batch_id)
         if late_count < total:  # then event times exist, and so do lo and hi
             # One MERGE per table, side by side: much of a small MERGE's time is spent in the
             # driver (Delta log, planning), which threads overlap.
@@ -483,15 +531,24 @@ class GoldBatchWriter:
                 ]
             )
         progress = self.spark.createDataFrame(
-            [(batch_id, total, late_count)], "batch_id long, readings long, late_readings long"
-        ).select(
-            "batch_id",
-            micros_literal(marks.watermark_us).alias("watermark"),
-            micros_literal(marks.max_event_us).alias("max_event_time"),
-            micros_literal(marks.next_watermark_us).alias("next_watermark"),
-            "readings",
-            "late_readings",
-            F.current_timestamp().alias("committed_at"),
+            [
+                (
+                    batch_id,
+                    marks.watermark_us,
+                    marks.max_event_us,
+                    marks.next_watermark_us,
+                    total,
+                    late_count,
+                    time.time_ns() // 1000,
+                )
+            ],
+            "batch_id long, watermark long, max_event_time long, next_watermark long, "
+            "readings long, late_readings long, committed_at long",
+        ).select(  # values as data, not literals: the same code every batch (batch_scalars)
+            *[
+                F.timestamp_micros(c).alias(c) if c in PROGRESS_TIMES else F.col(c)
+                for c in (f.name for f in GOLD_PROGRESS)
+            ]
         )
         self._append(progress, self.settings.gold_progress_path, batch_id)
         record_batch_latency("kafka_to_gold", JOB_NAME, batch_id, stats)
@@ -538,24 +595,23 @@ def upsert_window_rows(
     partials = batch_partials(rows, table, k).localCheckpoint(eager=True)
     if partials.isEmpty():
         return
-    final_until = marks.next_watermark_us
-    update: dict[str, str | Column] = {
-        **merged_values(table, k, batch_id, final_until, side("t"), side("s"))
-    }
-    insert: dict[str, str | Column] = {
-        **inserted_values(table, k, batch_id, final_until, side("s"))
-    }
-    # Only windows that can hold this batch's rows: data skipping on window_start.
+    source = merge_source(spark, partials, batch_id, marks.next_watermark_us)
+    update: dict[str, str | Column] = {**merged_values(table, k, side("t"), side("s"))}
+    insert: dict[str, str | Column] = {**inserted_values(table, k, side("s"))}
+    # Only windows that can hold this batch's rows: data skipping on window_start. Widened to
+    # whole hours, the bounds change once an hour, and with them the MERGE's generated code.
+    first, last = window_start_range(table, lo_us, hi_us)
+    grid = MERGE_RANGE_GRID_S * MICROS
     in_range = F.col("t.window_start").between(
-        micros_literal(lo_us - table.window_seconds * MICROS), micros_literal(hi_us)
+        micros_literal(first // grid * grid), micros_literal(-(-last // grid) * grid)
     )
     path = settings.gold_path(table.name)
     (
         DeltaTable.forPath(spark, path)
         .alias("t")
-        .merge(partials.alias("s"), key_match(table, "t", "s") & in_range)
+        .merge(source.alias("s"), key_match(table, "t", "s") & in_range)
         # A row already changed by this batch (an earlier attempt of it) stays as it is.
-        .whenMatchedUpdate(condition=F.col("t.batch_id") < F.lit(batch_id), set=update)
+        .whenMatchedUpdate(condition=F.col("t.batch_id") < F.col("s._batch_id"), set=update)
         .whenNotMatchedInsert(values=insert)
         .execute()
     )

@@ -30,6 +30,11 @@ def tuning(settings: Settings) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         # Delta replays its log with this many partitions (default 50): tiny on a laptop.
         "spark.databricks.delta.snapshotPartitions": str(max(1, partitions)),
+        # Compiled code kept for reuse (default 100). A local driver compiles each stage twice
+        # (a test compile, then the task's, under another class loader): a gold batch's ~140
+        # classes did not fit, and every batch compiled them all again (454 compiles instead
+        # of 1,131 over the gold kill test's 8 batches, bench/bench_gold_batch.py).
+        "spark.sql.codegen.cache.maxEntries": "1000",
     }
 
 
