@@ -587,13 +587,15 @@ def upsert_window_rows(
     lo_us: int,
     hi_us: int,
 ) -> None:
-    """Fold ``rows`` (event times between ``lo_us`` and ``hi_us``) into ``table`` with one
-    MERGE, then mark the windows the watermark has passed final."""
+    """Fold ``rows`` (at least one; event times between ``lo_us`` and ``hi_us``) into ``table``
+    with one MERGE, then mark the windows the watermark has passed final."""
     from delta.tables import DeltaTable
 
     k = settings.gold_percentile_k
     partials = batch_partials(rows, table, k).localCheckpoint(eager=True)
-    if partials.isEmpty():
+    # Rows with an event time give every table without a filter of its own a partial; only
+    # a filtered one can be left with none (a Spark job to know: asked only there).
+    if table.counts is not None and partials.isEmpty():
         return
     source = merge_source(spark, partials, batch_id, marks.next_watermark_us)
     update: dict[str, str | Column] = {**merged_values(table, k, side("t"), side("s"))}
