@@ -10,7 +10,8 @@ process start to the first batch's trigger, the first batch (cold JVM), the late
 mean, the batches and readings per batch (from ``_ops/stream_metrics``), the wall time, the
 Spark jobs and Delta commits per batch (from Spark's event log), and the classes Spark's code
 generator compiled and the seconds it took (its ``Code generated in`` log lines). Variants
-differ only in what ``VARIANTS`` gives them.
+differ only in what ``VARIANTS`` gives them; a variant cannot undo a setting of the project's own
+(``spark_session.tuning``: the session's settings win over ``--conf``).
 """
 
 from __future__ import annotations
@@ -52,10 +53,6 @@ VARIANTS = {
         about="no generated code: expressions interpreted",
     ),
     "c1": Variant(java_options="-XX:TieredStopAtLevel=1", about="JIT: the C1 compiler only"),
-    "codegen-cache-100": Variant(
-        {"spark.sql.codegen.cache.maxEntries": "100"},
-        about="Spark's default code cache (100 entries; the project keeps 1,000)",
-    ),
     "no-merge-materialize": Variant(
         {"spark.databricks.delta.merge.materializeSource": "none"},
         about="MERGE reads its (checkpointed) source without copying it first",
