@@ -9,9 +9,9 @@ a theta sketch of sensor ids), combined with the stored row of the same window a
 upserted with one MERGE per table. A row remembers the batch that last changed it and the MERGE
 only updates rows changed by an earlier batch, so replaying a batch changes nothing.
 
-Pure transforms (``split_late``, ``batch_partials``, ``combine_partials``, ``finish_rows``)
-are ``DataFrame -> DataFrame``; ``GoldBatchWriter`` owns the writes of one micro-batch and
-``start_gold_stream`` the stream.
+Pure transforms (``with_lateness``, ``split_late``, ``batch_partials``) are
+``DataFrame -> DataFrame`` and ``merged_values`` gives a MERGE's columns;
+``GoldBatchWriter`` owns the writes of one micro-batch and ``start_gold_stream`` the stream.
 """
 
 from __future__ import annotations
@@ -264,13 +264,14 @@ def batch_scalars(spark: SparkSession, **values: int | None) -> DataFrame:
 
     Spark writes a literal into the Java code it generates and compiles for a query, and finds
     compiled code again by its text. A value that changes every batch (the watermark, the batch
-    id, the time) written as a literal makes every batch compile ~150 classes anew (~3 s of a
-    small gold batch); read from a joined row, it leaves the code the same from batch to batch.
-    ``VALUES`` is a local relation: its row is data, not code, and joining it needs no job.
+    id, the time) written as a literal makes every batch compile its stages anew (~140 classes
+    a small gold batch); read from a joined row, it leaves the code the same from batch to
+    batch. ``VALUES`` is a local relation: its row is data, not code; broadcasting it for the
+    join costs one small Spark job.
     """
     names = ", ".join(f"`{name}`" for name in values)
-    # Integers only (formatted by Python, no SQL text of anyone's); parameter markers are not
-    # bound inside VALUES.
+    # Integers only, formatted here: no SQL text comes from outside. (Parameter markers are
+    # not bound inside VALUES.)
     casts = ", ".join(f"CAST({'NULL' if v is None else int(v)} AS BIGINT)" for v in values.values())
     row = spark.sql(f"SELECT * FROM VALUES ({casts}) AS scalars({names})")
     return F.broadcast(row)
