@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructType, TimestampType
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
 from iot_lakehouse.logs import kv
@@ -65,7 +65,6 @@ GOLD_INPUT = (
     "bronze_offset",
 )
 MICROS = 1_000_000
-PROGRESS_TIMES = ("watermark", "max_event_time", "next_watermark", "committed_at")
 
 Side = Callable[[str], Column]
 """A column of one side of a combine: the stored row (``old``) or the batch (``new``)."""
@@ -277,11 +276,6 @@ def batch_scalars(spark: SparkSession, **values: int | None) -> DataFrame:
     return F.broadcast(row)
 
 
-def with_scalars(df: DataFrame, scalars: DataFrame) -> DataFrame:
-    """``df`` with the one row of ``scalars`` (``batch_scalars``) added to each of its rows."""
-    return df.crossJoin(scalars)
-
-
 def window_start_range(table: GoldTable, lo_us: int, hi_us: int) -> tuple[int, int]:
     """The first and the last start (epoch us) of the table's windows that hold an event time
     between ``lo_us`` and ``hi_us`` (window starts lie on the table's slide)."""
@@ -322,7 +316,7 @@ def with_lateness(readings: DataFrame, scalars: DataFrame) -> DataFrame:
     ``_batch_id`` and ``_watermark_us``) and whether each is ``_late`` (see ``is_late``)."""
     watermark = F.timestamp_micros(F.col("_watermark_us"))
     return (
-        with_scalars(readings, scalars)
+        readings.crossJoin(scalars)
         .withColumn("_watermark", watermark)
         .withColumn("_late", is_late(watermark))
         .drop("_watermark_us")
@@ -409,7 +403,7 @@ def merge_source(
         _final_until_us=final_until_us,
         _updated_us=time.time_ns() // 1000,
     )
-    return with_scalars(partials, scalars)
+    return partials.crossJoin(scalars)
 
 
 def inserted_values(table: GoldTable, percentile_k: int, new: Side) -> dict[str, Column]:
@@ -531,6 +525,8 @@ class GoldBatchWriter:
                     for table in GOLD_TABLES
                 ]
             )
+        # Every column as epoch microseconds (values as data, not literals: the same code every
+        # batch, see batch_scalars), the timestamps converted back.
         progress = self.spark.createDataFrame(
             [
                 (
@@ -543,12 +539,13 @@ class GoldBatchWriter:
                     time.time_ns() // 1000,
                 )
             ],
-            "batch_id long, watermark long, max_event_time long, next_watermark long, "
-            "readings long, late_readings long, committed_at long",
-        ).select(  # values as data, not literals: the same code every batch (batch_scalars)
+            ", ".join(f"{f.name} long" for f in GOLD_PROGRESS),
+        ).select(
             *[
-                F.timestamp_micros(c).alias(c) if c in PROGRESS_TIMES else F.col(c)
-                for c in (f.name for f in GOLD_PROGRESS)
+                F.timestamp_micros(f.name).alias(f.name)
+                if isinstance(f.dataType, TimestampType)
+                else F.col(f.name)
+                for f in GOLD_PROGRESS
             ]
         )
         self._append(progress, self.settings.gold_progress_path, batch_id)
