@@ -15,6 +15,7 @@ from iot_lakehouse.rules import RuleSet, load_rules
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import (
     SilverBatchWriter,
+    classify_readings,
     create_silver_tables,
     judge,
     start_silver_stream,
@@ -300,6 +301,42 @@ def test_batch_written_twice_changes_nothing_and_duplicates_are_counted(
     assert counts == {"valid": 0, "rejected": 0, "duplicates": 6}
     kept = spark.read.format("delta").load(settings.silver_duplicates_path).where("batch_id = 2")
     assert sorted(r["kept_offset"] for r in kept.collect()) == [0] * 6
+
+
+def test_classify_keeps_silver_row_else_lowest_lineage(spark: SparkSession) -> None:
+    t = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    key_columns = "sensor_id string, metric string, event_time timestamp, "
+    rows = spark.createDataFrame(
+        [
+            ("a", "temperature", t, "t", 1, 7),  # new key, alone: kept
+            ("b", "temperature", t, "t", 0, 9),  # in-batch copies: offset 5 kept
+            ("b", "temperature", t, "t", 0, 5),
+            ("b", "humidity", t, "t", 0, 6),  # another metric, another key
+            ("c", "temperature", t, "t", 0, 3),  # silver holds offset 1: duplicate
+            ("d", "temperature", t, "t", 0, 4),  # silver holds this very row (a replay)
+            ("e", "temperature", None, "t", 0, 8),  # null keys are one key too
+            ("e", "temperature", None, "t", 0, 2),
+        ],
+        key_columns + "bronze_topic string, bronze_partition int, bronze_offset long",
+    )
+    held = spark.createDataFrame(
+        [("c", "temperature", t, "t", 2, 1), ("d", "temperature", t, "t", 0, 4)],
+        key_columns + "kept_topic string, kept_partition int, kept_offset long",
+    )
+    got = {
+        (r.sensor_id, r.metric, r.bronze_offset): (r.kept_partition, r.kept_offset, r.is_duplicate)
+        for r in classify_readings(rows, held).collect()
+    }
+    assert got == {
+        ("a", "temperature", 7): (1, 7, False),
+        ("b", "temperature", 9): (0, 5, True),
+        ("b", "temperature", 5): (0, 5, False),
+        ("b", "humidity", 6): (0, 6, False),
+        ("c", "temperature", 3): (2, 1, True),
+        ("d", "temperature", 4): (0, 4, False),
+        ("e", "temperature", 8): (0, 2, True),
+        ("e", "temperature", 2): (0, 2, False),
+    }
 
 
 def duplicate_keys(silver: DataFrame) -> int:
