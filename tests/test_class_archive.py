@@ -35,6 +35,8 @@ def test_a_driver_maps_the_archive_only_when_one_was_built_for_its_jars(tmp_path
     archive.write_bytes(b"")
     assert f"-XX:SharedArchiveFile={archive}" in driver_java_options(settings, jars)
     assert "SharedArchiveFile" not in driver_java_options(settings, jars[:-1])  # other jars
+    assert "-XX:+UseSerialGC" in driver_java_options(settings, jars)
+    assert "-XX:+UseG1GC" in driver_java_options(settings.with_(spark_driver_gc="G1"), jars)
     naive = settings.with_(spark_tuning=False)  # the benchmark's baseline: JVM defaults
     assert driver_java_options(naive, jars) == "-Duser.timezone=UTC"
     dumping = driver_java_options(settings, jars, archive_classes_to=tmp_path / "new.jsa")

@@ -45,7 +45,7 @@ def driver_java_options(
     (``archive_classes_to``: write one as this JVM exits instead, see ``class_archive``)."""
     options = ["-Duser.timezone=UTC"]
     if settings.spark_tuning:
-        options.append("-XX:+UseG1GC")
+        options.append(f"-XX:+Use{settings.spark_driver_gc}GC")
     if archive_classes_to is not None:
         options.append(f"-XX:ArchiveClassesAtExit={archive_classes_to}")
     elif settings.spark_tuning:

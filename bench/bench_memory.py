@@ -1,0 +1,142 @@
+"""What the JVM settings do to the pipeline's memory and pace, side by side in one run.
+
+    uv run python bench/bench_memory.py [--variants g1,serial] [--rounds 2] [--minutes 5]
+                                        [--rate 1000]
+
+Starts one private broker (free ports), then for each variant in turn (the variants
+alternating, ``--rounds`` times) the whole tuned pipeline as ``start_all`` starts it (the
+generator at ``--rate`` events/s, bronze, then silver, gold and alerts), runs it for
+``--minutes`` after every job committed its first batch, and stops it. Per variant and round
+it prints the peak RSS of each process with its descendants and of all together, the peak PSS
+of all together (the bench's ``ResourceSampler``), the seconds to every job's first batch,
+the batches each job ran in the window and the rows/s silver processed, and the CPU seconds
+each job used: a variant that saves memory by working slower shows here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from iot_lakehouse.bench_runs import (
+    JOB_NAMES,
+    Pipeline,
+    ResourceSampler,
+    cold_start,
+    free_port,
+    processing_rate,
+    utc_now,
+)
+from iot_lakehouse.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.settings import Settings
+
+GIB = 1024**3
+VARIANTS = {
+    "g1": {},  # the project's settings
+    "serial": {"SPARK_DRIVER_GC": "Serial"},
+    "parallel": {"SPARK_DRIVER_GC": "Parallel"},
+    "heap768": {"SPARK_DRIVER_MEMORY": "768m"},
+}
+
+
+def run_variant(
+    name: str, env: dict[str, str], workdir: Path, rate: float, minutes: float
+) -> dict[str, object]:
+    """One pipeline of variant ``name`` for ``minutes`` after its cold start; its figures."""
+    sampler = ResourceSampler()
+    broker_pid = LocalKafkaBroker(Settings.from_env(env)).status().pid
+    if broker_pid:
+        sampler.watch("broker", broker_pid)
+    sampler.start()
+    pipe = Pipeline("tuned", workdir / name, env, sampler, f"bench-memory-{name}")
+    LocalKafkaBroker(pipe.settings).create_topics()
+    try:
+        firsts = cold_start(pipe, rate)
+        window_start = utc_now()
+        cpu_before = sampler.cpu_seconds()
+        time.sleep(minutes * 60)
+        cpu_after = sampler.cpu_seconds()
+        if pipe.exited():
+            raise RuntimeError(f"{name}: {pipe.exited()} exited; see {pipe.settings.logs_dir}")
+    finally:
+        pipe.stop()
+        sampler.stop()
+    rows = [
+        r
+        for r in pipe.metrics(window_start - timedelta(seconds=1))
+        if r.get("batch_time") is not None and r["batch_time"] >= window_start
+    ]
+    silver_rate, _ = processing_rate(rows, "silver")
+    return {
+        "first_batch_s": {job: firsts.get(job) for job in JOB_NAMES},
+        "peak_rss": {k: v / GIB for k, v in sorted(sampler.peak.items())},
+        "peak_rss_total": sampler.peak_total / GIB,
+        "peak_pss_total": sampler.peak_total_pss / GIB,
+        "batches": {job: sum(1 for r in rows if r["job"] == job) for job in JOB_NAMES},
+        "silver_rows_per_s": silver_rate,
+        "cpu_s": {
+            k.removeprefix("tuned-"): round(cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0), 1)
+            for k in cpu_after
+        },
+    }
+
+
+def show(name: str, result: dict[str, object]) -> str:
+    rss = result["peak_rss"]
+    assert isinstance(rss, dict)
+    per = " ".join(f"{k.removeprefix('tuned-')} {v:.2f}" for k, v in rss.items())
+    rate = result["silver_rows_per_s"]
+    return (
+        f"{name:<9} total RSS {result['peak_rss_total']:.2f} GiB, PSS "
+        f"{result['peak_pss_total']:.2f} | {per} | first batches {result['first_batch_s']} | "
+        f"batches {result['batches']} | silver {rate or 0:,.0f} rows/s | CPU s {result['cpu_s']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", default="g1,serial")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    args = parser.parse_args()
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "IOT_RUNTIME_DIR": str(workdir / "runtime"),
+        "IOT_JARS_DIR": str(Settings.from_env().jars_dir.resolve()),
+        "LOG_LEVEL": "WARNING",
+    }
+    broker = LocalKafkaBroker(Settings.from_env(env))
+    results: list[tuple[str, dict[str, object]]] = []
+    try:
+        broker.start()
+        for round_ in range(args.rounds):
+            for name in chosen:
+                label = f"{name}-{round_ + 1}"
+                result = run_variant(
+                    label, {**env, **VARIANTS[name]}, workdir, args.rate, args.minutes
+                )
+                results.append((label, result))
+                print(show(label, result), flush=True)
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\nsummary (peak RSS of all processes together, GiB)")
+    for label, result in results:
+        print(show(label, result))
+
+
+if __name__ == "__main__":
+    main()
