@@ -16,7 +16,6 @@ each job used: a variant that saves memory by working slower shows here.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
@@ -27,8 +26,8 @@ from iot_lakehouse.bench_runs import (
     JOB_NAMES,
     Pipeline,
     ResourceSampler,
+    bench_env,
     cold_start,
-    free_port,
     processing_rate,
     utc_now,
 )
@@ -110,14 +109,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "KAFKA_CONTROLLER_PORT": str(free_port()),
-        "IOT_RUNTIME_DIR": str(workdir / "runtime"),
-        "IOT_JARS_DIR": str(Settings.from_env().jars_dir.resolve()),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = bench_env(workdir)
     broker = LocalKafkaBroker(Settings.from_env(env))
     results: list[tuple[str, dict[str, object]]] = []
     try:

@@ -17,6 +17,7 @@ materialised first), with and without Delta's per-file column statistics.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import shutil
 import statistics
@@ -61,7 +62,7 @@ def steps(spark: SparkSession, settings: Settings, root: Path) -> dict[str, Call
     def bronze() -> DataFrame:
         return spark.read.format("delta").load(settings.bronze_events_path)
 
-    rounds = iter(range(1_000_000))
+    rounds = itertools.count()
 
     def write_batch() -> int:
         fresh = settings.with_(lakehouse_path=str(root / f"silver-{next(rounds)}"))
@@ -74,12 +75,14 @@ def steps(spark: SparkSession, settings: Settings, root: Path) -> dict[str, Call
         judged = judge(bronze(), ruleset).localCheckpoint(eager=True)
         valid, _ = split_judged(judged)
         spark.conf.set("spark.databricks.delta.stats.collect", str(stats).lower())
-        t0 = time.perf_counter()
-        to_silver_rows(valid, ruleset).write.format("delta").mode("append").partitionBy(
-            "event_date"
-        ).save(str(root / f"append-{next(rounds)}"))
-        print(f"  append alone (stats={stats}): {time.perf_counter() - t0:.2f} s")
-        spark.conf.unset("spark.databricks.delta.stats.collect")
+        try:
+            t0 = time.perf_counter()
+            to_silver_rows(valid, ruleset).write.format("delta").mode("append").partitionBy(
+                "event_date"
+            ).save(str(root / f"append-{next(rounds)}"))
+            print(f"  append alone (stats={stats}): {time.perf_counter() - t0:.2f} s")
+        finally:
+            spark.conf.unset("spark.databricks.delta.stats.collect")
         return -1
 
     return {

@@ -709,6 +709,19 @@ def interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def bench_env(workdir: Path) -> dict[str, str]:
+    """This process's environment for a bench under ``workdir``: a private broker on free
+    ports, its own runtime folder, the project's jars."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "IOT_RUNTIME_DIR": str(workdir / "runtime"),
+        "IOT_JARS_DIR": str(Settings.from_env().jars_dir.resolve()),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
 def run_bench(
     plan: Plan,
     results_dir: Path,
@@ -722,14 +735,7 @@ def run_bench(
     ``bench.SOAK_DEFAULT_RATE``."""
     report = BenchReport(plan, utc_now().strftime("%Y-%m-%dT%H:%M:%S"), bench.machine_description())
     workdir = Path(tempfile.mkdtemp(prefix="iot-bench-"))
-    base_env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "KAFKA_CONTROLLER_PORT": str(free_port()),
-        "IOT_RUNTIME_DIR": str(workdir / "runtime"),
-        "IOT_JARS_DIR": str(Settings.from_env().jars_dir.resolve()),
-        "LOG_LEVEL": "WARNING",
-    }
+    base_env = bench_env(workdir)
     settings = Settings.from_env(base_env)
     sampler = ResourceSampler()
     sampler.start()
