@@ -1,6 +1,6 @@
 """What the JVM settings do to the pipeline's memory and pace, side by side in one run.
 
-    uv run python bench/bench_memory.py [--variants g1,serial] [--rounds 2] [--minutes 5]
+    uv run python bench/bench_memory.py [--variants serial,g1] [--rounds 2] [--minutes 5]
                                         [--rate 1000]
 
 Starts one private broker (free ports), then for each variant in turn (the variants
@@ -36,10 +36,13 @@ from iot_lakehouse.settings import Settings
 
 GIB = 1024**3
 VARIANTS = {
-    "g1": {},  # the project's settings
-    "serial": {"SPARK_DRIVER_GC": "Serial"},
+    "serial": {},  # the project's settings (the Serial collector since 2026-12-02)
+    "g1": {"SPARK_DRIVER_GC": "G1"},
     "parallel": {"SPARK_DRIVER_GC": "Parallel"},
     "heap768": {"SPARK_DRIVER_MEMORY": "768m"},
+    # glibc's malloc keeps up to 8 arenas per core; the JVM's native memory (threads, RocksDB,
+    # compiler) spreads over them
+    "arena2": {"MALLOC_ARENA_MAX": "2"},
 }
 
 
@@ -99,7 +102,7 @@ def show(name: str, result: dict[str, object]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variants", default="g1,serial")
+    parser.add_argument("--variants", default="serial,g1")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=1000.0)
