@@ -36,7 +36,9 @@ from iot_lakehouse.settings import Settings
 
 GIB = 1024**3
 VARIANTS = {
-    "serial": {},  # the project's settings (the Serial collector since 2026-12-02)
+    # Each collector named, not inherited: a SPARK_DRIVER_GC in the caller's environment
+    # would otherwise relabel the default (Serial since 2026-12-02).
+    "serial": {"SPARK_DRIVER_GC": "Serial"},
     "g1": {"SPARK_DRIVER_GC": "G1"},
     "parallel": {"SPARK_DRIVER_GC": "Parallel"},
     "heap768": {"SPARK_DRIVER_MEMORY": "768m"},
