@@ -10,7 +10,8 @@ generator at ``--rate`` events/s, bronze, then silver, gold and alerts), runs it
 it prints the peak RSS of each process with its descendants and of all together, the peak PSS
 of all together (the bench's ``ResourceSampler``), the seconds to every job's first batch,
 the batches each job ran in the window and the rows/s silver processed, and the CPU seconds
-each job used: a variant that saves memory by working slower shows here.
+each job used (and all jobs together, for ``one_driver``, whose four jobs share one process):
+a variant that saves memory by working slower shows here.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ VARIANTS = {
     # glibc's malloc keeps up to 8 arenas per core; the JVM's native memory (threads, RocksDB,
     # compiler) spreads over them
     "arena2": {"MALLOC_ARENA_MAX": "2"},
+    # the four jobs in one driver (one JVM and one Python process) instead of one each
+    "one_driver": {"SPARK_DRIVER_GC": "Serial", "JOBS_IN_ONE_DRIVER": "true"},
 }
 
 
@@ -76,6 +79,10 @@ def run_variant(
         if r.get("batch_time") is not None and r["batch_time"] >= window_start
     ]
     silver_rate, _ = processing_rate(rows, "silver")
+    cpu = {
+        k.removeprefix("tuned-"): round(cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0), 1)
+        for k in cpu_after
+    }
     return {
         "first_batch_s": {job: firsts.get(job) for job in JOB_NAMES},
         "peak_rss": {k: v / GIB for k, v in sorted(sampler.peak.items())},
@@ -83,10 +90,9 @@ def run_variant(
         "peak_pss_total": sampler.peak_total_pss / GIB,
         "batches": {job: sum(1 for r in rows if r["job"] == job) for job in JOB_NAMES},
         "silver_rows_per_s": silver_rate,
-        "cpu_s": {
-            k.removeprefix("tuned-"): round(cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0), 1)
-            for k in cpu_after
-        },
+        "cpu_s": cpu,
+        # what the jobs used together, however many processes they ran in
+        "cpu_s_jobs": round(sum(v for k, v in cpu.items() if k not in ("broker", "generator")), 1),
     }
 
 
@@ -98,7 +104,8 @@ def show(name: str, result: dict[str, object]) -> str:
     return (
         f"{name:<9} total RSS {result['peak_rss_total']:.2f} GiB, PSS "
         f"{result['peak_pss_total']:.2f} | {per} | first batches {result['first_batch_s']} | "
-        f"batches {result['batches']} | silver {rate or 0:,.0f} rows/s | CPU s {result['cpu_s']}"
+        f"batches {result['batches']} | silver {rate or 0:,.0f} rows/s | CPU s {result['cpu_s']} "
+        f"(jobs {result['cpu_s_jobs']})"
     )
 
 

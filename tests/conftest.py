@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -209,7 +210,8 @@ def kill_repeatedly_then_finish(
             delays.append(chance.uniform(0.0, 2.0))
             time.sleep(delays[-1])
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, mid-stream
+            with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+                os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, mid-stream
             proc.wait()
             if proc.stderr:
                 proc.stderr.close()

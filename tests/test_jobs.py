@@ -1,8 +1,13 @@
-"""Job wiring: waiting for an upstream table that another process creates."""
+"""Job wiring: waiting for an upstream table that another process creates; several jobs in
+one driver."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,8 +17,11 @@ from pyspark.sql import SparkSession
 
 from iot_lakehouse.checkpoints import delta_table_exists
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.jobs import wait_for_upstream
-from iot_lakehouse.settings import Settings
+from iot_lakehouse.jobs import pipeline_order, wait_for_upstream
+from iot_lakehouse.reconcile import bronze_silver_ledger
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.stream_metrics import job_of_query, read_stream_metrics
+from tests.conftest import checkpoint_commits, job_env, produce
 
 
 def test_waits_until_another_process_creates_the_upstream_table(
@@ -50,3 +58,66 @@ def test_a_stop_request_ends_the_wait(spark: SparkSession, tmp_path: Path) -> No
     stop.set()
     assert wait_for_upstream(spark, "silver", settings, False, stop, poll_s=0.1) is False
     assert wait_for_upstream(spark, "bronze", settings, False, stop) is True  # Kafka: no wait
+
+
+def test_jobs_named_in_any_order_run_upstream_first_once_each() -> None:
+    assert pipeline_order(["gold", "bronze", "gold", "alerts"]) == ["bronze", "gold", "alerts"]
+    with pytest.raises(JobError, match="unknown job 'platinum'"):
+        pipeline_order(["silver", "platinum"])
+
+
+def test_a_query_belongs_to_the_job_its_name_starts_with() -> None:
+    names = ["bronze", "bronze_files", "silver", "gold", "alerts_static", "alerts_flatline", None]
+    assert [job_of_query(n) for n in names] == [
+        "bronze",
+        "bronze",
+        "silver",
+        "gold",
+        "alerts",
+        "alerts",
+        "",
+    ]
+
+
+def test_four_jobs_in_one_driver_each_commit_record_their_metrics_and_stop_cleanly(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    produce(settings, 3000, seed=21, sensors=50)
+    runtime = tmp_path / "runtime"
+    env = job_env(settings, IOT_RUNTIME_DIR=str(runtime), ONE_DRIVER_MEMORY="1g")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iot_lakehouse", "run", "alerts", "gold", "silver", "bronze"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    jobs = ("bronze", "silver", "gold", "alerts")
+    try:
+        deadline = time.monotonic() + 300
+        while not all(checkpoint_commits(settings, job) for job in jobs):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, [checkpoint_commits(settings, j) for j in jobs]
+            time.sleep(1)
+        # Ctrl-C: every job stops its queries gracefully, then the one JVM
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+
+    # One log for the driver, each line naming its job; no log per job.
+    logs = runtime / "logs"
+    assert sorted(p.name for p in logs.glob("*.log")) == ["jobs.log"]
+    log = (logs / "jobs.log").read_text()
+    for job in jobs:
+        assert f"batch committed job={job} " in log, job
+    # Each job's recorder kept its own queries' progress (a listener hears them all).
+    metrics = read_stream_metrics(settings.stream_metrics_path)
+    assert {r["job"] for r in metrics} == set(jobs)
+    assert all(job_of_query(r["query"]) == r["job"] for r in metrics), metrics
+    assert bronze_silver_ledger(spark, settings).ok

@@ -160,3 +160,25 @@ def test_status_shows_components_in_pipeline_order_whatever_order_they_started(
         ("alerts", "exited"),
         ("generator", "up"),
     ]
+
+
+def test_status_shows_each_job_of_a_one_driver_child_with_its_state(tmp_path: Path) -> None:
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        children = [
+            Child("generator", running, tmp_path / "g.out"),
+            Child("jobs", finished, tmp_path / "j.out"),
+        ]
+        health = component_health(children)
+    finally:
+        running.kill()
+        running.wait()
+    assert list(health.items()) == [
+        ("bronze", "exited"),
+        ("silver", "exited"),
+        ("gold", "exited"),
+        ("alerts", "exited"),
+        ("generator", "up"),
+    ]

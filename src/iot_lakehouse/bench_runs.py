@@ -40,7 +40,14 @@ from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import has_committed, kafka_end_offsets
 from iot_lakehouse.stream_metrics import read_stream_metrics
-from iot_lakehouse.supervisor import Child, spawn, start_downstream_jobs, stop_children
+from iot_lakehouse.supervisor import (
+    ONE_DRIVER,
+    PIPELINE_JOBS,
+    Child,
+    spawn,
+    start_downstream_jobs,
+    stop_children,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +331,12 @@ class Pipeline:
         self._wait_for(lambda: self._http("GET", "/health") is not None, 60, "generator API")
 
     def start_jobs(self) -> float:
-        """Start the jobs as ``start_all`` does (bronze first); the moment bronze started."""
+        """Start the jobs as ``start_all`` does (bronze first, or all in one driver); the
+        moment bronze started."""
         started = time.monotonic()
+        if self.settings.jobs_in_one_driver:
+            self.spawn(ONE_DRIVER, ["run", *PIPELINE_JOBS])
+            return started
         bronze = self.spawn("bronze", ["run", "bronze"])
         start_downstream_jobs(
             self.settings, lambda job: self.spawn(job, ["run", job]), bronze, threading.Event()
@@ -872,7 +883,7 @@ def run_live(
         result["peak_pss_total"] = sampler.peak_total_pss
         result["peak_rss"] = {
             name: sampler.peak.get(key)
-            for name in ("broker", "generator", *JOB_NAMES)
+            for name in ("broker", "generator", *JOB_NAMES, ONE_DRIVER)
             if (key := name if name == "broker" else f"{label}-{name}") in sampler.peak
         }
         found[label] = result

@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", help="produce sensor readings to Kafka")
     add_generate_arguments(generate)
 
-    run = sub.add_parser("run", help="run one streaming job")
-    run.add_argument("job", choices=["bronze", "silver", "gold", "alerts"])
+    run = sub.add_parser(
+        "run", help="run a streaming job (several: side by side in one driver, one JVM)"
+    )
+    run.add_argument("job", nargs="+", choices=["bronze", "silver", "gold", "alerts"])
     run.add_argument(
         "--available-now", action="store_true", help="process what is available now, then exit"
     )
@@ -219,9 +221,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 1 if report.failed else 0
     if args.command == "run":
-        from iot_lakehouse.jobs import run_job
+        from iot_lakehouse.jobs import run_jobs
 
-        run_job(args.job, settings, available_now=args.available_now, source=args.source)
+        run_jobs(args.job, settings, available_now=args.available_now, source=args.source)
         return 0
     if args.command == "evaluate-alerts":
         from iot_lakehouse.evaluate import evaluate_lakehouse, format_scores, scores_json
@@ -309,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        component = args.job if args.command == "run" else args.command
+        component = args.command
+        if args.command == "run":  # a log per job; jobs sharing one driver share jobs.log
+            component = args.job[0] if len(set(args.job)) == 1 else "jobs"
         # Services log to stdout; commands whose stdout is their result (status, reconcile,
         # dlq list --json, …) log to stderr, so that result can be piped.
         stream = sys.stdout if args.command in SERVICES else sys.stderr

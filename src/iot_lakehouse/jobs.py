@@ -1,4 +1,5 @@
-"""Thin wiring that runs one streaming job until it ends, is told to stop, or fails."""
+"""Thin wiring that runs streaming jobs (one, or several in one driver) until they end, are
+told to stop, or fail."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from pyspark import InheritableThread
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
@@ -31,7 +33,7 @@ from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.spark_session import build_spark
-from iot_lakehouse.stream_metrics import StreamMetricsRecorder
+from iot_lakehouse.stream_metrics import StreamMetricsRecorder, job_of_query
 
 logger = logging.getLogger(__name__)
 
@@ -219,33 +221,107 @@ def job_starter(job: str, source: str) -> JobStarter:
     )
 
 
+def lock_name(job: str, source: str) -> str:
+    """The checkpoint lock a run of ``job`` holds (bronze from files has its own)."""
+    return job if source == "kafka" else f"{job}_{source}"
+
+
+def pipeline_order(jobs: Sequence[str]) -> list[str]:
+    """``jobs`` without repeats, upstream first (bronze, silver, gold, alerts); JobError for
+    a name that is not a job."""
+    unknown = sorted(set(jobs) - set(JOBS))
+    if unknown:
+        raise JobError(f"unknown job {unknown[0]!r}; choose from {list(JOBS)}")
+    return [job for job in JOBS if job in jobs]
+
+
 def run_job(
     job: str, settings: Settings, available_now: bool = False, source: str = "kafka"
 ) -> None:
     """Run streaming job ``job`` (a key of JOBS) in this process until done or signalled."""
-    starter = job_starter(job, source)
+    run_jobs([job], settings, available_now, source)
+
+
+def run_jobs(
+    jobs: Sequence[str], settings: Settings, available_now: bool = False, source: str = "kafka"
+) -> None:
+    """Run jobs in this process, in one Spark session (one JVM), until done or signalled.
+
+    Each job keeps what it has when it runs alone: its checkpoint and its lock, its metrics
+    and its restarts. Streaming, they run side by side (a job waits for its upstream table as
+    usual) and the first one to fail for good stops the others; with ``available_now`` they
+    run one after the other, upstream first, so each drains what the one before wrote.
+    """
+    ordered = pipeline_order(jobs)
+    starters = {job: job_starter(job, source) for job in ordered}
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal received %s", kv(job=job, signal=signal.Signals(signum).name))
+        logger.info(
+            "signal received %s", kv(jobs=",".join(ordered), signal=signal.Signals(signum).name)
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    lock = job if source == "kafka" else f"{job}_{source}"
-    with job_lock(settings, lock):
-        _run_locked(job, starter, settings, available_now, stop)
-    logger.info("job finished %s", kv(job=job, available_now=available_now))
+    with contextlib.ExitStack() as locks:
+        for job in ordered:
+            locks.enter_context(job_lock(settings, lock_name(job, source)))
+        if len(ordered) > 1:
+            settings = settings.with_(spark_driver_memory=settings.one_driver_memory)
+        spark = build_spark(settings, f"iot-lakehouse-{'+'.join(ordered)}")
+        # again: the SparkContext put in its own SIGINT handler, which cancels every Spark job
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            if available_now or len(ordered) == 1:
+                for job in ordered:
+                    if not stop.is_set():
+                        run_in_session(spark, job, starters[job], settings, available_now, stop)
+            else:
+                run_side_by_side(spark, starters, settings, stop)
+        finally:
+            spark.stop()
+    logger.info("job finished %s", kv(job=",".join(ordered), available_now=available_now))
 
 
-def _run_locked(
+def run_side_by_side(
+    spark: SparkSession, starters: dict[str, JobStarter], settings: Settings, stop: threading.Event
+) -> None:
+    """Run each job in a thread of its own on one session; when one fails for good, stop the
+    others gracefully and raise its error."""
+    errors: list[BaseException] = []
+
+    def run(job: str) -> None:
+        try:
+            run_in_session(spark, job, starters[job], settings, False, stop)
+        except BaseException as exc:  # handed to the main thread, raised there
+            logger.error(
+                "job failed, stopping the jobs beside it %s", kv(job=job, error=str(exc)[:300])
+            )
+            errors.append(exc)
+            stop.set()
+
+    # InheritableThread: each Python thread gets a JVM thread of its own (pinned thread mode)
+    threads = [InheritableThread(target=run, args=(job,), name=f"job-{job}") for job in starters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():  # a bounded join keeps the main thread free for signals
+            thread.join(1.0)
+    if errors:
+        raise errors[0]
+
+
+def run_in_session(
+    spark: SparkSession,
     job: str,
     starter: JobStarter,
     settings: Settings,
     available_now: bool,
     stop: threading.Event,
 ) -> None:
-    spark = build_spark(settings, f"iot-lakehouse-{job}")
+    """Run one job on ``spark`` (other jobs may share it) until done, told to stop or failed
+    for good: start its queries again from their checkpoint after a passing failure."""
     metrics = StreamMetricsRecorder(
         spark, job, settings.stream_metrics_path, UPSTREAM[job](settings)
     )
@@ -285,10 +361,10 @@ def _run_locked(
                         error=str(exc).splitlines()[0],
                     ),
                 )
-                for query in spark.streams.active:
-                    query.stop()
+                for query in spark.streams.active:  # this job's only: others share the session
+                    if job_of_query(query.name) == job:
+                        query.stop()
                 if stop.wait(RESTART_DELAY_S):
                     return
     finally:
         metrics.close()
-        spark.stop()

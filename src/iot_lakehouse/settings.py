@@ -109,6 +109,11 @@ class Settings:
     maven_settings_file: Path | None = None
     spark_master: str = "local[*]"
     spark_driver_memory: str = "1g"
+    # `all` (and the bench) run the four jobs in one driver: one JVM and one Python process
+    # for all of them (`run bronze silver gold alerts`), with this heap; each job keeps its
+    # checkpoint, lock, metrics and restarts. Off: a process per job.
+    jobs_in_one_driver: bool = False
+    one_driver_memory: str = "2g"
     # The driver JVM's garbage collector when tuned. Serial: one thread, no concurrent marking,
     # a heap that grows only as the old generation needs (bench/bench_memory.py, 2026-12-02:
     # peak RSS of the whole pipeline 6.54 / 6.91 GiB against G1's 6.97 / 7.47, same pace).
@@ -167,6 +172,8 @@ class Settings:
             else None,
             spark_master=e.get("SPARK_MASTER") or d.spark_master,
             spark_driver_memory=e.get("SPARK_DRIVER_MEMORY") or d.spark_driver_memory,
+            jobs_in_one_driver=_bool(e, "JOBS_IN_ONE_DRIVER", d.jobs_in_one_driver),
+            one_driver_memory=e.get("ONE_DRIVER_MEMORY") or d.one_driver_memory,
             spark_driver_gc=e.get("SPARK_DRIVER_GC") or d.spark_driver_gc,
             spark_shuffle_partitions=_int(
                 e, "SPARK_SHUFFLE_PARTITIONS", d.spark_shuffle_partitions, 1

@@ -32,7 +32,7 @@ LAST_EVENTS_WAIT_S = 10.0  # how long a closing recorder waits for late listener
 RECENT = timedelta(minutes=15)  # what `status` and the dashboard show: queries seen since
 FLUSH_EVERY_S = 10.0  # one small file per job and flush: `iot-lakehouse maintain` compacts
 
-_ACTIVE: dict[str, StreamMetricsRecorder] = {}  # this process's recorder, while a job runs
+_ACTIVE: dict[str, StreamMetricsRecorder] = {}  # job -> this process's recorder, while it runs
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -97,10 +97,17 @@ def kafka_time_quantiles(column: str | Column = "kafka_timestamp") -> list[Colum
     ]
 
 
+def job_of_query(name: str | None) -> str:
+    """The job a streaming query belongs to, by its name: ``bronze`` (``bronze_files``),
+    ``silver``, ``gold``, ``alerts_<part>``. Jobs sharing one driver tell their queries apart
+    by it."""
+    return (name or "").split("_")[0]
+
+
 def record_batch_latency(kind: str, query: str, batch_id: int, stats: Any) -> None:
-    """Hand the latency of a just-committed batch to this process's recorder (if any), from a
-    row holding ``kafka_time_quantiles``. Call it right after the batch's last commit."""
-    recorder = _ACTIVE.get("recorder")
+    """Hand the latency of a just-committed batch to the recorder of the query's job (if any),
+    from a row holding ``kafka_time_quantiles``. Call it right after the batch's last commit."""
+    recorder = _ACTIVE.get(job_of_query(query))
     if recorder is None or stats is None:
         return
     commit_us = time.time_ns() // 1000
@@ -194,7 +201,8 @@ def progress_row(
 
 
 class StreamMetricsRecorder:
-    """Collects progress rows of this process's queries and appends them to the table."""
+    """Collects progress rows of one job's queries (``job_of_query``: other jobs may share
+    the session) and appends them to the table."""
 
     def __init__(
         self, spark: SparkSession, job: str, path: str, upstream: tuple[str, ...] = ()
@@ -214,14 +222,21 @@ class StreamMetricsRecorder:
 
     # Spark delivers listener events asynchronously: a query's last progress event (and its
     # termination event right after) can arrive after awaitTermination() has returned.
+    def owns(self, query_name: str | None) -> bool:
+        return job_of_query(query_name) == self.job
+
     def query_started(self, query_id: str) -> None:
         with self._lock:
             self._running.add(query_id)
 
-    def query_terminated(self, query_id: str) -> None:
+    def query_terminated(self, query_id: str) -> bool:
+        """Note the end of a query; False if it was not one of this job's."""
         with self._ended:
+            if query_id not in self._running:
+                return False
             self._running.discard(query_id)
             self._ended.notify_all()
+            return True
 
     # Called by batch writers (foreachBatch, same process) before the progress event arrives.
     def record_latency(self, query: str, batch_id: int, latency: Latency) -> None:
@@ -255,7 +270,7 @@ class StreamMetricsRecorder:
     def start(self) -> None:
         """Register the listener and flush every FLUSH_EVERY_S seconds in the background."""
         self.spark.streams.addListener(self.listener)
-        _ACTIVE["recorder"] = self
+        _ACTIVE[self.job] = self
         self._thread = threading.Thread(target=self._loop, name="stream-metrics", daemon=True)
         self._thread.start()
 
@@ -264,7 +279,7 @@ class StreamMetricsRecorder:
         stop the flusher and write what is left."""
         with self._ended:
             self._ended.wait_for(lambda: not self._running, timeout=wait_s)
-        _ACTIVE.pop("recorder", None)
+        _ACTIVE.pop(self.job, None)
         try:
             self.spark.streams.removeListener(self.listener)
         except Exception as exc:  # the session may already be gone
@@ -309,18 +324,23 @@ class StreamMetricsRecorder:
 
 
 class StreamMetricsListener(StreamingQueryListener):
-    """Hands every progress event of this session's queries to the recorder."""
+    """Hands every event of the recorder's job's queries to it (a listener hears every query
+    of the session)."""
 
     def __init__(self, recorder: StreamMetricsRecorder) -> None:
         self.recorder = recorder
 
     def onQueryStarted(self, event: Any) -> None:
+        if not self.recorder.owns(event.name):
+            return
         self.recorder.query_started(str(event.id))
         logger.info(
             "query started %s", kv(job=self.recorder.job, query=event.name, query_id=event.id)
         )
 
     def onQueryProgress(self, event: Any) -> None:
+        if not self.recorder.owns(event.progress.name):
+            return
         try:
             self.recorder.on_progress(json.loads(event.progress.json))
         except Exception as exc:  # a metric must never disturb the query
@@ -332,7 +352,8 @@ class StreamMetricsListener(StreamingQueryListener):
         pass
 
     def onQueryTerminated(self, event: Any) -> None:
-        self.recorder.query_terminated(str(event.id))
+        if not self.recorder.query_terminated(str(event.id)):
+            return
         logger.info(
             "query terminated %s",
             kv(job=self.recorder.job, query_id=event.id, error=(event.exception or "")[:200]),

@@ -75,11 +75,20 @@ def stop_children(children: list[Child], timeout: float = GRACEFUL_STOP_S) -> No
         logger.info("stopped %s", kv(component=child.name, exit_code=child.proc.returncode))
 
 
+ONE_DRIVER = "jobs"  # the child that runs every job in one driver (JOBS_IN_ONE_DRIVER)
+PIPELINE_JOBS = ("bronze", "silver", "gold", "alerts")
+
+
 def component_health(children: list[Child]) -> dict[str, str]:
-    """``up`` or ``exited`` per child, in pipeline order (whatever order they started in)."""
+    """``up`` or ``exited`` per component, in pipeline order (whatever order they started in);
+    each job of a one-driver child shows that child's state."""
     rank = {name: i for i, name in enumerate(STATUS_ORDER)}
-    ordered = sorted(children, key=lambda c: rank.get(c.name, len(rank)))
-    return {c.name: "up" if c.proc.poll() is None else "exited" for c in ordered}
+    health: dict[str, str] = {}
+    for child in children:
+        state = "up" if child.proc.poll() is None else "exited"
+        for name in PIPELINE_JOBS if child.name == ONE_DRIVER else (child.name,):
+            health[name] = state
+    return dict(sorted(health.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 def start_downstream_jobs(
@@ -134,7 +143,10 @@ def run_all(
             children.append(child)
             return child
 
-        run_job("bronze")
+        if settings.jobs_in_one_driver:  # one JVM: its jobs wait for their upstream tables
+            children.append(spawn(ONE_DRIVER, ["run", *PIPELINE_JOBS], settings.logs_dir))
+        else:
+            run_job("bronze")
         children.append(
             spawn(
                 "generator",
@@ -155,7 +167,8 @@ def run_all(
                 settings.logs_dir,
             )
         )
-        start_downstream_jobs(settings, run_job, children[0], stop)
+        if not settings.jobs_in_one_driver:
+            start_downstream_jobs(settings, run_job, children[0], stop)
         if settings.generator_api_port:
             api = f"http://{settings.generator_api_host}:{settings.generator_api_port}/docs"
             logger.info(
