@@ -46,8 +46,10 @@ VARIANTS = {
     # glibc's malloc keeps up to 8 arenas per core; the JVM's native memory (threads, RocksDB,
     # compiler) spreads over them
     "arena2": {"MALLOC_ARENA_MAX": "2"},
-    # the four jobs in one driver (one JVM and one Python process) instead of one each
+    # the four jobs in one driver (one JVM and one Python process, the default since
+    # 2026-12-03) or a process (and JVM) each
     "one_driver": {"SPARK_DRIVER_GC": "Serial", "JOBS_IN_ONE_DRIVER": "true"},
+    "separate": {"SPARK_DRIVER_GC": "Serial", "JOBS_IN_ONE_DRIVER": "false"},
 }
 
 

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from iot_lakehouse.checkpoints import delta_table_exists
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.jobs import pipeline_order, wait_for_upstream
+from iot_lakehouse.jobs import pipeline_order, run_jobs, wait_for_upstream
 from iot_lakehouse.reconcile import bronze_silver_ledger
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.stream_metrics import job_of_query, read_stream_metrics
@@ -64,6 +64,9 @@ def test_jobs_named_in_any_order_run_upstream_first_once_each() -> None:
     assert pipeline_order(["gold", "bronze", "gold", "alerts"]) == ["bronze", "gold", "alerts"]
     with pytest.raises(JobError, match="unknown job 'platinum'"):
         pipeline_order(["silver", "platinum"])
+    # the file source is bronze's: jobs without bronze cannot take it
+    with pytest.raises(JobError, match="--source files applies to the bronze job only"):
+        run_jobs(["gold", "silver"], Settings.from_env({}), source="files")
 
 
 def test_a_query_belongs_to_the_job_its_name_starts_with() -> None:

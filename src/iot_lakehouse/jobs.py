@@ -223,7 +223,7 @@ def job_starter(job: str, source: str) -> JobStarter:
 
 def lock_name(job: str, source: str) -> str:
     """The checkpoint lock a run of ``job`` holds (bronze from files has its own)."""
-    return job if source == "kafka" else f"{job}_{source}"
+    return job if source == "kafka" or job != "bronze" else f"{job}_{source}"
 
 
 def pipeline_order(jobs: Sequence[str]) -> list[str]:
@@ -253,7 +253,9 @@ def run_jobs(
     run one after the other, upstream first, so each drains what the one before wrote.
     """
     ordered = pipeline_order(jobs)
-    starters = {job: job_starter(job, source) for job in ordered}
+    if source != "kafka" and "bronze" not in ordered:
+        raise JobError(f"--source {source} applies to the bronze job only, not to {jobs[0]}")
+    starters = {job: job_starter(job, source if job == "bronze" else "kafka") for job in ordered}
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
