@@ -990,7 +990,11 @@ def add_live_figures(report: BenchReport, found: dict[str, dict[str, Any]]) -> N
         base.get("peak_rss_total"),
         target=f"<= {bench.RSS_TARGET / gib:.0f}",
         met=None if not total else total <= bench.RSS_TARGET,
-        detail="broker, generator, 4 jobs (Python + JVM each)",
+        detail=(
+            "broker, generator, the 4 jobs in one driver (one Python + one JVM)"
+            if ONE_DRIVER in tuned.get("peak_rss", {})
+            else "broker, generator, 4 jobs (Python + JVM each)"
+        ),
     )
     memory(
         "Peak PSS, all live processes together (shared pages once)",
