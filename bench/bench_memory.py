@@ -9,7 +9,9 @@ generator at ``--rate`` events/s, bronze, then silver, gold and alerts), runs it
 ``--minutes`` after every job committed its first batch, and stops it. Per variant and round
 it prints the peak RSS of each process with its descendants and of all together, the peak PSS
 of all together (the bench's ``ResourceSampler``), the seconds to every job's first batch,
-the batches each job ran in the window and the rows/s silver processed, and the CPU seconds
+the batches each job ran in the window and their mean duration, how far silver's and gold's
+newest event time trailed the clock (mean of a reading every 5 s), the rows/s silver
+processed, and the CPU seconds
 each job used (and all jobs together, for ``one_driver``, whose four jobs share one process):
 a variant that saves memory by working slower shows here.
 """
@@ -22,6 +24,8 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from statistics import mean
+from typing import Any
 
 from iot_lakehouse.bench_runs import (
     JOB_NAMES,
@@ -29,6 +33,7 @@ from iot_lakehouse.bench_runs import (
     ResourceSampler,
     bench_env,
     cold_start,
+    fresh_tables,
     processing_rate,
     utc_now,
 )
@@ -49,6 +54,11 @@ VARIANTS = {
     # the four jobs in one driver (one JVM and one Python process, the default since
     # 2026-12-03) or a process (and JVM) each
     "one_driver": {"SPARK_DRIVER_GC": "Serial", "JOBS_IN_ONE_DRIVER": "true"},
+    "one_driver_fifo": {
+        "SPARK_DRIVER_GC": "Serial",
+        "JOBS_IN_ONE_DRIVER": "true",
+        "ONE_DRIVER_SCHEDULER": "FIFO",
+    },
     "separate": {"SPARK_DRIVER_GC": "Serial", "JOBS_IN_ONE_DRIVER": "false"},
 }
 
@@ -68,7 +78,7 @@ def run_variant(
         firsts = cold_start(pipe, rate)
         window_start = utc_now()
         cpu_before = sampler.cpu_seconds()
-        time.sleep(minutes * 60)
+        trails = sample_trails(pipe, minutes * 60)
         cpu_after = sampler.cpu_seconds()
         if pipe.exited():
             raise RuntimeError(f"{name}: {pipe.exited()} exited; see {pipe.settings.logs_dir}")
@@ -91,6 +101,8 @@ def run_variant(
         "peak_rss_total": sampler.peak_total / GIB,
         "peak_pss_total": sampler.peak_total_pss / GIB,
         "batches": {job: sum(1 for r in rows if r["job"] == job) for job in JOB_NAMES},
+        "batch_s": {job: mean_batch_seconds(rows, job) for job in JOB_NAMES},
+        "trail_s": {table: mean(t) if t else None for table, t in trails.items()},
         "silver_rows_per_s": silver_rate,
         "cpu_s": cpu,
         # what the jobs used together, however many processes they ran in
@@ -98,15 +110,40 @@ def run_variant(
     }
 
 
+def sample_trails(pipe: Pipeline, seconds: float) -> dict[str, list[float]]:
+    """For ``seconds``, every 5 s: how far silver's and gold's newest event time trails the
+    clock (the tables' file statistics, as the bench's G1 freshness judgement reads them)."""
+    tables = fresh_tables(pipe.settings)
+    trails: dict[str, list[float]] = {name: [] for name in tables}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for name, table in tables.items():
+            newest = table.read()
+            if newest is not None:
+                trails[name].append(time.time() - newest)
+        time.sleep(5)
+    return trails
+
+
+def mean_batch_seconds(rows: list[dict[str, Any]], job: str) -> float | None:
+    """Mean duration of ``job``'s batches (every query of it) in the window, seconds."""
+    durations = [r["batch_duration_ms"] / 1000 for r in rows if r["job"] == job]
+    return round(mean(durations), 1) if durations else None
+
+
 def show(name: str, result: dict[str, object]) -> str:
     rss = result["peak_rss"]
     assert isinstance(rss, dict)
     per = " ".join(f"{k.removeprefix('tuned-')} {v:.2f}" for k, v in rss.items())
     rate = result["silver_rows_per_s"]
+    trails = result["trail_s"]
+    assert isinstance(trails, dict)
     return (
         f"{name:<9} total RSS {result['peak_rss_total']:.2f} GiB, PSS "
         f"{result['peak_pss_total']:.2f} | {per} | first batches {result['first_batch_s']} | "
-        f"batches {result['batches']} | silver {rate or 0:,.0f} rows/s | CPU s {result['cpu_s']} "
+        f"batches {result['batches']} | mean batch s {result['batch_s']} | mean trail s "
+        f"{ {k: round(v, 1) if v is not None else None for k, v in trails.items()} } | "
+        f"silver {rate or 0:,.0f} rows/s | CPU s {result['cpu_s']} "
         f"(jobs {result['cpu_s_jobs']})"
     )
 

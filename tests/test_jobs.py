@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pyarrow as pa
 import pytest
@@ -17,9 +18,10 @@ from pyspark.sql import SparkSession
 
 from iot_lakehouse.checkpoints import delta_table_exists
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.jobs import pipeline_order, run_jobs, wait_for_upstream
+from iot_lakehouse.jobs import JOBS, pipeline_order, run_jobs, wait_for_upstream
 from iot_lakehouse.reconcile import bronze_silver_ledger
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.spark_session import FAIR_SCHEDULER_POOLS
 from iot_lakehouse.stream_metrics import job_of_query, read_stream_metrics
 from tests.conftest import checkpoint_commits, job_env, produce
 
@@ -67,6 +69,12 @@ def test_jobs_named_in_any_order_run_upstream_first_once_each() -> None:
     # the file source is bronze's: jobs without bronze cannot take it
     with pytest.raises(JobError, match="--source files applies to the bronze job only"):
         run_jobs(["gold", "silver"], Settings.from_env({}), source="files")
+
+
+def test_every_job_has_a_scheduler_pool_of_its_own_declared() -> None:
+    pools = ElementTree.parse(FAIR_SCHEDULER_POOLS).getroot().findall("pool")
+    assert sorted(p.get("name", "") for p in pools) == sorted(JOBS)
+    assert {p.findtext("schedulingMode") for p in pools} == {"FIFO"}  # within a job: in order
 
 
 def test_a_query_belongs_to_the_job_its_name_starts_with() -> None:
@@ -119,6 +127,7 @@ def test_four_jobs_in_one_driver_each_commit_record_their_metrics_and_stop_clean
     log = (logs / "jobs.log").read_text()
     for job in jobs:
         assert f"batch committed job={job} " in log, job
+    assert "scheduler=FAIR" in log  # ONE_DRIVER_SCHEDULER's default: a pool per job
     # Each job's recorder kept its own queries' progress (a listener hears them all).
     metrics = read_stream_metrics(settings.stream_metrics_path)
     assert {r["job"] for r in metrics} == set(jobs)

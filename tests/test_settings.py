@@ -47,6 +47,7 @@ def test_environment_overrides_and_uris() -> None:
         ({"GOLD_PERCENTILE_K": "4"}, "at least 8"),
         ({"GOLD_PERCENTILE_K": "70000"}, "8 to 65535"),
         ({"SPARK_DRIVER_GC": "ZGC"}, "use one of G1, Serial, Parallel"),
+        ({"ONE_DRIVER_SCHEDULER": "round-robin"}, "use FAIR or FIFO"),
     ],
 )
 def test_bad_values_say_what_is_wrong(env: dict[str, str], message: str) -> None:

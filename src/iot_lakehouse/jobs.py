@@ -269,13 +269,18 @@ def run_jobs(
     with contextlib.ExitStack() as locks:
         for job in ordered:
             locks.enter_context(job_lock(settings, lock_name(job, source)))
+        side_by_side = len(ordered) > 1 and not available_now
         if len(ordered) > 1:
             settings = settings.with_(spark_driver_memory=settings.one_driver_memory)
-        spark = build_spark(settings, f"iot-lakehouse-{'+'.join(ordered)}")
+        spark = build_spark(
+            settings,
+            f"iot-lakehouse-{'+'.join(ordered)}",
+            scheduler_mode=settings.one_driver_scheduler if side_by_side else "FIFO",
+        )
         # again: the SparkContext put in its own SIGINT handler, which cancels every Spark job
         signal.signal(signal.SIGINT, on_signal)
         try:
-            if available_now or len(ordered) == 1:
+            if not side_by_side:
                 for job in ordered:
                     if not stop.is_set():
                         run_in_session(spark, job, starters[job], settings, available_now, stop)
@@ -294,6 +299,9 @@ def run_side_by_side(
     errors: list[BaseException] = []
 
     def run(job: str) -> None:
+        # The job's Spark jobs, its queries' included (their threads inherit it), go to a pool
+        # of its own: under the FAIR scheduler the pools share the task slots in turn.
+        spark.sparkContext.setLocalProperty("spark.scheduler.pool", job)
         try:
             run_in_session(spark, job, starters[job], settings, False, stop)
         except BaseException as exc:  # handed to the main thread, raised there

@@ -116,6 +116,11 @@ class Settings:
     # running 41 s after start against 112, the same pace and CPU.
     jobs_in_one_driver: bool = True
     one_driver_memory: str = "2g"
+    # How the jobs of one driver share its task slots: FAIR gives each job a scheduler pool of
+    # its own (a light bronze batch does not queue behind a long silver stage); FIFO is Spark's
+    # default, every job's stages in the order submitted. bench/bench_memory.py, 2026-12-04,
+    # 3,000 ev/s: bronze's batches 3.8 s against 6.0, gold's 21 against 26, same CPU.
+    one_driver_scheduler: str = "FAIR"
     # The driver JVM's garbage collector when tuned. Serial: one thread, no concurrent marking,
     # a heap that grows only as the old generation needs (bench/bench_memory.py, 2026-12-02:
     # peak RSS of the whole pipeline 6.54 / 6.91 GiB against G1's 6.97 / 7.47, same pace).
@@ -176,6 +181,7 @@ class Settings:
             spark_driver_memory=e.get("SPARK_DRIVER_MEMORY") or d.spark_driver_memory,
             jobs_in_one_driver=_bool(e, "JOBS_IN_ONE_DRIVER", d.jobs_in_one_driver),
             one_driver_memory=e.get("ONE_DRIVER_MEMORY") or d.one_driver_memory,
+            one_driver_scheduler=(e.get("ONE_DRIVER_SCHEDULER") or d.one_driver_scheduler).upper(),
             spark_driver_gc=e.get("SPARK_DRIVER_GC") or d.spark_driver_gc,
             spark_shuffle_partitions=_int(
                 e, "SPARK_SHUFFLE_PARTITIONS", d.spark_shuffle_partitions, 1
@@ -233,6 +239,10 @@ class Settings:
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"LOG_LEVEL={self.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
         interval_seconds(self.trigger_interval)
+        if self.one_driver_scheduler not in ("FAIR", "FIFO"):
+            raise ConfigError(
+                f"ONE_DRIVER_SCHEDULER={self.one_driver_scheduler!r}: use FAIR or FIFO"
+            )
         if self.spark_driver_gc not in DRIVER_GCS:
             raise ConfigError(
                 f"SPARK_DRIVER_GC={self.spark_driver_gc!r}: use one of {', '.join(DRIVER_GCS)}"

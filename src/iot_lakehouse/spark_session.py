@@ -17,6 +17,9 @@ from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# The scheduler pools of several jobs in one driver (ONE_DRIVER_SCHEDULER=FAIR).
+FAIR_SCHEDULER_POOLS = Path(__file__).parent / "jvm" / "spark" / "fairscheduler.xml"
+
 
 def tuning(settings: Settings) -> dict[str, str]:
     """The Spark settings this project tunes for a small machine; none with SPARK_TUNING=false
@@ -54,12 +57,16 @@ def driver_java_options(
 
 
 def build_spark(
-    settings: Settings, app_name: str, archive_classes_to: Path | None = None
+    settings: Settings,
+    app_name: str,
+    archive_classes_to: Path | None = None,
+    scheduler_mode: str = "FIFO",
 ) -> SparkSession:
     """Create (or return) the process's SparkSession, configured for Delta and Kafka.
 
     Jars come from the local cache (resolved once from Maven Central), so start-up needs no
-    network. Call once per entry point.
+    network. Call once per entry point. ``scheduler_mode`` FAIR shares the task slots between
+    scheduler pools (several jobs in one driver), FIFO is Spark's default.
     """
     jars = jvm_deps.resolve("spark", settings.jars_dir, settings.maven_settings_file)
     # The Python workers must be this interpreter (the project venv), also on a cluster worker
@@ -90,7 +97,10 @@ def build_spark(
         # throw). Silver's parser then keeps the key's first value (docs/guarantees.md).
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
         .config("spark.driver.extraJavaOptions", java_options)
+        .config("spark.scheduler.mode", scheduler_mode)
     )
+    if scheduler_mode == "FAIR":  # a pool per job, declared (an undeclared one is warned of)
+        builder = builder.config("spark.scheduler.allocation.file", str(FAIR_SCHEDULER_POOLS))
     for key, value in tuning(settings).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -103,6 +113,7 @@ def build_spark(
             version=spark.version,
             jars=len(jars.jars),
             class_archive="-XX:SharedArchiveFile" in java_options,
+            scheduler=scheduler_mode,
         ),
     )
     return spark
