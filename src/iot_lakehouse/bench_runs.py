@@ -62,6 +62,7 @@ EVENT_DRIVEN = {("alerts", "alerts_counts")}
 METRICS_FLUSH_S = 12.0  # the jobs append their stream metrics every 10 s
 POLL_S = 0.5
 FRESHNESS_POLL_S = 2.0  # G1: how often silver's and gold's newest event time is read
+WARM_COMMITS = 2  # G1: commits of silver and of gold at a new rate before its window starts
 WINDOW_CHECK_S = 5.0  # G1: how often the stream metrics say whether a window is long enough
 
 
@@ -473,14 +474,17 @@ def sustain(pipe: Pipeline, rate: float, plan: Plan) -> Step:
             raise RuntimeError(f"{pipe.label}: {pipe.exited()} exited at {rate:,.0f} events/s")
         time.sleep(FRESHNESS_POLL_S)
 
-    # Warm-up: at least plan.warmup_s, and until silver and gold show this rate's events (a
-    # pipeline resumed from idle first trails the clock less than once its batches settle);
+    # Warm-up: at least plan.warmup_s, and until silver and gold each made WARM_COMMITS
+    # commits of this rate's events (a pipeline resumed from idle first runs short batches,
+    # and its lag grows while they lengthen to the new rate: settling, not falling behind);
     # at most as long as a backlog may take to drain.
     warm, give_up = time.monotonic() + plan.warmup_s, time.monotonic() + plan.drain_s
-    while time.monotonic() < warm or (
-        time.monotonic() < give_up
-        and not all(any((n or 0) >= since for _, n in polls[name]) for name in tables)
-    ):
+
+    def settled() -> bool:
+        now = time.time()
+        return all(len(bench.trail(polls[n], since, since, now)) >= WARM_COMMITS for n in tables)
+
+    while time.monotonic() < warm or (time.monotonic() < give_up and not settled()):
         poll()
     cpu_before = pipe.sampler.cpu_seconds()
     start, sent = utc_now(), []
