@@ -940,7 +940,7 @@ def add_live_figures(report: BenchReport, found: dict[str, dict[str, Any]]) -> N
             ok if g1 is not None else False,
             tuned.get("error")
             or (
-                f"first rate not kept: {last_fail['rate']:,.0f} ev/s: {last_fail['why']}; "
+                f"lowest rate not kept: {last_fail['rate']:,.0f} ev/s: {last_fail['why']}; "
                 f"cpu cores {last_fail['cpu_cores']}"
                 if last_fail
                 else "every rate tried was kept"
@@ -955,7 +955,8 @@ def add_live_figures(report: BenchReport, found: dict[str, dict[str, Any]]) -> N
         figures = lat.get(key, {})
         p95 = figures.get("p95")
         unseen = figures.get("unseen", 0)
-        met = None if p95 is None else p95 <= target and unseen == 0
+        # not met when event times stayed invisible, even if none was seen to give a p95
+        met = (False if unseen else None) if p95 is None else p95 <= target and unseen == 0
         for q in ("p50", "p95", "p99"):
             report.add(
                 Figure(
@@ -966,7 +967,7 @@ def add_live_figures(report: BenchReport, found: dict[str, dict[str, Any]]) -> N
                     met=met if q == "p95" else None,
                     detail=(
                         f"{unseen} of {figures.get('events')} event times not visible 30 s "
-                        "after the end (percentiles of the rest)"
+                        "after the end" + (" (percentiles of the rest)" if p95 is not None else "")
                         if unseen and q == "p95"
                         else ""
                     ),
