@@ -1,18 +1,38 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.settings import Settings, duration_seconds, parse_bootstrap
+from iot_lakehouse.settings import (
+    PROJECT_ROOT,
+    Settings,
+    duration_seconds,
+    parse_bootstrap,
+)
 
 
 def test_defaults_are_local() -> None:
     s = Settings.from_env({})
     assert s.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert (s.kafka_port, s.kafka_controller_port_effective) == (9092, 9093)
-    assert s.bronze_events_path == "lakehouse/bronze/sensor_events"
-    assert s.checkpoint_path("bronze") == "lakehouse/_checkpoints/bronze"
+    assert s.bronze_events_path == f"{PROJECT_ROOT}/lakehouse/bronze/sensor_events"
+    assert s.checkpoint_path("bronze") == f"{PROJECT_ROOT}/lakehouse/_checkpoints/bronze"
+    assert s.dlq_rejects_path == f"{PROJECT_ROOT}/dlq/silver_rejects"
     assert s.spark_master == "local[*]"
+
+
+def test_relative_data_paths_are_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Delta reads a relative table location as a table name and fails: every local path is
+    # absolute, taken from the folder the command runs in.
+    monkeypatch.chdir(str(tmp_path))
+    s = Settings.from_env({"LAKEHOUSE_PATH": "lake", "DLQ_PATH": "q", "LANDING_PATH": "in"})
+    assert s.silver_readings_path == f"{tmp_path}/lake/silver/readings"
+    assert s.dlq_rejects_path == f"{tmp_path}/q/silver_rejects"
+    assert s.landing_path == f"{tmp_path}/in"
 
 
 def test_environment_overrides_and_uris() -> None:

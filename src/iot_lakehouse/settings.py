@@ -56,6 +56,14 @@ def parse_bootstrap(servers: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def data_path(raw: str) -> str:
+    """A data location as the jobs use it: a URI (``s3a://…``) as given, a local folder made
+    absolute (relative to the current folder)."""
+    if "://" in raw or raw.startswith("file:"):
+        return raw
+    return str(Path(raw).expanduser().absolute())
+
+
 # Garbage collectors a tuned driver JVM can run with (-XX:+Use<name>GC).
 DRIVER_GCS = ("G1", "Serial", "Parallel")
 
@@ -99,9 +107,11 @@ class Settings:
     kafka_alerts_topic: str = "iot-alerts"
     kafka_topic_partitions: int = 3
     kafka_heap: str = "512m"
-    lakehouse_path: str = "lakehouse"
-    dlq_path: str = "dlq"
-    landing_path: str = "landing"
+    # Absolute: Delta takes a relative location for a table name (an error), and a job must not
+    # write elsewhere when started from another folder.
+    lakehouse_path: str = str(PROJECT_ROOT / "lakehouse")
+    dlq_path: str = str(PROJECT_ROOT / "dlq")
+    landing_path: str = str(PROJECT_ROOT / "landing")
     landing_pattern: str = "*.json"
     landing_max_files_per_trigger: int = 50
     runtime_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".runtime")
@@ -165,9 +175,9 @@ class Settings:
             kafka_alerts_topic=e.get("KAFKA_ALERTS_TOPIC") or d.kafka_alerts_topic,
             kafka_topic_partitions=_int(e, "KAFKA_TOPIC_PARTITIONS", d.kafka_topic_partitions, 1),
             kafka_heap=e.get("KAFKA_HEAP") or d.kafka_heap,
-            lakehouse_path=e.get("LAKEHOUSE_PATH") or d.lakehouse_path,
-            dlq_path=e.get("DLQ_PATH") or d.dlq_path,
-            landing_path=e.get("LANDING_PATH") or d.landing_path,
+            lakehouse_path=data_path(e.get("LAKEHOUSE_PATH") or d.lakehouse_path),
+            dlq_path=data_path(e.get("DLQ_PATH") or d.dlq_path),
+            landing_path=data_path(e.get("LANDING_PATH") or d.landing_path),
             landing_pattern=e.get("LANDING_PATTERN") or d.landing_pattern,
             landing_max_files_per_trigger=_int(
                 e, "LANDING_MAX_FILES_PER_TRIGGER", d.landing_max_files_per_trigger, 1
