@@ -33,6 +33,10 @@ RECENT = timedelta(minutes=15)  # what `status` and the dashboard show: queries 
 FLUSH_EVERY_S = 10.0  # one small file per job and flush: `iot-lakehouse maintain` compacts
 
 _ACTIVE: dict[str, StreamMetricsRecorder] = {}  # job -> this process's recorder, while it runs
+_ACTIVE_LOCK = threading.Lock()
+# The one listener of the process: PySpark turns every progress event into Python objects
+# once per registered listener, over many Py4J calls, so the jobs of one driver share it.
+_LISTENER: dict[str, StreamMetricsListener] = {}
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -218,13 +222,9 @@ class StreamMetricsRecorder:
         self._thread: threading.Thread | None = None
         self._running: set[str] = set()  # ids of started queries whose end was not heard yet
         self._ended = threading.Condition(self._lock)
-        self.listener = StreamMetricsListener(self)
 
     # Spark delivers listener events asynchronously: a query's last progress event (and its
     # termination event right after) can arrive after awaitTermination() has returned.
-    def owns(self, query_name: str | None) -> bool:
-        return job_of_query(query_name) == self.job
-
     def query_started(self, query_id: str) -> None:
         with self._lock:
             self._running.add(query_id)
@@ -268,9 +268,13 @@ class StreamMetricsRecorder:
         return versions
 
     def start(self) -> None:
-        """Register the listener and flush every FLUSH_EVERY_S seconds in the background."""
-        self.spark.streams.addListener(self.listener)
-        _ACTIVE[self.job] = self
+        """Register with the process's listener and flush every FLUSH_EVERY_S seconds in the
+        background."""
+        with _ACTIVE_LOCK:
+            _ACTIVE[self.job] = self
+            if not _LISTENER:
+                _LISTENER["listener"] = StreamMetricsListener()
+                self.spark.streams.addListener(_LISTENER["listener"])
         self._thread = threading.Thread(target=self._loop, name="stream-metrics", daemon=True)
         self._thread.start()
 
@@ -279,11 +283,14 @@ class StreamMetricsRecorder:
         stop the flusher and write what is left."""
         with self._ended:
             self._ended.wait_for(lambda: not self._running, timeout=wait_s)
-        _ACTIVE.pop(self.job, None)
-        try:
-            self.spark.streams.removeListener(self.listener)
-        except Exception as exc:  # the session may already be gone
-            logger.debug("listener not removed %s", kv(error=str(exc)[:200]))
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(self.job, None)
+            listener = _LISTENER.pop("listener", None) if not _ACTIVE else None
+        if listener is not None:
+            try:
+                self.spark.streams.removeListener(listener)
+            except Exception as exc:  # the session may already be gone
+                logger.debug("listener not removed %s", kv(error=str(exc)[:200]))
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -324,40 +331,36 @@ class StreamMetricsRecorder:
 
 
 class StreamMetricsListener(StreamingQueryListener):
-    """Hands every event of the recorder's job's queries to it (a listener hears every query
-    of the session)."""
-
-    def __init__(self, recorder: StreamMetricsRecorder) -> None:
-        self.recorder = recorder
+    """Hands every event of a query to the recorder of its job (``job_of_query``), if that
+    job records in this process: one listener for all the jobs of a driver."""
 
     def onQueryStarted(self, event: Any) -> None:
-        if not self.recorder.owns(event.name):
+        recorder = _ACTIVE.get(job_of_query(event.name))
+        if recorder is None:
             return
-        self.recorder.query_started(str(event.id))
-        logger.info(
-            "query started %s", kv(job=self.recorder.job, query=event.name, query_id=event.id)
-        )
+        recorder.query_started(str(event.id))
+        logger.info("query started %s", kv(job=recorder.job, query=event.name, query_id=event.id))
 
     def onQueryProgress(self, event: Any) -> None:
-        if not self.recorder.owns(event.progress.name):
+        recorder = _ACTIVE.get(job_of_query(event.progress.name))
+        if recorder is None:
             return
         try:
-            self.recorder.on_progress(json.loads(event.progress.json))
+            recorder.on_progress(json.loads(event.progress.json))
         except Exception as exc:  # a metric must never disturb the query
-            logger.warning(
-                "progress not recorded %s", kv(job=self.recorder.job, error=str(exc)[:300])
-            )
+            logger.warning("progress not recorded %s", kv(job=recorder.job, error=str(exc)[:300]))
 
     def onQueryIdle(self, event: Any) -> None:
         pass
 
     def onQueryTerminated(self, event: Any) -> None:
-        if not self.recorder.query_terminated(str(event.id)):
-            return
-        logger.info(
-            "query terminated %s",
-            kv(job=self.recorder.job, query_id=event.id, error=(event.exception or "")[:200]),
-        )
+        for recorder in list(_ACTIVE.values()):
+            if recorder.query_terminated(str(event.id)):
+                logger.info(
+                    "query terminated %s",
+                    kv(job=recorder.job, query_id=event.id, error=(event.exception or "")[:200]),
+                )
+                return
 
 
 def is_local(path: str) -> bool:
