@@ -53,6 +53,7 @@ def test_gx_unexpected_counts_equal_dlq_counts_per_rule(
     writer.write_batch(
         bronze_df(spark, payloads, ingest=datetime(2026, 1, 5, 8, 0, 30, tzinfo=UTC)), 0
     )
+    writer.wait_for_validation()  # Great Expectations runs after the batch, in the background
 
     dlq = spark.read.format("delta").load(settings.dlq_rejects_path)
     dlq_counts = {

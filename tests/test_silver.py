@@ -283,9 +283,15 @@ def test_batch_written_twice_changes_nothing_and_duplicates_are_counted(
     writer.write_batch(batch0, 0)  # replay of the same micro-batch
     assert snapshot() == before
 
-    # A later batch resending the same readings: duplicates of silver, not new rows.
+    # A later batch resending the same readings: duplicates of silver, not new rows. Its
+    # empty parts (no new reading, no reject) make no commit.
+    versions = {
+        p: table_version(spark, p)
+        for p in (settings.silver_readings_path, settings.dlq_rejects_path)
+    }
     counts = writer.write_batch(bronze_df(spark, [LONG_OK, WIDE_OK], first_offset=10), 1)
     assert counts == {"valid": 0, "rejected": 0, "duplicates": 4}
+    assert {p: table_version(spark, p) for p in versions} == versions
     silver = spark.read.format("delta").load(settings.silver_readings_path)
     assert silver.count() == 4
     assert (
@@ -301,6 +307,12 @@ def test_batch_written_twice_changes_nothing_and_duplicates_are_counted(
     assert counts == {"valid": 0, "rejected": 0, "duplicates": 6}
     kept = spark.read.format("delta").load(settings.silver_duplicates_path).where("batch_id = 2")
     assert sorted(r["kept_offset"] for r in kept.collect()) == [0] * 6
+
+
+def table_version(spark: SparkSession, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).history(1).first()["version"])
 
 
 def test_classify_keeps_silver_row_else_lowest_lineage(spark: SparkSession) -> None:

@@ -30,6 +30,7 @@ from iot_lakehouse.errors import JobError
 from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.layers import layer_table_paths
 from iot_lakehouse.logs import kv
+from iot_lakehouse.quality import wait_for_validations
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.spark_session import build_spark
@@ -287,6 +288,7 @@ def run_jobs(
             else:
                 run_side_by_side(spark, starters, settings, stop)
         finally:
+            wait_for_validations()
             spark.stop()
     logger.info("job finished %s", kv(job=",".join(ordered), available_now=available_now))
 

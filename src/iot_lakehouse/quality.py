@@ -9,11 +9,14 @@ each rule its unexpected count equals the number of rows the split flagged with 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pyspark import InheritableThread
 from pyspark.sql import DataFrame, SparkSession
 
 from iot_lakehouse.logs import kv
@@ -204,3 +207,64 @@ def validate_and_record(
     if errors:
         logger.warning("quality expectations could not run %s", kv(job=job, rules=",".join(errors)))
     return results
+
+
+class BackgroundValidations:
+    """Runs a job's validations off its batches' path, one at a time and in order: a batch
+    hands its judged rows over and commits without waiting for Great Expectations. A failed
+    validation is logged, never raised (its batch is already committed).
+
+    The thread inherits the batch's scheduler pool; its Spark jobs get a job group of their
+    own, so stopping the query does not cancel a validation under way. ``wait_for_validations``
+    lets them finish before the session stops.
+    """
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self._thread: threading.Thread | None = None
+        with _RUNNERS_LOCK:
+            _RUNNERS.append(self)
+
+    def submit(self, validation: Callable[[], object], batch_id: int) -> None:
+        """Start ``validation`` once the previous one has ended."""
+        self.wait()
+
+        def run() -> None:
+            from pyspark import SparkContext
+
+            context = SparkContext._active_spark_context
+            if context is not None:
+                context.setJobGroup(f"{self.job}-quality", f"{self.job} quality batch {batch_id}")
+            try:
+                validation()
+            except Exception as exc:
+                logger.warning(
+                    "quality batch not validated %s",
+                    kv(job=self.job, batch_id=batch_id, error=str(exc).splitlines()[0][:300]),
+                )
+
+        self._thread = InheritableThread(target=run, name=f"{self.job}-quality")
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the validation under way (if any); False if it is still running."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+
+_RUNNERS: list[BackgroundValidations] = []
+_RUNNERS_LOCK = threading.Lock()
+
+
+def wait_for_validations(timeout: float = 300.0) -> None:
+    """Let every validation under way in this process finish (before its session stops)."""
+    deadline = time.monotonic() + timeout
+    with _RUNNERS_LOCK:
+        runners = list(_RUNNERS)
+        _RUNNERS.clear()
+    for runner in runners:
+        if not runner.wait(max(0.0, deadline - time.monotonic())):
+            logger.warning("quality validation still running at stop %s", kv(job=runner.job))

@@ -21,7 +21,12 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
 from iot_lakehouse.logs import kv
-from iot_lakehouse.quality import QualityValidator, validate_and_record, warm_up
+from iot_lakehouse.quality import (
+    BackgroundValidations,
+    QualityValidator,
+    validate_and_record,
+    warm_up,
+)
 from iot_lakehouse.rules import (
     RuleSet,
     load_rules,
@@ -363,12 +368,15 @@ class SilverBatchWriter:
     ruleset: RuleSet
     app_id: str = "iot-lakehouse-silver"
     validator: QualityValidator | None = None
+    validations: BackgroundValidations | None = None
 
     def __post_init__(self) -> None:
         if self.validator is None and self.settings.quality_every_n_batches > 0:
             self.validator = QualityValidator(self.ruleset)
             # Importing Great Expectations takes seconds: do it while the stream starts.
             threading.Thread(target=warm_up, name="gx-import", daemon=True).start()
+        if self.validator is not None and self.validations is None:
+            self.validations = BackgroundValidations(JOB_NAME)
 
     def __call__(self, bronze_batch: DataFrame, batch_id: int) -> None:
         """foreachBatch entry point: bind the writes to this query's checkpoint, then write."""
@@ -389,18 +397,6 @@ class SilverBatchWriter:
             .localCheckpoint(eager=True)
         )
         clock.lap("judge")
-        every = self.settings.quality_every_n_batches
-        if self.validator is not None and every > 0 and batch_id % every == every - 1:
-            validate_and_record(
-                self.spark,
-                self.validator,
-                judged,
-                JOB_NAME,
-                batch_id,
-                self.settings.quality_results_path,
-                self.app_id,
-            )
-            clock.lap("quality")
         valid, rejected = split_judged(judged)
         rows = to_silver_rows(valid, self.ruleset)
         # One pass over the judged batch: the valid readings' time range and dates (to prune
@@ -415,37 +411,67 @@ class SilverBatchWriter:
         classified = classify_readings(rows, self._held_keys(bounds, rows)).localCheckpoint(
             eager=True
         )
-        clock.lap("classify")
-        to_insert = classified.where(~F.col("is_duplicate")).select(*rows.columns)
-        duplicates = to_duplicate_rows(classified.where(F.col("is_duplicate")), batch_id)
-        s = self.settings
-        # Three tables, three independent commits (each skipped if this batch already made
-        # it): run side by side, so one append's commit overhead overlaps another's work.
-        run_side_by_side(
-            lambda: self._append(
-                to_dlq_rows(rejected, self.ruleset, batch_id), s.dlq_rejects_path, batch_id
-            ),
-            lambda: self._append(duplicates, s.silver_duplicates_path, batch_id),
-            lambda: self._append(to_insert, s.silver_readings_path, batch_id),
-        )
-        clock.lap("delta_appends")
         inserted = F.when(~F.col("is_duplicate"), F.col("kafka_timestamp"))
         stats = classified.agg(
             F.count(F.when(~F.col("is_duplicate"), F.lit(1))).alias("n"),
             F.count(F.when(F.col("is_duplicate"), F.lit(1))).alias("duplicates"),
             *kafka_time_quantiles(inserted),
         ).first()
-        record_batch_latency("kafka_to_silver", JOB_NAME, batch_id, stats)
         counts = {
             "valid": int(stats["n"]) if stats else 0,
             "rejected": int(bounds["rejected"]) if bounds else 0,
             "duplicates": int(stats["duplicates"]) if stats else 0,
         }
-        clock.lap("counts")
+        clock.lap("classify")
+        to_insert = classified.where(~F.col("is_duplicate")).select(*rows.columns)
+        duplicates = to_duplicate_rows(classified.where(F.col("is_duplicate")), batch_id)
+        s = self.settings
+        # Up to three tables, independent commits (each skipped if this batch already made
+        # it), run side by side so one append's commit overhead overlaps another's work. An
+        # empty part makes no commit: a replay of the batch finds it empty again.
+        appends = []
+        if counts["rejected"]:
+            dlq_rows = to_dlq_rows(rejected, self.ruleset, batch_id)
+            appends.append(lambda: self._append(dlq_rows, s.dlq_rejects_path, batch_id))
+        if counts["duplicates"]:
+            appends.append(lambda: self._append(duplicates, s.silver_duplicates_path, batch_id))
+        if counts["valid"]:
+            appends.append(lambda: self._append(to_insert, s.silver_readings_path, batch_id))
+        run_side_by_side(*appends)
+        clock.lap("delta_appends")
+        record_batch_latency("kafka_to_silver", JOB_NAME, batch_id, stats)
+        self._validate_later(judged, batch_id)
         logger.info(
             "silver batch %s", kv(job=JOB_NAME, batch_id=batch_id, **counts, **clock.seconds())
         )
         return counts
+
+    def _validate_later(self, judged: DataFrame, batch_id: int) -> None:
+        """Every QUALITY_EVERY_N_BATCHES-th batch: Great Expectations on its judged rows, in
+        the background (``BackgroundValidations``), so the batch does not wait for it."""
+        every = self.settings.quality_every_n_batches
+        if self.validator is None or self.validations is None or every <= 0:
+            return
+        if batch_id % every != every - 1:
+            return
+        validator, app_id = self.validator, self.app_id
+        self.validations.submit(
+            lambda: validate_and_record(
+                self.spark,
+                validator,
+                judged,
+                JOB_NAME,
+                batch_id,
+                self.settings.quality_results_path,
+                app_id,
+            ),
+            batch_id,
+        )
+
+    def wait_for_validation(self) -> None:
+        """Wait until the validation under way (if any) has written its results."""
+        if self.validations is not None:
+            self.validations.wait()
 
     def _held_keys(self, bounds: Row | None, rows: DataFrame) -> DataFrame:
         """The keys silver holds in the batch's event dates and time range, with the lineage of
@@ -453,8 +479,8 @@ class SilverBatchWriter:
         if bounds is None or bounds["lo"] is None:  # no valid reading: nothing to look up
             return held_keys(rows).limit(0)
         # Partition pruning on event_date and data skipping on event_time keep this lookup to
-        # the few files that can hold the batch's keys.
-        return held_keys(
+        # the files that can hold the batch's keys.
+        stored = (
             self.spark.read.format("delta")
             .load(self.settings.silver_readings_path)
             .where(
@@ -462,6 +488,11 @@ class SilverBatchWriter:
                 & F.col("event_time").between(bounds["lo"], bounds["hi"])
             )
         )
+        # Late readings stretch that range to minutes of silver; only the batch's own keys
+        # matter. A semi-join against them (broadcast: a batch has thousands) keeps the shuffle
+        # of classify_readings to the batch's size instead of those minutes.
+        keys = F.broadcast(rows.select(*DEDUP_KEY).distinct())
+        return held_keys(stored.join(keys, list(DEDUP_KEY), "left_semi"))
 
     def _append(self, df: DataFrame, path: str, batch_id: int) -> None:
         append_once(df, path, self.app_id, batch_id)
