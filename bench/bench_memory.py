@@ -21,20 +21,20 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from datetime import timedelta
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from iot_lakehouse.bench import percentile
 from iot_lakehouse.bench_runs import (
     JOB_NAMES,
     Pipeline,
     ResourceSampler,
     bench_env,
     cold_start,
-    fresh_tables,
     processing_rate,
+    sample_trails,
     utc_now,
 )
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
@@ -60,6 +60,8 @@ VARIANTS = {
         "ONE_DRIVER_SCHEDULER": "FIFO",
     },
     "separate": {"SPARK_DRIVER_GC": "Serial", "JOBS_IN_ONE_DRIVER": "false"},
+    # one shuffle (and Delta snapshot) partition: half the tasks, each generating its code
+    "one_partition": {"SPARK_DRIVER_GC": "Serial", "SPARK_SHUFFLE_PARTITIONS": "1"},
 }
 
 
@@ -103,6 +105,7 @@ def run_variant(
         "batches": {job: sum(1 for r in rows if r["job"] == job) for job in JOB_NAMES},
         "batch_s": {job: mean_batch_seconds(rows, job) for job in JOB_NAMES},
         "trail_s": {table: mean(t) if t else None for table, t in trails.items()},
+        "trail_p50_p95_s": {table: percentiles(t) for table, t in trails.items()},
         "silver_rows_per_s": silver_rate,
         "cpu_s": cpu,
         # what the jobs used together, however many processes they ran in
@@ -110,19 +113,13 @@ def run_variant(
     }
 
 
-def sample_trails(pipe: Pipeline, seconds: float) -> dict[str, list[float]]:
-    """For ``seconds``, every 5 s: how far silver's and gold's newest event time trails the
-    clock (the tables' file statistics, as the bench's G1 freshness judgement reads them)."""
-    tables = fresh_tables(pipe.settings)
-    trails: dict[str, list[float]] = {name: [] for name in tables}
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for name, table in tables.items():
-            newest = table.read()
-            if newest is not None:
-                trails[name].append(time.time() - newest)
-        time.sleep(5)
-    return trails
+def percentiles(values: list[float]) -> tuple[float | None, float | None] | None:
+    """(p50, p95) of ``values``, rounded to 0.1 s; None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
+    return (round(p50, 1) if p50 is not None else None, round(p95, 1) if p95 is not None else None)
 
 
 def mean_batch_seconds(rows: list[dict[str, Any]], job: str) -> float | None:
@@ -143,6 +140,7 @@ def show(name: str, result: dict[str, object]) -> str:
         f"{result['peak_pss_total']:.2f} | {per} | first batches {result['first_batch_s']} | "
         f"batches {result['batches']} | mean batch s {result['batch_s']} | mean trail s "
         f"{ {k: round(v, 1) if v is not None else None for k, v in trails.items()} } | "
+        f"trail p50/p95 s {result['trail_p50_p95_s']} | "
         f"silver {rate or 0:,.0f} rows/s | CPU s {result['cpu_s']} "
         f"(jobs {result['cpu_s_jobs']})"
     )
@@ -154,7 +152,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,…",
+        help="a variant of your own, e.g. 'old:PYTHONPATH=/tmp/old/src' (another checkout's "
+        "code) or 'p1:SPARK_SHUFFLE_PARTITIONS=1'; add its NAME to --variants",
+    )
     args = parser.parse_args()
+    for spec in args.variant:
+        name, _, pairs = spec.partition(":")
+        VARIANTS[name] = dict(pair.split("=", 1) for pair in pairs.split(",") if "=" in pair)
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:

@@ -32,6 +32,7 @@ from iot_lakehouse.bench import (
 from iot_lakehouse.bench_runs import (
     ProcessFacts,
     ResourceSampler,
+    add_live_figures,
     is_spawn_in_progress,
     kafka_ceilings,
     processing_rate,
@@ -213,6 +214,23 @@ def test_the_report_prints_ratios_and_targets_and_saves_json(tmp_path: Path) -> 
     body = json.loads(saved.read_text())
     assert body["plan"]["name"] == "quick"
     assert [f["ratio"] for f in body["figures"]] == [4.0, 2.0]
+
+
+def test_freshness_at_start_all_rate_is_judged_by_its_p95() -> None:
+    report = BenchReport(Plan.of(quick=True), "now", {})
+    fresh = {
+        "seconds": 60.0,
+        "silver": {"p50": 3.0, "p95": 4.5, "max": 6.0, "samples": 60},
+        "gold": {"p50": 9.0, "p95": 12.0, "max": 14.0, "samples": 60},
+    }
+    add_live_figures(report, {"tuned": {"freshness": fresh}})
+    p95 = {f.name.split()[2]: f for f in report.figures if " p95 at start_all" in f.name}
+    assert (p95["silver"].tuned, p95["silver"].met) == (4.5, True)  # target 5 s
+    assert (p95["gold"].tuned, p95["gold"].met) == (12.0, False)  # target 10 s
+    # not measured: shown as not met, not as a pass
+    empty = BenchReport(Plan.of(quick=True), "now", {})
+    add_live_figures(empty, {"tuned": {}})
+    assert all(f.met is False for f in empty.figures if " p95 at start_all" in f.name)
 
 
 def test_the_quick_plan_is_shorter_than_the_full_one() -> None:

@@ -25,6 +25,9 @@ G2_P95_TARGET = 3.0  # seconds, produce -> silver
 G3_P95_TARGET = 10.0  # seconds, produce -> gold-visible
 G4_TARGET = 250_000.0  # bronze rows/s, silver rebuilt with --available-now
 G5_TARGET = 15.0  # seconds, process start -> first bronze commit
+# Freshness at start_all's defaults: seconds from the clock back to the newest event time a
+# Delta reader sees, p95 over the measurement.
+FRESHNESS_P95_TARGETS = {"silver": 5.0, "gold": 10.0}
 RSS_TARGET = 8 * 1024**3  # bytes, all processes together
 LATENCY_RATE = 10_000.0  # events/s of the G2 / G3 measurement
 SOAK_SENSORS = 10_000
@@ -57,11 +60,14 @@ class Plan:
     max_steps: int  # G1: rates tried at most (ramp and one bisection)
     soak_s: float = 1800.0  # soak: seconds at the G1 rate with every job
     soak_sensors: int = SOAK_SENSORS
+    freshness_s: float = 300.0  # freshness at start_all's rate: seconds sampled
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
         if quick:
-            return cls("quick", 60, 20, 240, 60, 500_000, 300_000, 1_000, 6, soak_s=300.0)
+            return cls(
+                "quick", 60, 20, 240, 60, 500_000, 300_000, 1_000, 6, soak_s=300.0, freshness_s=60.0
+            )
         return cls("full", 300, 60, 300, 180, 2_000_000, 1_000_000, 1_000, 8)
 
 

@@ -37,7 +37,7 @@ from iot_lakehouse.bench import BenchReport, Figure, Plan
 from iot_lakehouse.generator import EventGenerator, GeneratorConfig, producer_config
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.logs import kv
-from iot_lakehouse.settings import Settings
+from iot_lakehouse.settings import START_ALL_RATE, Settings
 from iot_lakehouse.status import has_committed, kafka_end_offsets
 from iot_lakehouse.stream_metrics import read_stream_metrics
 from iot_lakehouse.supervisor import (
@@ -560,6 +560,40 @@ def fresh_tables(settings: Settings) -> dict[str, NewestEventTime]:
     }
 
 
+def sample_trails(pipe: Pipeline, seconds: float, every_s: float = 1.0) -> dict[str, list[float]]:
+    """For ``seconds``, every ``every_s``: how far silver's and gold's newest event time (a
+    Delta reader's view: the tables' file statistics) trails the clock."""
+    tables = fresh_tables(pipe.settings)
+    trails: dict[str, list[float]] = {name: [] for name in tables}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for name, table in tables.items():
+            newest = table.read()
+            if newest is not None:
+                trails[name].append(time.time() - newest)
+        time.sleep(every_s)
+    return trails
+
+
+def freshness(pipe: Pipeline, seconds: float, rate: float = START_ALL_RATE) -> dict[str, Any]:
+    """Freshness at ``rate`` (default start_all's): after a 30 s settling, how far silver's and
+    gold's newest visible event time trails the clock, sampled every second for ``seconds``:
+    p50, p95 and max per table."""
+    pipe.set_rate(rate)
+    time.sleep(30.0)
+    trails = sample_trails(pipe, seconds)
+    out: dict[str, Any] = {"rate": rate, "seconds": seconds}
+    for name, values in trails.items():
+        ordered = sorted(values)
+        out[name] = {
+            "p50": bench.percentile(ordered, 0.50),
+            "p95": bench.percentile(ordered, 0.95),
+            "max": ordered[-1] if ordered else None,
+            "samples": len(ordered),
+        }
+    return out
+
+
 def drain(pipe: Pipeline, timeout: float, slack_s: float = 10.0) -> float | None:
     """Pause the generator until everything sent has gone through: bronze has every record,
     and silver's and gold's newest event times have reached the pause (within ``slack_s``).
@@ -869,6 +903,7 @@ def run_live(
             firsts = cold_start(pipe, plan.start_rate)
             # Start-up leaves a backlog (the first batches are slow): measure from caught up.
             result_drained = drain(pipe, 2 * plan.drain_s)
+            fresh = freshness(pipe, plan.freshness_s) if label == "tuned" else None
             steps: list[dict[str, Any]] = []
             sustained = find_sustained_rate(pipe, plan, steps)
             result: dict[str, Any] = {
@@ -876,6 +911,7 @@ def run_live(
                 "caught_up_after_start": result_drained,
                 "steps": steps,
                 "g1": sustained,
+                "freshness": fresh,
             }
             if label == "tuned":
                 drained = drain(pipe, plan.drain_s)
@@ -947,6 +983,27 @@ def add_live_figures(report: BenchReport, found: dict[str, dict[str, Any]]) -> N
             ),
         )
     )
+    fresh = tuned.get("freshness") or {}
+    for table, target in bench.FRESHNESS_P95_TARGETS.items():
+        figures = fresh.get(table) or {}
+        for q in ("p50", "p95"):
+            value = figures.get(q)
+            report.add(
+                Figure(
+                    f"Freshness of {table} {q} at start_all's {START_ALL_RATE:,.0f} ev/s",
+                    "s",
+                    value,
+                    target=f"p95 <= {target:.0f}" if q == "p95" else "",
+                    met=(value is not None and value <= target) if q == "p95" else None,
+                    detail=(
+                        f"clock - newest event time a Delta reader sees, every second for "
+                        f"{fresh.get('seconds', 0):.0f} s"
+                        if q == "p95"
+                        else ""
+                    ),
+                    higher_is_better=False,
+                )
+            )
     lat = tuned.get("latency", {})
     for key, name, target in (
         ("silver", "G2 produce -> silver", bench.G2_P95_TARGET),

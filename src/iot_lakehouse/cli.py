@@ -15,7 +15,7 @@ from pathlib import Path
 from iot_lakehouse import class_archive, jvm_deps
 from iot_lakehouse.errors import DependencyError, LakehouseError
 from iot_lakehouse.logs import configure_logging
-from iot_lakehouse.settings import Settings
+from iot_lakehouse.settings import START_ALL_RATE, START_ALL_SENSORS, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop everything after this many seconds (default: until Ctrl-C)",
     )
-    all_.add_argument("--rate", type=float, default=200.0, help="generator events/s")
-    all_.add_argument("--sensors", type=int, default=100, help="number of simulated sensors")
+    all_.add_argument(
+        "--rate",
+        type=float,
+        default=START_ALL_RATE,
+        help="generator events/s (default %(default)s)",
+    )
+    all_.add_argument(
+        "--sensors",
+        type=int,
+        default=START_ALL_SENSORS,
+        help="number of simulated sensors (default %(default)s)",
+    )
     return parser
 
 

@@ -16,6 +16,9 @@ from typing import Any
 from iot_lakehouse.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What `all` (./start_all.sh) has the generator send unless told otherwise.
+START_ALL_RATE = 200.0  # events/s
+START_ALL_SENSORS = 100
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
