@@ -1,7 +1,7 @@
 """What the JVM settings do to the pipeline's memory and pace, side by side in one run.
 
     uv run python bench/bench_memory.py [--variants serial,g1] [--rounds 2] [--minutes 5]
-                                        [--rate 1000]
+                                        [--rate 1000] [--variant NAME:KEY=VALUE,…]
 
 Starts one private broker (free ports), then for each variant in turn (the variants
 alternating, ``--rounds`` times) the whole tuned pipeline as ``start_all`` starts it (the
@@ -10,7 +10,7 @@ generator at ``--rate`` events/s, bronze, then silver, gold and alerts), runs it
 it prints the peak RSS of each process with its descendants and of all together, the peak PSS
 of all together (the bench's ``ResourceSampler``), the seconds to every job's first batch,
 the batches each job ran in the window and their mean duration, how far silver's and gold's
-newest event time trailed the clock (mean of a reading every 5 s), the rows/s silver
+newest event time trailed the clock (mean, p50 and p95 of a reading every second), the rows/s silver
 processed, and the CPU seconds
 each job used (and all jobs together, for ``one_driver``, whose four jobs share one process):
 a variant that saves memory by working slower shows here.

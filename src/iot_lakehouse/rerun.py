@@ -32,6 +32,7 @@ from iot_lakehouse.errors import JobError
 from iot_lakehouse.jobs import JOBS, UPSTREAM, await_queries, job_lock
 from iot_lakehouse.layers import LAYERS, kafka_rows
 from iot_lakehouse.logs import kv
+from iot_lakehouse.quality import wait_for_validations
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import kafka_watermarks
 
@@ -250,5 +251,6 @@ def rerun(
             started = JOBS[name](spark, job_settings, True)
             queries = started if isinstance(started, list) else [started]
             await_queries(name, queries, threading.Event())  # to the end of its input
+            wait_for_validations()  # its quality results, written after each batch
             logger.info("rerun: layer rebuilt %s", kv(layer=name))
     return report
