@@ -26,7 +26,6 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from iot_lakehouse.bench import percentile
 from iot_lakehouse.bench_runs import (
     JOB_NAMES,
     Pipeline,
@@ -35,6 +34,7 @@ from iot_lakehouse.bench_runs import (
     cold_start,
     processing_rate,
     sample_trails,
+    trail_summary,
     utc_now,
 )
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
@@ -105,21 +105,12 @@ def run_variant(
         "batches": {job: sum(1 for r in rows if r["job"] == job) for job in JOB_NAMES},
         "batch_s": {job: mean_batch_seconds(rows, job) for job in JOB_NAMES},
         "trail_s": {table: mean(t) if t else None for table, t in trails.items()},
-        "trail_p50_p95_s": {table: percentiles(t) for table, t in trails.items()},
+        "trail_s_summary": {table: trail_summary(t) for table, t in trails.items()},
         "silver_rows_per_s": silver_rate,
         "cpu_s": cpu,
         # what the jobs used together, however many processes they ran in
         "cpu_s_jobs": round(sum(v for k, v in cpu.items() if k not in ("broker", "generator")), 1),
     }
-
-
-def percentiles(values: list[float]) -> tuple[float | None, float | None] | None:
-    """(p50, p95) of ``values``, rounded to 0.1 s; None for none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
-    return (round(p50, 1) if p50 is not None else None, round(p95, 1) if p95 is not None else None)
 
 
 def mean_batch_seconds(rows: list[dict[str, Any]], job: str) -> float | None:
@@ -133,14 +124,14 @@ def show(name: str, result: dict[str, object]) -> str:
     assert isinstance(rss, dict)
     per = " ".join(f"{k.removeprefix('tuned-')} {v:.2f}" for k, v in rss.items())
     rate = result["silver_rows_per_s"]
-    trails = result["trail_s"]
-    assert isinstance(trails, dict)
+    trails, summary = result["trail_s"], result["trail_s_summary"]
+    assert isinstance(trails, dict) and isinstance(summary, dict)
     return (
         f"{name:<9} total RSS {result['peak_rss_total']:.2f} GiB, PSS "
         f"{result['peak_pss_total']:.2f} | {per} | first batches {result['first_batch_s']} | "
         f"batches {result['batches']} | mean batch s {result['batch_s']} | mean trail s "
         f"{ {k: round(v, 1) if v is not None else None for k, v in trails.items()} } | "
-        f"trail p50/p95 s {result['trail_p50_p95_s']} | "
+        f"trail p50/p95 s { {k: (v['p50'], v['p95']) for k, v in summary.items()} } | "
         f"silver {rate or 0:,.0f} rows/s | CPU s {result['cpu_s']} "
         f"(jobs {result['cpu_s_jobs']})"
     )

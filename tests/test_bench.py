@@ -1,6 +1,6 @@
 """bench: the rate search, lag flatness, visibility latency, percentiles and the report; the
 raw Kafka ceilings against the real test broker. The whole ``bench`` command runs for half an
-hour and more, so it is run by hand (README, "Measured"), not here."""
+hour and more, so it is run by hand (docs/measured.md), not here."""
 
 from __future__ import annotations
 

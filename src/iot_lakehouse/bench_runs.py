@@ -582,16 +582,18 @@ def freshness(pipe: Pipeline, seconds: float, rate: float = START_ALL_RATE) -> d
     pipe.set_rate(rate)
     time.sleep(30.0)
     trails = sample_trails(pipe, seconds)
-    out: dict[str, Any] = {"rate": rate, "seconds": seconds}
-    for name, values in trails.items():
-        ordered = sorted(values)
-        out[name] = {
-            "p50": bench.percentile(ordered, 0.50),
-            "p95": bench.percentile(ordered, 0.95),
-            "max": ordered[-1] if ordered else None,
-            "samples": len(ordered),
-        }
-    return out
+    return {"rate": rate, "seconds": seconds, **{n: trail_summary(v) for n, v in trails.items()}}
+
+
+def trail_summary(trail: list[float]) -> dict[str, Any]:
+    """p50, p95, max and number of the seconds a table trailed the clock (``sample_trails``)."""
+    ordered = sorted(trail)
+    return {
+        "p50": bench.percentile(ordered, 0.50),
+        "p95": bench.percentile(ordered, 0.95),
+        "max": ordered[-1] if ordered else None,
+        "samples": len(ordered),
+    }
 
 
 def drain(pipe: Pipeline, timeout: float, slack_s: float = 10.0) -> float | None:

@@ -1,10 +1,11 @@
 """``_ops/stream_metrics``: one row per finished micro-batch of every streaming query.
 
-Each job registers a :class:`StreamMetricsListener` (a Spark ``StreamingQueryListener``). Its
-progress events become rows (:func:`progress_row`, a pure function of the progress JSON); a
-recorder appends them to the Delta table every few seconds with ``deltalake`` (no Spark job;
-Spark's own writer for a lakehouse on object storage). The batch writers of silver and gold
-add end-to-end latency (Kafka timestamp -> their commit) through :func:`record_latency`.
+Each job starts a :class:`StreamMetricsRecorder`; one :class:`StreamMetricsListener` per
+process (a Spark ``StreamingQueryListener``) hands it its queries' progress events. They become
+rows (:func:`progress_row`, a pure function of the progress JSON) that the recorder appends to
+the Delta table every few seconds with ``deltalake`` (no Spark job; Spark's own writer for a
+lakehouse on object storage). The batch writers of silver and gold add end-to-end latency
+(Kafka timestamp -> their commit) through :func:`record_latency`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _ACTIVE: dict[str, StreamMetricsRecorder] = {}  # job -> this process's recorder
 _ACTIVE_LOCK = threading.Lock()
 # The one listener of the process: PySpark turns every progress event into Python objects
 # once per registered listener, over many Py4J calls, so the jobs of one driver share it.
-_LISTENER: dict[str, StreamMetricsListener] = {}
+_LISTENER: list[StreamMetricsListener] = []  # at most one, while a recorder is active
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -273,8 +274,8 @@ class StreamMetricsRecorder:
         with _ACTIVE_LOCK:
             _ACTIVE[self.job] = self
             if not _LISTENER:
-                _LISTENER["listener"] = StreamMetricsListener()
-                self.spark.streams.addListener(_LISTENER["listener"])
+                _LISTENER.append(StreamMetricsListener())
+                self.spark.streams.addListener(_LISTENER[0])
         self._thread = threading.Thread(target=self._loop, name="stream-metrics", daemon=True)
         self._thread.start()
 
@@ -285,7 +286,7 @@ class StreamMetricsRecorder:
             self._ended.wait_for(lambda: not self._running, timeout=wait_s)
         with _ACTIVE_LOCK:
             _ACTIVE.pop(self.job, None)
-            listener = _LISTENER.pop("listener", None) if not _ACTIVE else None
+            listener = _LISTENER.pop() if _LISTENER and not _ACTIVE else None
         if listener is not None:
             try:
                 self.spark.streams.removeListener(listener)
