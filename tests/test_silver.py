@@ -89,6 +89,27 @@ def test_valid_long_record_gives_one_reading_with_location(
     assert rows[0]["reasons"] == [] and rows[0]["location"] == "building-B/floor-3"
 
 
+@pytest.mark.parametrize("extra", ['"building":"A"', '"floor":2', '"type":"x"', '"value":1'])
+def test_wide_record_with_an_extra_long_field_stays_wide(
+    spark: SparkSession, ruleset: RuleSet, extra: str
+) -> None:
+    payload = WIDE_OK[:-1] + b"," + extra.encode() + b"}"
+    rows = judged_rows(spark, ruleset, payload)
+    assert sorted((r["metric"], r["value"], r["reasons"]) for r in rows) == [
+        ("humidity", 40.0, []),
+        ("pressure", 1000.5, []),
+        ("temperature", 21.5, []),
+    ]
+
+
+def test_long_record_with_an_extra_location_field_stays_long(
+    spark: SparkSession, ruleset: RuleSet
+) -> None:
+    payload = LONG_OK[:-1] + b',"location":"x","humidity":3}'
+    rows = judged_rows(spark, ruleset, payload)
+    assert [(r["metric"], r["value"], r["reasons"]) for r in rows] == [("temperature", 27.5, [])]
+
+
 REASON_CASES: list[tuple[bytes | None, str]] = [
     (b'{"sensor_id":"s-1","timestamp":', "MALFORMED_JSON"),
     (b"not json at all", "MALFORMED_JSON"),

@@ -53,7 +53,7 @@ JOB_NAME = "silver"
 FIELDS_SCHEMA = "map<string,string>"
 WIDE_REQUIRED = ("sensor_id", "timestamp")
 LONG_REQUIRED = ("device_id", "timestamp", "type", "value")
-LONG_MARKERS = ("device_id", "type", "value", "building", "floor")
+LONG_MARKERS = ("type", "value")  # with both ids or neither: long if it has these
 DEDUP_KEY = ("sensor_id", "metric", "event_time")
 LINEAGE = ("bronze_topic", "bronze_partition", "bronze_offset")
 EPOCH_MILLIS_FROM = 1e11  # numbers at or above this are epoch milliseconds, below: seconds
@@ -93,6 +93,15 @@ def parse_event_time(raw: Column) -> Column:
     )
 
 
+def long_format(fields: Column) -> Column:
+    """True where a JSON object is a long-format record. The id field decides (``device_id``
+    long, ``sensor_id`` wide), so extra fields never change the format; with both or neither
+    id, the long format's other required fields decide, so the error names what is missing."""
+    device, sensor = has(fields, "device_id"), has(fields, "sensor_id")
+    long_rest = reduce_or([has(fields, k) for k in LONG_MARKERS])
+    return (device & ~sensor) | ((device == sensor) & long_rest)
+
+
 def parse_records(bronze: DataFrame) -> DataFrame:
     """Bronze rows -> one row per record with its JSON fields, format and common columns."""
     require_columns(
@@ -105,7 +114,7 @@ def parse_records(bronze: DataFrame) -> DataFrame:
         "json_kind", json_kind(F.col("raw_value"), F.col("payload"), F.col("_fields"))
     )
     f = F.col("_fields")
-    is_long = reduce_or([has(f, k) for k in LONG_MARKERS])
+    is_long = long_format(f)
     record_format = (
         F.when(F.col("json_kind") != "object", F.lit(None))
         .when(is_long, F.lit("long"))
