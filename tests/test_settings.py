@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ from iot_lakehouse.settings import (
     PROJECT_ROOT,
     Settings,
     duration_seconds,
+    interval_seconds,
     parse_bootstrap,
 )
 
@@ -90,3 +94,67 @@ def test_durations_and_gold_paths() -> None:
     assert s.gold_watermark_seconds == 900
     assert s.gold_path("sensor_metrics_5m") == "/lake/gold/sensor_metrics_5m"
     assert s.gold_late_readings_path == "/lake/_ops/gold_late_readings"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("5 seconds", 5.0),
+        ("1 second", 1.0),
+        ("500 milliseconds", 0.5),
+        ("1 minute", 60.0),
+        ("1.5 seconds", 1.5),
+        (".25 second", 0.25),
+        ("interval 1 minute 30 seconds", 90.0),
+        ("  2 HOURS ", 7200.0),
+        ("250000 microseconds", 0.25),
+        ("1 day", 86400.0),
+        ("0 seconds", 0.0),  # Spark: run the next batch as soon as one ends
+    ],
+)
+def test_trigger_interval_takes_what_spark_takes(text: str, seconds: float) -> None:
+    assert interval_seconds(text) == seconds
+    assert Settings.from_env({"TRIGGER_INTERVAL": text}).trigger_interval_seconds == seconds
+
+
+# Each of these makes Spark's processing-time trigger raise at query start (a traceback), so
+# they are refused when the settings are read.
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5", "has no unit"),
+        ("0.5", "has no unit"),
+        ("-5 seconds", "is negative"),
+        ("-5", "has no unit"),
+        ("nan", "is not an interval"),
+        ("nan seconds", "is not an interval"),
+        ("inf seconds", "is not an interval"),
+        ("1e3 seconds", "is not an interval"),
+        ("5seconds", "is not an interval"),
+        ("5 secs", "is not an interval"),
+        ("1.5 minutes", "fraction"),
+        ("1 month", "months or years"),
+        ("interval", "is empty"),
+        ("10000000000000 seconds", "too long"),
+    ],
+)
+def test_trigger_interval_spark_refuses_is_a_config_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings.from_env({"TRIGGER_INTERVAL": text})
+    assert str(info.value).startswith(f"TRIGGER_INTERVAL={text!r} ")
+    assert "'5 seconds'" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["5", "-5 seconds", "nan"])
+def test_bad_trigger_interval_stops_the_cli_with_exit_2(tmp_path: Path, text: str) -> None:
+    env = {**os.environ, "TRIGGER_INTERVAL": text, "IOT_RUNTIME_DIR": str(tmp_path / "rt")}
+    done = subprocess.run(
+        [sys.executable, "-m", "iot_lakehouse", "kafka", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"error: TRIGGER_INTERVAL={text!r} ")
+    assert "Traceback" not in done.stderr

@@ -7,6 +7,7 @@ Hadoop/Delta URI (``s3a://…``) so the same jobs run unchanged on a cluster.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -84,20 +85,74 @@ def duration_seconds(text: str, name: str = "duration") -> int:
     return int(parts[0]) * DURATION_UNITS[unit]
 
 
-INTERVAL_UNITS = {"millisecond": 0.001, "second": 1.0, "minute": 60.0, "hour": 3600.0}
+# Units of a processing-time trigger interval, in microseconds: the words Spark's interval
+# parser (SparkIntervalUtils.stringToInterval) knows, singular or plural. It also parses months
+# and years, which the trigger then refuses.
+INTERVAL_MICROS = {
+    "microsecond": 1,
+    "millisecond": 1_000,
+    "second": 1_000_000,
+    "minute": 60_000_000,
+    "hour": 3_600_000_000,
+    "day": 86_400_000_000,
+    "week": 604_800_000_000,
+}
+CALENDAR_UNITS = frozenset({"month", "year"})
+MAX_INTERVAL_MICROS = 2**63 - 1  # Spark holds the interval in a Long of microseconds
+# One "<number> <unit>" pair: a sign, digits with a fraction of up to 9 digits (nanoseconds),
+# whitespace, a unit word with an optional plural "s", then whitespace or the end.
+_INTERVAL_PAIR = re.compile(
+    r"(?P<sign>[+-]?)\s*(?P<whole>[0-9]*)(?:\.(?P<frac>[0-9]{0,9}))?"
+    r"\s+(?P<unit>[a-z]+?)s?(?:\s+|$)"
+)
+_BARE_NUMBER = re.compile(r"[+-]?\s*(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
+
+
+def _interval_pair_micros(pair: re.Match[str]) -> int | str:
+    """Microseconds of one matched pair, or why Spark's trigger would refuse it."""
+    whole, frac, unit = pair["whole"], pair["frac"], pair["unit"]
+    if not (whole or frac):
+        return "is not an interval"
+    if unit in CALENDAR_UNITS:
+        return "has months or years, which a processing-time trigger cannot wait for"
+    if unit not in INTERVAL_MICROS:
+        return "is not an interval"
+    if frac is not None and unit != "second":
+        return "has a fraction on a unit other than seconds"
+    micros = int(whole or 0) * INTERVAL_MICROS[unit] + int((frac or "").ljust(9, "0")) // 1000
+    return -micros if pair["sign"] == "-" else micros
 
 
 def interval_seconds(text: str, name: str = "TRIGGER_INTERVAL") -> float:
-    """Seconds of a trigger interval such as ``5 seconds``, ``500 milliseconds``, ``1 minute``
-    (a bare number is seconds)."""
-    parts = text.split()
-    unit = parts[1].lower().removesuffix("s") if len(parts) == 2 else "second"
-    try:
-        if len(parts) > 2:
-            raise ValueError(text)
-        return float(parts[0]) * INTERVAL_UNITS[unit]
-    except (IndexError, KeyError, ValueError):
-        raise ConfigError(f"{name}={text!r}: use e.g. '5 seconds' or '500 milliseconds'") from None
+    """Seconds of a processing-time trigger interval, read the way Spark reads it: one or more
+    ``<number> <unit>`` pairs (``5 seconds``, ``500 milliseconds``, ``1 minute 30 seconds``,
+    an optional ``interval`` prefix), 0 or more in total. A bare number, months, a fraction on
+    anything but seconds or a negative total are refused: Spark would fail at query start."""
+
+    def refused(reason: str) -> ConfigError:
+        return ConfigError(f"{name}={text!r} {reason}; use e.g. '5 seconds' or '500 milliseconds'")
+
+    rest = text.strip().lower()
+    if rest == "interval" or rest.startswith(("interval ", "interval\t")):
+        rest = rest[len("interval") :].strip()
+    if not rest:
+        raise refused("is empty")
+    micros = pos = 0
+    while pos < len(rest):
+        pair = _INTERVAL_PAIR.match(rest, pos)
+        if pair is None:
+            bare = _BARE_NUMBER.fullmatch(rest, pos)
+            raise refused("has no unit" if bare else "is not an interval")
+        part = _interval_pair_micros(pair)
+        if isinstance(part, str):
+            raise refused(part)
+        micros += part
+        if abs(micros) > MAX_INTERVAL_MICROS:
+            raise refused("is too long")
+        pos = pair.end()
+    if micros < 0:
+        raise refused("is negative")
+    return micros / 1_000_000
 
 
 @dataclass(frozen=True)
