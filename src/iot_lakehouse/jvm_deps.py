@@ -8,6 +8,10 @@ Two sets, each described by a POM shipped in ``iot_lakehouse/jvm/``:
 
 Resolution runs ``mvn dependency:copy-dependencies`` once; a manifest records what was resolved
 so later starts need neither Maven nor the network.
+
+``IOT_JARS_DIR`` may point anywhere, so a folder is only ever deleted (to resolve again) if this
+module made it: it writes an ownership marker into every folder it creates, and refuses to touch
+a ``spark``/``kafka`` folder it finds there without one.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ KAFKA_BROKER_VERSION = "4.2.0"
 # we fall back to this one, which is API-compatible, and say so in the log.
 TOKEN_PROVIDER_FALLBACK = "4.0.0"
 MANIFEST = "resolved.json"
+# Written into every folder resolve() creates; a folder without it is never deleted.
+OWNER_MARKER = ".made-by-iot-lakehouse"
 RESOLVER_REVISION = "2"  # bump when the way jars are picked changes: forces a new resolution
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 _JAR_VERSION = re.compile(r"-\d[0-9A-Za-z.]*(?:-[0-9A-Za-z.]+)?\.jar$")
@@ -93,15 +99,64 @@ def _fingerprint(name: str, properties: dict[str, str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _cached(directory: Path, fingerprint: str) -> bool:
-    manifest = directory / MANIFEST
-    if not manifest.exists():
-        return False
+def _read_manifest(directory: Path) -> dict[str, object] | None:
     try:
-        recorded = json.loads(manifest.read_text())
+        recorded = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def made_by_project(folder: Path) -> bool:
+    """True if ``folder`` is a jar folder ``resolve`` made: a real folder holding its ownership
+    marker, or (a cache from before the marker) exactly the manifest and the jars it lists."""
+    if folder.is_symlink() or not folder.is_dir():
         return False
-    return bool(recorded.get("fingerprint") == fingerprint and any(directory.glob("*.jar")))
+    if (folder / OWNER_MARKER).is_file():
+        return True
+    recorded = _read_manifest(folder)
+    if recorded is None or "fingerprint" not in recorded:
+        return False
+    jars = recorded.get("jars")
+    if not isinstance(jars, list):
+        return False
+    return {p.name for p in folder.iterdir()} == {MANIFEST, *map(str, jars)}
+
+
+def _refuse_foreign(folder: Path) -> None:
+    """Raise if ``folder`` exists (even as a broken link) and ``resolve`` did not make it."""
+    if (folder.exists() or folder.is_symlink()) and not made_by_project(folder):
+        raise DependencyError(
+            f"{folder} exists and was not made by iot-lakehouse, so it is left alone; set "
+            f"IOT_JARS_DIR to a new or empty folder of its own (default .runtime/jars) or move "
+            f"{folder} away"
+        )
+
+
+def _remove_own(folder: Path) -> None:
+    """Delete ``folder`` if it exists, only if ``resolve`` made it (see ``_refuse_foreign``)."""
+    _refuse_foreign(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+def _new_own_folder(folder: Path) -> None:
+    """Make ``folder`` afresh (replacing one of ours) with the ownership marker in it."""
+    _remove_own(folder)
+    folder.mkdir(parents=True)
+    (folder / OWNER_MARKER).write_text(
+        "Made by iot-lakehouse (jvm_deps.resolve); it may delete and re-create this folder.\n"
+    )
+
+
+def _cached(directory: Path, fingerprint: str) -> bool:
+    recorded = _read_manifest(directory)
+    return bool(
+        recorded is not None
+        and recorded.get("fingerprint") == fingerprint
+        and made_by_project(directory)
+        and any(directory.glob("*.jar"))
+    )
 
 
 def _run_maven(name: str, properties: dict[str, str], out: Path, settings_file: Path) -> str:
@@ -161,7 +216,11 @@ def _explain_maven_failure(name: str, output: str) -> DependencyError:
 def resolve(
     name: str, jars_dir: Path, settings_file: Path | None = None, force: bool = False
 ) -> JarSet:
-    """Resolve jar set ``name`` ("spark" or "kafka") into ``jars_dir/name`` unless cached."""
+    """Resolve jar set ``name`` ("spark" or "kafka") into ``jars_dir/name`` unless cached.
+
+    Folders under ``jars_dir`` that this function did not make are never deleted: finding one
+    where it would write raises DependencyError before anything is resolved.
+    """
     if name not in {"spark", "kafka"}:
         raise ValueError(f"unknown jar set {name!r}")
     properties = spark_properties() if name == "spark" else kafka_properties()
@@ -169,10 +228,10 @@ def resolve(
     fingerprint = _fingerprint(name, properties)
     if not force and _cached(out, fingerprint):
         return JarSet(name, out, _recorded_properties(out))
+    _refuse_foreign(out)  # before a slow resolution whose result could not be put in place
     settings_file = settings_file or maven_settings_file()
     staging = jars_dir / f".{name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    _new_own_folder(staging)
     failure = _run_maven(name, properties, staging, settings_file)
     if failure and name == "spark" and "spark-token-provider-kafka" in failure:
         logger.warning(
@@ -182,11 +241,10 @@ def resolve(
             kv(reason="missing_on_mirror", connector=properties["spark.version"]),
         )
         properties = {**properties, "token.provider.version": TOKEN_PROVIDER_FALLBACK}
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        _new_own_folder(staging)
         failure = _run_maven(name, properties, staging, settings_file)
     if failure:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_own(staging)
         raise _explain_maven_failure(name, failure)
     if name == "spark":
         _drop_jars_shipped_by_pyspark(staging)
@@ -200,7 +258,7 @@ def resolve(
             indent=2,
         )
     )
-    shutil.rmtree(out, ignore_errors=True)
+    _remove_own(out)
     staging.rename(out)
     logger.info("resolved JVM libraries %s", kv(set=name, jars=len(list(out.glob("*.jar")))))
     return JarSet(name, out, properties)
