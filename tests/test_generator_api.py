@@ -33,7 +33,13 @@ from iot_lakehouse.generator import (
     GeneratorConfig,
     GeneratorController,
 )
-from iot_lakehouse.generator_api import BronzeProgress, plan_clean, read_bronze_progress
+from iot_lakehouse.generator_api import (
+    BronzeProgress,
+    own_hostnames,
+    plan_clean,
+    read_bronze_progress,
+    refusal,
+)
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.status import kafka_watermarks
@@ -96,6 +102,43 @@ def test_plan_clean_counts_what_bronze_has_not_ingested() -> None:
     assert [p.not_ingested for p in recreated] == [300]
 
 
+@pytest.mark.parametrize(
+    ("method", "headers", "status"),
+    [
+        ("GET", {"host": "127.0.0.1:18000"}, None),
+        ("GET", {"host": "[::1]:18000", "origin": "http://[::1]:18000"}, None),
+        ("GET", {"host": "LocalHost:18000"}, None),
+        ("GET", {"host": "api.lan:18000"}, None),  # GENERATOR_API_HOST
+        ("GET", {"host": "10.0.0.5:18000"}, None),  # the address the connection arrived at
+        ("POST", {"host": "localhost:18000", "x-iot-lakehouse": "1"}, None),
+        ("POST", {"host": "localhost:18000", "content-type": "application/json"}, None),
+        ("PUT", {"host": "localhost:18000", "content-type": "application/merge-patch+json"}, None),
+        ("GET", {}, 403),  # HTTP/1.0 without Host
+        ("GET", {"host": "0.0.0.0:18000"}, 403),  # a wildcard is no address of its own
+        ("GET", {"host": "127.0.0.1:18000@evil.example"}, 403),
+        ("GET", {"host": "127.0.0.1:18000/x"}, 403),
+        ("GET", {"host": "127.0.0.1"}, 403),  # port 80
+        ("GET", {"host": "localhost:18000", "origin": "http://localhost:18000/x"}, 403),
+        ("POST", {"host": "localhost:18000"}, 403),
+        ("DELETE", {"host": "localhost:18000"}, 403),
+        ("POST", {"host": "localhost:18000", "content-type": "text/plain"}, 415),
+        (
+            "POST",
+            {"host": "localhost:18000", "x-iot-lakehouse": "1", "content-type": "text/plain"},
+            415,
+        ),
+    ],
+)
+def test_refusal_accepts_only_the_apis_own_address_and_non_simple_writes(
+    method: str, headers: dict[str, str], status: int | None
+) -> None:
+    names = own_hostnames("api.lan", "10.0.0.5")
+    refused = refusal(method, "/pause", headers, names, 18000)
+    assert (refused and refused.status) == status, refused
+    assert own_hostnames("0.0.0.0", None) == {"localhost", "127.0.0.1", "::1"}
+    assert own_hostnames("::", "::1") == {"localhost", "127.0.0.1", "::1"}
+
+
 def test_controller_pause_resume_rate_and_counters() -> None:
     control = GeneratorController(GeneratorConfig(rate=100.0))
     assert (control.state, control.rate) == ("running", 100.0)
@@ -152,15 +195,21 @@ class Generator:
     log: Path
 
     def call(
-        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], Any]:
-        """(status, headers, parsed JSON body) of one request; errors are answers too."""
+        """(status, headers, parsed JSON body) of one request; errors are answers too.
+        ``headers`` replace the default ``Content-Type: application/json`` (``{}``: none)."""
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}",
             data=data,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"} if headers is None else headers,
         )
         try:
             with HTTP.open(request, timeout=30) as response:
@@ -446,6 +495,118 @@ def test_force_clean_deletes_what_bronze_has_not_ingested(generator: Generator) 
     status, _, answer = generator.call("POST", "/clean?force=maybe")
     assert status == 422 and answer["detail"]["fields"][0]["field"] == "force"
     generator.ok("POST", "/resume")
+
+
+def assert_refused(
+    answer: tuple[int, dict[str, str], Any], status: int, error: str, hint: str
+) -> dict[str, Any]:
+    """A refusal: ``status``, the error shape, ``error`` and ``hint`` in their fields."""
+    code, _, body = answer
+    assert code == status, body
+    assert set(body) == ERROR_KEYS, body
+    assert error in body["error"] and hint in body["hint"], body
+    return dict(body["detail"])
+
+
+def test_cross_origin_requests_are_refused_and_change_nothing(generator: Generator) -> None:
+    own = f"http://127.0.0.1:{generator.port}"
+    origins = (
+        "http://evil.example",
+        f"http://evil.example:{generator.port}",
+        "http://localhost:3000",  # another local web app
+        f"https://127.0.0.1:{generator.port}",
+        "null",  # a sandboxed frame or a file:// page
+    )
+
+    def headers(origin: str) -> dict[str, str]:
+        return {"Origin": origin, "X-IoT-Lakehouse": "1", "Content-Type": "application/json"}
+
+    generator.ok("POST", "/resume")
+    for origin in origins:
+        for method, path, body in [
+            ("POST", "/pause", None),
+            ("PUT", "/rate", {"events_per_second": 7}),
+        ]:
+            answer = generator.call(method, path, body, headers=headers(origin))
+            assert assert_refused(answer, 403, "origin", own)["origin"] == origin
+    status = generator.status()
+    assert (status["state"], status["rate"]) == ("running", RATE)
+
+    generator.ok("POST", "/pause")  # clean would delete now: everything bronze has not read
+    shutil.rmtree(generator.settings.checkpoint_path("bronze"), ignore_errors=True)
+    marks = generator.marks()
+    assert any(high > low for low, high in marks.values())
+    for origin in origins:
+        answer = generator.call("POST", "/clean?force=true", headers=headers(origin))
+        assert_refused(answer, 403, "origin", own)
+        answer = generator.call("POST", "/resume", headers=headers(origin))
+        assert_refused(answer, 403, "origin", own)
+    assert generator.marks() == marks  # nothing deleted
+    assert generator.status()["state"] == "paused"
+    generator.ok("POST", "/resume")
+
+
+def test_a_foreign_host_header_is_refused(generator: Generator) -> None:
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1."""
+    generator.ok("POST", "/resume")
+    own = f"127.0.0.1:{generator.port}"
+    for host in (
+        "evil.example",
+        f"evil.example:{generator.port}",
+        f"localhost.evil.example:{generator.port}",
+        f"127.0.0.1:{generator.port + 1}",  # not the port it serves
+    ):
+        answer = generator.call("GET", "/status", headers={"Host": host})
+        assert assert_refused(answer, 403, "Host", own)["host"] == host
+        headers = {"Host": host, "X-IoT-Lakehouse": "1"}
+        assert_refused(generator.call("POST", "/pause", headers=headers), 403, "Host", own)
+    assert generator.status()["state"] == "running"
+
+
+def test_a_bare_post_is_refused(generator: Generator) -> None:
+    """What a plain HTML form or a no-cors ``fetch`` can send without a CORS preflight: no
+    custom header, no JSON."""
+    generator.ok("POST", "/resume")
+    hint = "X-IoT-Lakehouse: 1"
+    assert_refused(generator.call("POST", "/pause", headers={}), 403, "X-IoT-Lakehouse", hint)
+    assert_refused(generator.call("POST", "/clean", headers={}), 403, "X-IoT-Lakehouse", hint)
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ):
+        headers = {"Content-Type": content_type}
+        answer = generator.call("POST", "/pause", raw=b"a=1", headers=headers)
+        assert assert_refused(answer, 415, content_type, hint)["content_type"] == content_type
+        raw = b'{"events_per_second": 7}'
+        answer = generator.call("PUT", "/rate", raw=raw, headers=headers)
+        assert_refused(answer, 415, content_type, "application/json")
+    status = generator.status()
+    assert (status["state"], status["rate"]) == ("running", RATE)
+
+
+def test_the_legitimate_calls_still_work(generator: Generator) -> None:
+    port = generator.port
+    assert generator.call("POST", "/pause", headers={"X-IoT-Lakehouse": "1"})[0] == 200  # curl
+    assert generator.status()["state"] == "paused"
+    assert generator.call("POST", "/resume")[0] == 200  # Content-Type: application/json
+    assert generator.status()["state"] == "running"
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        headers = {
+            "Host": host,
+            "Origin": f"http://{host}",  # the API's own /docs page
+            "X-IoT-Lakehouse": "1",
+            "Content-Type": "application/json",
+        }
+        for method, path, body in [
+            ("POST", "/pause", None),
+            ("POST", "/resume", None),
+            ("PUT", "/rate", {"events_per_second": RATE}),
+            ("GET", "/status", None),
+        ]:
+            code, _, answer = generator.call(method, path, body, headers=headers)
+            assert code == 200, (host, method, path, answer)
+    assert generator.status()["state"] == "running"
 
 
 def test_sigterm_stops_generator_and_api_with_exit_0(generator: Generator) -> None:

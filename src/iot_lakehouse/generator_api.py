@@ -6,6 +6,14 @@ runs in the ``generate`` process and in tests. :func:`control_api` serves it wit
 background thread of ``iot-lakehouse generate`` on GENERATOR_API_HOST:GENERATOR_API_PORT
 (127.0.0.1:18000); the generator keeps the main thread, and with it SIGTERM and Ctrl-C.
 
+Only its own callers: every request must name the API's own address in ``Host`` (a loopback
+name or GENERATOR_API_HOST, and the port it serves), so a web page whose name is rebound to
+127.0.0.1 (DNS rebinding) is refused; a browser's ``Origin``, when sent, must be the API's own
+(its ``/docs``); and a state-changing call (POST, PUT…) must carry a JSON body
+(``Content-Type: application/json``) or the header ``X-IoT-Lakehouse: 1``, which no page of
+another site can send without a CORS preflight that this API never grants. So
+``curl -X POST -H 'X-IoT-Lakehouse: 1' localhost:18000/pause``.
+
 Every error is one JSON shape: ``{"error": "...", "detail": {...}, "hint": "..."}``.
 OpenAPI: ``/openapi.json``; interactive docs: ``/docs``.
 """
@@ -20,12 +28,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import uvicorn
 from confluent_kafka import KafkaException, TopicPartition
@@ -33,10 +41,11 @@ from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import RequestResponseEndpoint
 
 from iot_lakehouse.errors import ConfigError
 from iot_lakehouse.generator import (
@@ -266,6 +275,12 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {
+        "model": ErrorBody,
+        "description": "not addressed to this API's own address (Host, Origin), or a POST "
+        "without the header X-IoT-Lakehouse and without a JSON body",
+    },
+    415: {"model": ErrorBody, "description": "a body that is not application/json"},
     422: {"model": ErrorBody, "description": "a field has a value out of its range or type"},
 }
 
@@ -281,6 +296,111 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {**out, **ERROR_RESPONSES}
 
 
+# --- who may call ---------------------------------------------------------------------------
+CALLER_HEADER = "X-IoT-Lakehouse"
+"""The header (any value) of a state-changing call without a JSON body. A page of another
+site cannot send a custom header (nor a JSON Content-Type) without a CORS preflight, and this
+API answers no preflight."""
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# /docs' "Try it out" sends the header of a body-less call (its default).
+CALLER_PARAMETER: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": CALLER_HEADER,
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "default": "1"},
+            "description": "any value: proves the call is not a cross-site request "
+            "(or send Content-Type: application/json)",
+        }
+    ]
+}
+
+
+def own_hostnames(configured: str, local_address: str | None) -> frozenset[str]:
+    """The names the API answers to: the loopback names, GENERATOR_API_HOST (unless it is a
+    wildcard such as 0.0.0.0) and the address the connection arrived at."""
+    names = {configured.strip("[]").lower(), (local_address or "").lower()}
+    return LOOPBACK_NAMES | (names - WILDCARD_HOSTS)
+
+
+def _host_and_port(authority: str, default_port: int = 80) -> tuple[str, int] | None:
+    """``host[:port]`` (IPv6 in brackets) as (lower-case host, port); None if it is not
+    exactly that."""
+    try:
+        parts = urlsplit(f"//{authority}")
+        port = parts.port or default_port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.netloc != authority or parts.username is not None:
+        return None
+    return parts.hostname.lower(), port
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
+def _is_json(content_type: str) -> bool:
+    media = _media_type(content_type)
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def refusal(
+    method: str, path: str, headers: Mapping[str, str], names: frozenset[str], port: int
+) -> ApiError | None:
+    """Why the API refuses a request with these (lower-case) ``headers``, arriving on ``port``
+    and addressed to one of ``names``; None: it does not. See the module docstring."""
+    own = f"http://127.0.0.1:{port}"
+    how_to_call = (
+        f"send the header '{CALLER_HEADER}: 1' (curl -X {method} -H '{CALLER_HEADER}: 1' "
+        f"{own}{path}) or a JSON body with Content-Type: application/json"
+    )
+    host = headers.get("host")
+    if host is None or _host_and_port(host) not in {(name, port) for name in names}:
+        return ApiError(
+            403,
+            f"refused: the Host header {host!r} is not this API's address",
+            f"call it as {own} (or localhost:{port}); it answers only to its own address, so "
+            "a web page of another site cannot reach it by rebinding its name to this machine",
+            {"host": host, "allowed": sorted(f"{name}:{port}" for name in names)},
+        )
+    origin = headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        authority = _host_and_port(parts.netloc) if parts.scheme == "http" else None
+        if parts.path or authority not in {(name, port) for name in names}:
+            return ApiError(
+                403,
+                f"refused: a request from the web page origin {origin!r}, not this API's own",
+                f"only the API's own pages ({own}/docs) may call it from a browser; call it "
+                "from a script or curl (they send no Origin)",
+                {"origin": origin},
+            )
+    if method in SAFE_METHODS:
+        return None
+    content_type = headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        return ApiError(
+            415,
+            f"refused: Content-Type {content_type!r}; a {method} takes application/json or no body",
+            how_to_call,
+            {"content_type": content_type, "method": method},
+        )
+    if content_type is None and CALLER_HEADER.lower() not in headers:
+        return ApiError(
+            403,
+            f"refused: a {method} without a JSON body needs the header {CALLER_HEADER}",
+            how_to_call + "; a web page of another site can send neither",
+            {"method": method, "header": CALLER_HEADER},
+        )
+    return None
+
+
 # --- the app -------------------------------------------------------------------------------
 def create_app(controller: GeneratorController, settings: Settings) -> FastAPI:
     """The control API of one generator (its controller) writing to Kafka per ``settings``."""
@@ -290,8 +410,29 @@ def create_app(controller: GeneratorController, settings: Settings) -> FastAPI:
         title="iot-lakehouse generator control API",
         version="1.0",
         description="Watch and steer the running sensor data generator. Every error is "
-        '`{"error": "...", "detail": {...}, "hint": "..."}`.',
+        '`{"error": "...", "detail": {...}, "hint": "..."}`. Requests must be addressed to '
+        "this API's own address (Host, and Origin when a browser sends one); POST and PUT "
+        f"need `Content-Type: application/json` or the header `{CALLER_HEADER}: 1`.",
     )
+
+    @app.middleware("http")
+    async def only_own_callers(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        local_address, port = request.scope.get("server") or (None, 0)
+        names = own_hostnames(settings.generator_api_host, local_address)
+        refused = refusal(request.method, request.url.path, request.headers, names, port)
+        if refused is None:
+            return await call_next(request)
+        logger.warning(
+            "generator api refused %s",
+            kv(
+                method=request.method,
+                path=request.url.path,
+                status=refused.status,
+                host=request.headers.get("host"),
+                origin=request.headers.get("origin"),
+            ),
+        )
+        return _error_response(refused)
 
     def endpoints() -> list[str]:
         return [
@@ -405,6 +546,7 @@ def create_app(controller: GeneratorController, settings: Settings) -> FastAPI:
         summary="Stop producing (within a second); counters and Kafka data stay",
         response_model=StateChange,
         responses=_responses(409),
+        openapi_extra=CALLER_PARAMETER,
     )
     def pause() -> StateChange:
         with controller.operation:
@@ -421,6 +563,7 @@ def create_app(controller: GeneratorController, settings: Settings) -> FastAPI:
         summary="Produce again after a pause",
         response_model=StateChange,
         responses=_responses(409),
+        openapi_extra=CALLER_PARAMETER,
     )
     def resume() -> StateChange:
         with controller.operation:
@@ -435,6 +578,7 @@ def create_app(controller: GeneratorController, settings: Settings) -> FastAPI:
         "/rate",
         summary=f"Change the target rate (events/s, above 0, at most {MAX_RATE:,.0f})",
         response_model=RateChange,
+        responses=_responses(),
     )
     def set_rate(body: RateRequest) -> RateChange:
         previous = controller.set_rate(body.events_per_second)
@@ -448,6 +592,7 @@ def create_app(controller: GeneratorController, settings: Settings) -> FastAPI:
         "(409) while the bronze job has not ingested all of it, unless `force=true`.",
         response_model=CleanResult,
         responses=_responses(409, 503),
+        openapi_extra=CALLER_PARAMETER,
     )
     def clean(
         force: bool = Query(
