@@ -5,7 +5,8 @@ files are parsed and held against the project's own code. The services exist; ev
 on a project service is one ``Settings.from_env`` reads and honours; the commands parse with the
 CLI's own parser; Spark and Kafka addresses point at the service and listener that serve them; the
 worker has room for every job; executors see the tables at the drivers' paths; the topics the
-services use are created; the image runs uv.lock's pyspark on Java 17 with the venv on PATH.
+services use are created; every port is published on 127.0.0.1 unless opened on purpose; the
+image runs uv.lock's pyspark on Java 17 with the venv on PATH.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 SPARK_MASTER_DEFAULT_PORT = 7077
 SPARK_EXECUTOR_DEFAULT_MIB = 1024  # spark.executor.memory: the compose file does not change it
 PROJECT_PROTOCOL = "PLAINTEXT"  # the project reads no Kafka security settings
+LOOPBACK = "127.0.0.1"
+# Set on `docker compose up`, it opens Kafka and the Spark UIs on purpose (the file's header).
+PUBLISH_VARIABLE = "IOT_PUBLISH_ADDRESS"
+OPENABLE = {KAFKA, MASTER, WORKER}  # the generator API stays on loopback: no authentication
 
 Service = dict[str, Any]
 
@@ -114,16 +119,43 @@ def mount_holding(service: Service, path: str) -> tuple[str, str, bool] | None:
     return max(holding, key=lambda m: len(m[1]), default=None)
 
 
-def published(service: Service) -> dict[int, int]:
-    """Published ports of a service: container port -> host port."""
-    found: dict[int, int] = {}
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """``value`` with Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR-default}`` filled in
+    from ``env``, as ``docker compose`` does with the shell's variables."""
+
+    def fill(match: re.Match[str]) -> str:
+        name, operator, default = match[1], match[2], match[3] or ""
+        if operator == ":-":
+            return env.get(name) or default
+        return env.get(name, default)
+
+    return re.sub(r"\$\{(\w+)(?:(:?-)([^}]*))?\}", fill, value)
+
+
+def port_bindings(service: Service, env: Mapping[str, str]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of each published port, with the variables
+    of ``env``; the address is "" for every interface (Docker's default)."""
+    found = []
     for port in service.get("ports") or []:
         if isinstance(port, dict):
-            found[int(port["target"])] = int(port.get("published") or port["target"])
-        else:
-            parts = str(port).split("/")[0].split(":")
-            found[int(parts[-1])] = int(parts[-2] if len(parts) > 1 else parts[-1])
+            target = int(port["target"])
+            address = interpolate(str(port.get("host_ip") or ""), env)
+            found.append((address, int(port.get("published") or target), target))
+            continue
+        spec = interpolate(str(port), env).split("/")[0]
+        if spec.startswith("["):  # [IPv6]:host:container
+            address, _, ports = spec[1:].partition("]:")
+            parts = ports.split(":")
+        else:  # [address:]host:container, or container alone
+            parts = spec.split(":")
+            address = parts.pop(0) if len(parts) == 3 else ""
+        found.append((address, int(parts[0] or 0), int(parts[-1])))
     return found
+
+
+def published(service: Service) -> dict[int, int]:
+    """Published ports of a service: container port -> host port."""
+    return {target: host for _, host, target in port_bindings(service, {})}
 
 
 def depends_on(service: Service) -> dict[str, str]:
@@ -471,6 +503,31 @@ def test_host_listener_is_published_on_the_same_port(services: dict[str, Service
     assert published(services[KAFKA]).get(port) == port, (
         f"{KAFKA} must publish {port}:{port} for clients on the host (localhost:{port})"
     )
+
+
+def test_ports_are_published_on_loopback_unless_opened_on_purpose(
+    services: dict[str, Service],
+) -> None:
+    """Kafka has no authentication, the Spark UIs can kill applications and the generator API
+    steers the generator: by default no other machine reaches any of them."""
+    for name, service in services.items():
+        for address, host_port, target in port_bindings(service, {}):
+            assert address == LOOPBACK, (
+                f"{name} publishes {host_port}:{target} on {address or 'every interface'}; "
+                f'publish it on {LOOPBACK}: "{LOOPBACK}:{host_port}:{target}", or '
+                f'"${{{PUBLISH_VARIABLE}:-{LOOPBACK}}}:{host_port}:{target}" to let users open '
+                "it on purpose"
+            )
+    opened = {PUBLISH_VARIABLE: "0.0.0.0"}
+    for name, service in services.items():
+        addresses = {address for address, _, _ in port_bindings(service, opened)}
+        if name in OPENABLE:
+            assert addresses == {"0.0.0.0"}, (
+                f"{PUBLISH_VARIABLE}=0.0.0.0 must open {name} (the file's header says so), got "
+                f"{addresses}"
+            )
+        else:
+            assert addresses <= {LOOPBACK}, f"{name} must stay on {LOOPBACK}, got {addresses}"
 
 
 def test_the_topics_the_services_use_are_created(services: dict[str, Service]) -> None:
