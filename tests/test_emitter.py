@@ -69,6 +69,11 @@ def write_source(folder: Path, numbers: range, lines: int = 5) -> dict[str, byte
     return contents
 
 
+def write_source_dir(folder: Path, numbers: range) -> Path:
+    write_source(folder, numbers)
+    return folder
+
+
 def visible(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not is_hidden(p.name))
 
@@ -237,8 +242,8 @@ def test_publish_file_refuses_to_overwrite(tmp_path: Path) -> None:
 # --- reset ------------------------------------------------------------------------------------
 
 
-def test_reset_empties_both_keeps_gitkeep_and_copies_only_matching(
-    dirs: tuple[Path, Path, Path],
+def test_reset_deletes_its_own_files_keeps_the_rest_and_copies_only_matching(
+    dirs: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     source, init, landing = dirs
     expected = write_source(source, range(8, 13))
@@ -247,23 +252,32 @@ def test_reset_empties_both_keeps_gitkeep_and_copies_only_matching(
     (source / "nested").mkdir()
     (source / "nested" / "sensor_data_99.json").write_text("{}\n")
     before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
-    (init / "old.json").write_text("{}\n")
-    (init / ".sensor_data_1.json.emitter-tmp").write_text("{")
+    # An earlier round: reset from another source, one batch moved to landing, and a temporary
+    # copy of a file recorded in landing (a crash in a cross-filesystem move leaves one).
+    earlier = tmp_path / "earlier"
+    write_source(earlier, range(1, 3))
+    reset_dirs(earlier, init, landing)
+    stop = threading.Event()
+    run_emitter(EmitterConfig(init, landing, 1, 1, 0, 0), stop, on_batch=lambda b: stop.set())
+    (landing / ".sensor_data_1.json.emitter-tmp").write_text("{")
+    # Things the emitter did not put there.
     (init / "subfolder").mkdir()
-    (landing / "sensor_data_1.json").write_text("{}\n")
+    (landing / "by_hand.txt").write_text("mine\n")
 
     report = reset_dirs(source, init, landing, "sensor_data_*.json")
 
     assert sorted(p.name for p in report.deleted) == [
         ".sensor_data_1.json.emitter-tmp",
-        "old.json",
         "sensor_data_1.json",
+        "sensor_data_2.json",
     ]
     assert [p.name for p in report.copied] == natural(expected)
     assert report.kept_dirs == (init / "subfolder",)
-    assert sorted(os.listdir(init)) == sorted([".gitkeep", "subfolder", *expected])
+    assert report.kept_files == (landing / "by_hand.txt",)
+    assert visible(init) == sorted(["subfolder", *expected])
     assert {name: (init / name).read_bytes() for name in expected} == expected
-    assert os.listdir(landing) == [".gitkeep"]
+    assert visible(landing) == ["by_hand.txt"]
+    assert (landing / ".gitkeep").exists() and (init / ".gitkeep").exists()
     assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
 
 
@@ -272,7 +286,7 @@ def test_reset_creates_missing_folders(tmp_path: Path) -> None:
     report = reset_dirs(tmp_path / "src", tmp_path / "a" / "init", tmp_path / "a" / "landing")
     assert report.deleted == ()
     assert visible(tmp_path / "a" / "init") == sorted(expected)
-    assert os.listdir(tmp_path / "a" / "landing") == []
+    assert os.listdir(tmp_path / "a" / "landing") == [emitter.MANIFEST_FILE]
 
 
 DANGEROUS: dict[str, Callable[[Path, Path, Path], tuple[Path, Path]]] = {
@@ -327,6 +341,84 @@ def test_reset_errors_before_deleting_anything(
         reset_dirs(make_source(source), init, landing, pattern)
     assert (init / "waiting.json").exists()
     assert (landing / "landed.json").exists()
+
+
+def a_users_folder(folder: Path) -> dict[str, bytes]:
+    """A folder the emitter did not make (a home folder, a project root): files to keep."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {".bashrc": b"export PATH\n", "notes.txt": b"mine\n", "sensor_data_1.json": b"{}\n"}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / "projects").mkdir()
+    return files
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("which", ["init", "landing", "both"])
+def test_reset_refuses_a_folder_it_did_not_make_and_deletes_nothing(
+    tmp_path: Path, which: str
+) -> None:
+    # `emitter reset --init-dir ~` (or the project root) used to delete every file in it.
+    source, home = tmp_path / "source", tmp_path / "home"
+    write_source(source, range(1, 4))
+    kept = a_users_folder(home)
+    init = home if which in ("init", "both") else tmp_path / "init"
+    landing = home if which == "landing" else tmp_path / "landing"
+    if which == "both":
+        landing = tmp_path / "other"
+        a_users_folder(landing)
+    option = "--init-dir" if which != "landing" else "--landing-dir"
+    try:
+        reset_dirs(source, init, landing, "*.json")
+        message = "reset went ahead"
+    except ConfigError as exc:
+        message = str(exc)
+    assert files_in(home) == kept, (
+        f"files of a folder the emitter did not make were deleted ({message})"
+    )
+    assert message.startswith(f"{option} {home} holds files the emitter did not put there")
+    assert "\n" not in message and "new or empty folder" in message
+    assert not (tmp_path / "init").exists() and not (tmp_path / "landing").exists()
+
+
+def test_a_second_reset_deletes_only_what_the_emitter_placed(dirs: tuple[Path, Path, Path]) -> None:
+    source, init, landing = dirs
+    first = write_source(source, range(1, 5))
+    reset_dirs(source, init, landing)
+    run_emitter(EmitterConfig(init, landing, 2, 2, 0, 0, seed=1), on_batch=lambda b: None)
+    assert visible(landing) == sorted(first)
+    # Someone else's files arrive next to the emitter's.
+    (init / "notes.txt").write_text("mine\n")
+    (landing / "by_hand.json").write_text("{}\n")
+    (landing / "_SUCCESS").write_text("")
+
+    report = reset_dirs(source, init, landing)
+
+    assert sorted(p.name for p in report.deleted) == sorted(first)
+    assert set(report.kept_files) == {
+        init / "notes.txt",
+        landing / "by_hand.json",
+        landing / "_SUCCESS",
+    }
+    assert visible(init) == sorted([*first, "notes.txt"])
+    assert visible(landing) == ["by_hand.json"] and (landing / "_SUCCESS").exists()
+
+
+def test_reset_refuses_to_overwrite_a_file_it_did_not_place(
+    dirs: tuple[Path, Path, Path],
+) -> None:
+    source, init, landing = dirs
+    write_source(source, range(1, 3))
+    reset_dirs(source, init, landing)
+    (landing / "sensor_data_9.json").write_text("by hand\n")
+    write_source(source, range(9, 10))
+    with pytest.raises(ConfigError, match=r"sensor_data_9.json was not put there by the emitter"):
+        reset_dirs(source, init, landing)
+    assert (landing / "sensor_data_9.json").read_text() == "by hand\n"
+    assert visible(init) == ["sensor_data_1.json", "sensor_data_2.json"]
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -524,7 +616,7 @@ def test_cli_reset_then_run(
 ) -> None:
     source, init, landing = dirs
     expected = write_source(source, range(98, 103))
-    (landing / "stale.json").write_text("{}\n")
+    reset_dirs(write_source_dir(source.parent / "earlier", range(1, 2)), init, landing)
     reset = cli(
         "reset",
         "--source-dir",
@@ -538,7 +630,7 @@ def test_cli_reset_then_run(
     )
     assert run_emitter_command(reset) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"deleted {landing / 'stale.json'}"
+    assert out[0] == f"deleted {init / 'sensor_data_1.json'}"
     assert out[-1].startswith("reset: deleted 1 file(s)") and "copied 5 file(s)" in out[-1]
 
     run = cli(

@@ -7,6 +7,10 @@ landing never sees a half-written file: a move on one filesystem is a rename, an
 filesystems the file is first copied under a hidden name (Spark's file source skips names
 starting with ``.`` or ``_``) and then renamed into place.
 
+Both folders are the emitter's: a hidden manifest in each records the files it put there, and
+``reset`` deletes those files only. A folder it did not make (no manifest) is taken only if it
+is missing or empty, so ``--init-dir ~`` is refused instead of emptied.
+
     iot-lakehouse emitter reset --source-dir ../shared/external/di07_sensor_data \
         --init-dir data/init --landing-dir data/landing --pattern 'sensor_data_*.json'
     iot-lakehouse emitter run --init-dir data/init --landing-dir data/landing --seed 7
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fnmatch
+import json
 import logging
 import math
 import os
@@ -25,7 +30,7 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ from iot_lakehouse.logs import kv
 logger = logging.getLogger(__name__)
 
 KEEP_FILE = ".gitkeep"
+MANIFEST_FILE = ".emitter-manifest.json"  # in init and landing: the files the emitter put there
 HIDDEN_PREFIXES = (".", "_")
 TEMP_SUFFIX = ".emitter-tmp"
 DEFAULT_PATTERN = "*.json"
@@ -116,53 +122,142 @@ def check_reset_dirs(source_dir: Path, init_dir: Path, landing_dir: Path) -> Non
         raise ConfigError(f"--init-dir and --landing-dir are the same folder ({init_dir})")
 
 
+def read_manifest(folder: Path) -> frozenset[str] | None:
+    """Names of the files the emitter put in ``folder``, or None if it never claimed it."""
+    path = folder / MANIFEST_FILE
+    try:
+        recorded = json.loads(path.read_text())
+        return frozenset(str(name) for name in recorded["files"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path} is not a manifest the emitter can read ({exc}); empty {folder} yourself "
+            "and delete that file, then reset again"
+        ) from None
+
+
+def write_manifest(folder: Path, names: Iterable[str]) -> None:
+    """Record (atomically) that the files ``names`` of ``folder`` are the emitter's."""
+    path = folder / MANIFEST_FILE
+    tmp = folder / f"{MANIFEST_FILE}{TEMP_SUFFIX}"
+    files = sorted(set(names), key=natural_key)
+    tmp.write_text(json.dumps({"written_by": "iot-lakehouse emitter", "files": files}, indent=1))
+    os.replace(tmp, path)
+
+
+def is_own_temp(name: str, placed: frozenset[str]) -> bool:
+    """True for the temporary copy ``publish_file`` makes of a file the emitter placed."""
+    return (
+        name.startswith(".")
+        and name.endswith(TEMP_SUFFIX)
+        and name[1 : -len(TEMP_SUFFIX)] in placed
+    )
+
+
+def placed_files(folder: Path, option: str) -> frozenset[str]:
+    """The files of ``folder`` that ``reset`` may delete: the ones the emitter put there.
+
+    A missing folder, or one holding nothing but ``.gitkeep``, is taken as the emitter's (with
+    nothing to delete). Any other folder without the emitter's manifest is refused.
+    """
+    if not folder.exists():
+        return frozenset()
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {folder} is not a folder")
+    placed = read_manifest(folder)
+    if placed is not None:
+        return placed
+    others = sorted(
+        (p.name for p in folder.iterdir() if not p.name.startswith((KEEP_FILE, MANIFEST_FILE))),
+        key=natural_key,
+    )
+    if others:
+        raise ConfigError(
+            f"{option} {folder} holds files the emitter did not put there (e.g. {others[0]}); "
+            "reset deletes only its own files. Give it a new or empty folder, or empty this "
+            "one yourself"
+        )
+    return frozenset()
+
+
 @dataclass(frozen=True)
 class ClearResult:
     """What emptying one folder did."""
 
     deleted: tuple[Path, ...]
     kept_dirs: tuple[Path, ...]
+    kept_files: tuple[Path, ...] = ()
 
 
-def clear_dir(folder: Path) -> ClearResult:
-    """Delete the files directly in ``folder`` (created if missing) except ``.gitkeep``.
+def clear_dir(folder: Path, placed: frozenset[str] = frozenset()) -> ClearResult:
+    """Delete the files the emitter placed in ``folder`` (``placed``, and their temporary
+    copies), creating the folder if missing; then record that it holds none of the emitter's.
 
-    Subfolders are left alone and reported.
+    Everything else (``.gitkeep``, subfolders, files someone else put there) is left and reported.
     """
     folder.mkdir(parents=True, exist_ok=True)
     deleted: list[Path] = []
     kept_dirs: list[Path] = []
+    kept_files: list[Path] = []
     for entry in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
-        if entry.name == KEEP_FILE:
+        if entry.name == KEEP_FILE or entry.name.startswith(MANIFEST_FILE):
             continue
         if entry.is_dir() and not entry.is_symlink():
             kept_dirs.append(entry)
-            continue
-        entry.unlink()
-        deleted.append(entry)
-    return ClearResult(tuple(deleted), tuple(kept_dirs))
+        elif entry.name in placed or is_own_temp(entry.name, placed):
+            entry.unlink()
+            deleted.append(entry)
+        else:
+            kept_files.append(entry)
+    write_manifest(folder, ())
+    return ClearResult(tuple(deleted), tuple(kept_dirs), tuple(kept_files))
+
+
+def check_no_foreign_namesakes(
+    sources: Sequence[Path], folders: Iterable[tuple[Path, frozenset[str]]]
+) -> None:
+    """Refuse when a file the emitter did not place has the name of a source file: reset would
+    overwrite it in init, and run could not publish next to it in landing."""
+    names = sorted({p.name for p in sources}, key=natural_key)
+    for folder, placed in folders:
+        for name in names:
+            path = folder / name
+            if name not in placed and (path.exists() or path.is_symlink()):
+                raise ConfigError(
+                    f"{path} was not put there by the emitter and a source file has its name; "
+                    "move it away and reset again"
+                )
 
 
 @dataclass(frozen=True)
 class ResetReport:
-    """Outcome of ``reset``: the files deleted from init and landing, the files copied."""
+    """Outcome of ``reset``: the files deleted from init and landing, the files copied, and
+    what was left as it is (subfolders, files the emitter did not place)."""
 
     deleted: tuple[Path, ...]
     copied: tuple[Path, ...]
     kept_dirs: tuple[Path, ...]
+    kept_files: tuple[Path, ...] = ()
 
 
 def reset_dirs(
     source_dir: Path, init_dir: Path, landing_dir: Path, pattern: str = DEFAULT_PATTERN
 ) -> ResetReport:
-    """Empty init and landing (keeping ``.gitkeep``), then copy the matching source files to init.
+    """Delete the emitter's files from init and landing, then copy the matching source files
+    to init (recording them as the emitter's).
 
-    Everything is checked before anything is deleted.
+    Everything is checked before anything is deleted; folders the emitter did not make are
+    refused unless missing or empty, and no file it did not place is deleted or overwritten.
     """
     check_reset_dirs(source_dir, init_dir, landing_dir)
     sources = matching_files(source_dir, pattern)
+    placed_init = placed_files(init_dir, "--init-dir")
+    placed_landing = placed_files(landing_dir, "--landing-dir")
+    check_no_foreign_namesakes(sources, ((init_dir, placed_init), (landing_dir, placed_landing)))
     try:
-        cleared = [clear_dir(init_dir), clear_dir(landing_dir)]
+        cleared = [clear_dir(init_dir, placed_init), clear_dir(landing_dir, placed_landing)]
+        write_manifest(init_dir, (src.name for src in sources))  # before the copies exist
         copied = []
         for src in sources:
             # copyfile, not copy2: the copies get a fresh modification time (see publish_file).
@@ -173,6 +268,7 @@ def reset_dirs(
         deleted=tuple(p for c in cleared for p in c.deleted),
         copied=tuple(copied),
         kept_dirs=tuple(p for c in cleared for p in c.kept_dirs),
+        kept_files=tuple(p for c in cleared for p in c.kept_files),
     )
     logger.info(
         "%s",
@@ -180,6 +276,7 @@ def reset_dirs(
             event="emitter_reset",
             deleted=len(report.deleted),
             copied=len(report.copied),
+            kept=len(report.kept_files),
             source=source_dir,
             init=init_dir,
             landing=landing_dir,
@@ -321,6 +418,9 @@ def run_emitter(
             f"(e.g. {clashes[0]}); run `iot-lakehouse emitter reset` to start over"
         )
     cross_device = not same_filesystem(init_dir, landing_dir)
+    # Files reset copied to init stay the emitter's in landing: recorded there before they move.
+    placed_init = set(read_manifest(init_dir) or ())
+    placed_landing = set(read_manifest(landing_dir) or ())
     stop = stop or threading.Event()
     rng = random.Random(config.seed)
     logger.info(
@@ -345,8 +445,15 @@ def run_emitter(
             stopped = True
             break
         batch = take_batch(pending, choose_batch_size(rng, config.batch_min, config.batch_max))
+        ours = {p.name for p in batch} & placed_init
+        if ours:
+            placed_landing |= ours
+            write_manifest(landing_dir, placed_landing)
         for src in batch:
             publish_file(src, landing_dir, cross_device=cross_device)
+        if ours:
+            placed_init -= ours
+            write_manifest(init_dir, placed_init)
         number += 1
         moved += len(batch)
         done = Batch(number, tuple(p.name for p in batch), len(pending) - len(batch), delay)
@@ -399,7 +506,8 @@ def add_emitter_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     actions = emitter.add_subparsers(dest="emitter_action", required=True)
 
     reset = actions.add_parser(
-        "reset", help="empty init and landing (keeping .gitkeep), copy the source files to init"
+        "reset",
+        help="delete the emitter's files from init and landing, copy the source files to init",
     )
     reset.add_argument("--source-dir", type=Path, required=True, help="folder of the data files")
     reset.add_argument("--init-dir", type=Path, required=True, help="files waiting to be sent")
@@ -467,6 +575,8 @@ def run_emitter_command(args: argparse.Namespace) -> int:
             print(f"deleted {path}")
         for path in report.kept_dirs:
             print(f"left folder {path} as it is")
+        for path in report.kept_files:
+            print(f"left {path} as it is (not placed by the emitter)")
         print(
             f"reset: deleted {len(report.deleted)} file(s) from {args.init_dir} and "
             f"{args.landing_dir}; copied {len(report.copied)} file(s) matching "
