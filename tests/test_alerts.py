@@ -13,8 +13,10 @@ from confluent_kafka import Consumer
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.alerts import start_alerts_stream
+from iot_lakehouse.alerts import start_alerts_stream, static_alerts
+from iot_lakehouse.detectors import FIRED, alert_id
 from iot_lakehouse.jobs import await_queries
+from iot_lakehouse.rules import load_rules
 from iot_lakehouse.schemas import SILVER_READINGS
 from iot_lakehouse.settings import Settings
 from tests.conftest import checkpoint_commits, kill_repeatedly_then_finish
@@ -84,6 +86,22 @@ def write_silver(spark: SparkSession, settings: Settings, rows: list[dict], part
         spark.createDataFrame(chunk, df.schema).coalesce(1).write.format("delta").mode(
             "append"
         ).save(settings.silver_readings_path)
+
+
+def test_static_alerts_of_readings_a_microsecond_apart_have_two_ids(
+    spark: SparkSession,
+) -> None:
+    first = START + timedelta(milliseconds=7)
+    second = first + timedelta(microseconds=400)  # same millisecond
+    rows = [silver_row("s-1", first, 35.0), silver_row("s-1", second, 36.0)]
+    alerts = static_alerts(spark.createDataFrame(rows, SILVER_READINGS), load_rules())
+    ids = {r.event_time: r.alert_id for r in alerts.collect()}
+    assert len(set(ids.values())) == 2
+    # the Spark id is the one the Python detectors compute for the same reading
+    micros = int(first.timestamp()) * 1_000_000 + first.microsecond
+    assert ids[first.replace(tzinfo=None)] == alert_id(
+        "s-1", "temperature", "HIGH_TEMP", FIRED, micros
+    )
 
 
 def run_alerts(spark: SparkSession, settings: Settings) -> None:

@@ -145,14 +145,14 @@ def detect_stateful(readings: DataFrame, rules: AlertRules, watermark: str) -> D
 
 # --- pure transforms ---
 def alert_id_column(status: str) -> Column:
-    """``detectors.alert_id`` in Spark: sha256 of sensor|metric|type|status|event ms, 32 hex."""
+    """``detectors.alert_id`` in Spark: sha256 of sensor|metric|type|status|event µs, 32 hex."""
     text = F.concat_ws(
         "|",
         F.col("sensor_id"),
         F.coalesce(F.col("metric"), F.lit("")),
         F.col("alert_type"),
         F.lit(status),
-        F.unix_millis("event_time").cast("string"),
+        F.unix_micros("event_time").cast("string"),
     )
     return F.substring(F.sha2(text, 256), 1, 32)
 

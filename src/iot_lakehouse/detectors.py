@@ -224,11 +224,12 @@ class Alert(NamedTuple):
 
 
 def alert_id(
-    sensor_id: str, metric: str | None, alert_type: str, status: str, event_ms: int
+    sensor_id: str, metric: str | None, alert_type: str, status: str, event_us: int
 ) -> str:
-    """Deterministic id: the same alert found twice (replay, restart) has the same id.
-    ``alerts.alert_id_column`` computes the same in Spark."""
-    text = f"{sensor_id}|{metric or ''}|{alert_type}|{status}|{event_ms}"
+    """Deterministic id: the same alert found twice (replay, restart) has the same id; two
+    readings apart by a microsecond (silver's key) have two. ``alerts.alert_id_column``
+    computes the same in Spark."""
+    text = f"{sensor_id}|{metric or ''}|{alert_type}|{status}|{event_us}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -246,7 +247,7 @@ def _alert(
     **evidence: Any,
 ) -> Alert:
     return Alert(
-        alert_id(sensor_id, metric, alert_type, status, event_ms),
+        alert_id(sensor_id, metric, alert_type, status, event_ms * 1000),
         sensor_id,
         metric,
         location,
