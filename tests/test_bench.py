@@ -1,6 +1,7 @@
-"""bench: the rate search, lag flatness, visibility latency, percentiles and the report; the
-raw Kafka ceilings against the real test broker. The whole ``bench`` command runs for half an
-hour and more, so it is run by hand (docs/measured.md), not here."""
+"""bench: the rate search, lag flatness, visibility latency, percentiles, ours against the
+textbook job and the report; the raw Kafka ceilings against the real test broker. The whole
+``bench`` command runs for half an hour and more, so it is run by hand (docs/measured.md), not
+here; tests/test_bench_textbook.py runs the textbook job itself."""
 
 from __future__ import annotations
 
@@ -10,26 +11,38 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from iot_lakehouse.bench import (
+    BACKLOG_RATIO_TARGET,
+    FRESHNESS_RATIO_TARGET,
     BenchReport,
     Figure,
     Plan,
+    backlog_figure,
+    backlog_rate,
+    caught_up,
     format_table,
+    freshness_figures,
+    freshness_ratio,
     freshness_verdict,
     lag_verdicts,
+    newest_not_after,
     next_rate,
     percentile,
+    progress_rows,
     shares,
     short_of_batches,
+    side_by_side_fits,
     slope_per_s,
     stage_seconds,
     visibility_latencies,
 )
 from iot_lakehouse.bench_runs import (
+    NewestPlausibleEventTime,
     ProcessFacts,
     ResourceSampler,
     add_live_figures,
@@ -207,8 +220,9 @@ def test_the_report_prints_ratios_and_targets_and_saves_json(tmp_path: Path) -> 
     report.add(Figure("G1", "ev/s", 6_000, 1_500, ">= 50,000", False, "cpu bound"))
     report.add(Figure("G5", "s", 10.0, 20.0, "<= 15", True, higher_is_better=False))
     table = format_table(report)
+    assert table.splitlines()[2].startswith("| measure | unit | ours  | textbook | ratio |")
     assert "| G1 " in table and "6,000" in table and "4.00x" in table and "NO" in table
-    assert "2.00x" in table and "yes" in table  # lower is better: baseline / tuned
+    assert "2.00x" in table and "yes" in table  # lower is better: textbook / ours
     saved = report.save(tmp_path)
     assert saved.name == "20261122T120000.json"
     body = json.loads(saved.read_text())
@@ -223,14 +237,36 @@ def test_freshness_at_start_all_rate_is_judged_by_its_p95() -> None:
         "silver": {"p50": 3.0, "p95": 4.5, "max": 6.0, "samples": 60},
         "gold": {"p50": 9.0, "p95": 12.0, "max": 14.0, "samples": 60},
     }
-    add_live_figures(report, {"tuned": {"freshness": fresh}})
+    add_live_figures(report, {"freshness": fresh})
     p95 = {f.name.split()[2]: f for f in report.figures if " p95 at start_all" in f.name}
-    assert (p95["silver"].tuned, p95["silver"].met) == (4.5, True)  # target 5 s
-    assert (p95["gold"].tuned, p95["gold"].met) == (12.0, False)  # target 10 s
+    assert (p95["silver"].ours, p95["silver"].met) == (4.5, True)  # target 5 s
+    assert (p95["gold"].ours, p95["gold"].met) == (12.0, False)  # target 10 s
     # not measured: shown as not met, not as a pass
     empty = BenchReport(Plan.of(quick=True), "now", {})
-    add_live_figures(empty, {"tuned": {}})
+    add_live_figures(empty, {})
     assert all(f.met is False for f in empty.figures if " p95 at start_all" in f.name)
+
+
+def test_the_live_rows_of_ours_have_no_other_column_and_g1_no_baseline_target() -> None:
+    report = BenchReport(Plan.of(quick=True), "now", {})
+    ours = {
+        "cold_start": {"bronze": 10.0, "silver": 30.0, "gold": 40.0, "alerts": 35.0},
+        "g1": 920.0,
+        "peak_rss_total": 7 * 1024**3,
+        "peak_rss": {"broker": 1024**3, "jobs": 4 * 1024**3},
+    }
+    add_live_figures(report, ours)
+    rows = {f.name: f for f in report.figures}
+    assert all(f.textbook is None and f.ratio is None for f in report.figures)
+    assert (
+        rows["G5 cold start -> first bronze commit"].met,
+        rows["G5 cold start -> all jobs running"].ours,
+    ) == (True, 40.0)
+    g1 = rows["G1 sustained throughput, whole pipeline"]
+    assert (g1.ours, g1.met) == (920.0, False) and "baseline" not in g1.target
+    assert rows["Peak RSS, all live processes together"].met is True
+    assert "not the textbook job" in rows["Peak RSS, all live processes together"].detail
+    assert rows["Peak RSS jobs"].ours == 4.0
 
 
 def test_the_quick_plan_is_shorter_than_the_full_one() -> None:
@@ -238,9 +274,206 @@ def test_the_quick_plan_is_shorter_than_the_full_one() -> None:
     assert full.sustain_s == 300 and quick.sustain_s == 60  # the issue: 5 min, --quick 1 min
     assert full.replay_rows >= 2_000_000
     assert quick.replay_rows < full.replay_rows
+    assert full.compare_rate == 2_000 and quick.compare_rate < full.compare_rate  # the issue
+    assert quick.compare_s < full.compare_s
 
 
-def test_the_baseline_has_spark_defaults_and_no_source_limits() -> None:
+# --- ours against the textbook job ---------------------------------------------------------
+
+
+def test_our_backlog_rate_is_the_events_over_bronzes_and_silvers_spans_together() -> None:
+    # 10,000 events: bronze took 2 s of batches, silver 3 s -> 2,000 events/s end to end
+    assert backlog_rate(10_000, [2.0, 3.0]) == pytest.approx(2_000.0)
+    assert backlog_rate(10_000, [2.0, None]) is None  # silver failed: no rate
+    assert backlog_rate(10_000, [0.0, 0.0]) is None
+    assert backlog_rate(0, [2.0]) is None
+
+
+@pytest.mark.parametrize(
+    ("ours", "textbook", "ran", "met", "ratio"),
+    [
+        (3_000.0, 1_500.0, True, True, 2.0),
+        (2_250.0, 1_500.0, True, True, 1.5),  # the target exactly
+        (2_000.0, 1_500.0, True, False, 4 / 3),
+        (1_000.0, 4_000.0, True, False, 0.25),
+        (1_000.0, None, True, False, None),  # the textbook job failed: ours not shown better
+        (1_000.0, None, False, None, None),  # not run (--no-baseline): not judged
+        (None, 1_500.0, True, False, None),  # ours failed
+    ],
+)
+def test_the_backlog_row_is_met_at_one_and_a_half_times_the_textbook_rate(
+    ours: float | None, textbook: float | None, ran: bool, met: bool | None, ratio: float | None
+) -> None:
+    assert BACKLOG_RATIO_TARGET == 1.5
+    figure = backlog_figure(ours, textbook, ran, "detail")
+    assert figure.met is met
+    assert figure.ratio == (None if ratio is None else pytest.approx(ratio))
+    assert figure.target == ">= 1.5x textbook" and figure.unit == "ev/s"
+
+
+def comparison(ours_p95: float | None, textbook_p95: float | None) -> dict:
+    def summary(p95: float | None) -> dict | None:
+        return None if p95 is None else {"p50": p95 / 2, "p95": p95, "max": p95, "samples": 60}
+
+    return {
+        "rate": 2_000.0,
+        "seconds": 300.0,
+        "mode": "side by side on one topic",
+        "ours": summary(ours_p95),
+        "textbook": summary(textbook_p95),
+    }
+
+
+@pytest.mark.parametrize(
+    ("ours", "textbook", "met"),
+    [
+        (2.0, 5.0, True),  # ours trails the clock by 0.4 of the textbook's
+        (2.5, 5.0, True),  # 0.5 exactly
+        (4.0, 5.0, False),
+        (8.0, 5.0, False),
+        (None, 5.0, False),  # ours not measured: not a pass
+        (2.0, None, False),  # nor the textbook's
+    ],
+)
+def test_the_live_freshness_row_is_met_when_ours_p95_is_at_most_half_the_textbooks(
+    ours: float | None, textbook: float | None, met: bool
+) -> None:
+    assert FRESHNESS_RATIO_TARGET == 0.5
+    p50, p95 = freshness_figures(comparison(ours, textbook))
+    assert (p50.met, p95.met) == (None, met)
+    assert (p95.ours, p95.textbook) == (ours, textbook)
+    assert p95.target == "ours <= 0.5x textbook" and not p50.target
+    assert "2,000 ev/s" in p95.name and "side by side" in p95.detail
+    if ours and textbook:
+        assert p95.ratio == pytest.approx(textbook / ours)  # times better, as every row
+        assert f"ours / textbook {ours / textbook:.2f}" in p95.detail
+
+
+def test_the_freshness_ratio_is_ours_over_the_textbooks() -> None:
+    assert freshness_ratio(2.0, 4.0) == 0.5
+    assert freshness_ratio(None, 4.0) is None and freshness_ratio(2.0, None) is None
+    assert freshness_ratio(0.0, 0.0) == 0.0  # nothing to beat and ours as good
+    assert freshness_ratio(1.0, 0.0) == float("inf")
+
+
+def test_a_failed_comparison_says_why_and_is_not_met() -> None:
+    failed = {**comparison(None, None), "error": "the textbook job exited; see x.out"}
+    _, p95 = freshness_figures(failed)
+    assert p95.met is False and p95.detail == "the textbook job exited; see x.out"
+
+
+def test_the_textbook_rows_print_both_columns_and_the_ratio() -> None:
+    report = BenchReport(Plan.of(quick=False), "now", {})
+    report.add(backlog_figure(3_000.0, 1_500.0, True, "2,000,000 events"))
+    for figure in freshness_figures(comparison(2.0, 5.0)):
+        report.add(figure)
+    table = format_table(report).splitlines()
+    backlog = next(line for line in table if line.startswith("| Backlog"))
+    assert "3,000" in backlog and "1,500" in backlog and "2.00x" in backlog and "yes" in backlog
+    fresh = next(line for line in table if " p95 at 2,000 ev/s" in line)
+    assert "2.0" in fresh and "5.0" in fresh and "2.50x" in fresh and "| yes |" in fresh
+
+
+def test_the_textbook_jobs_batch_lines_become_rows_of_its_rate() -> None:
+    from iot_lakehouse.bench_textbook import BATCH_MESSAGE
+
+    def line(batch: int, at: str, rows: int, ms: int) -> str:
+        context = {"batch_id": batch, "batch_time": at, "input_rows": rows}
+        return json.dumps(
+            {"message": BATCH_MESSAGE, "context": {**context, "batch_duration_ms": ms}}
+        )
+
+    lines = [
+        "26/12/04 12:00:00 WARN some Spark line",
+        line(0, "2026-12-04T12:00:00.000Z", 4_000, 2_000),
+        '{"message": "textbook stream started", "context": {}}',
+        '{"message": "textbook batch", "context": {"batch_id": 9}}',  # incomplete: skipped
+        line(1, "2026-12-04T12:00:02.000Z", 6_000, 3_000),
+    ]
+    rows = progress_rows(lines, BATCH_MESSAGE, "textbook")
+    assert [r["input_rows"] for r in rows] == [4_000, 6_000]
+    assert rows[0]["batch_time"] == datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    assert processing_rate(rows, "textbook") == (2_000.0, 10_000)  # 10,000 rows in 5 s
+
+
+def test_the_textbook_job_logs_each_batch_with_input_once(tmp_path: Path) -> None:
+    import logging
+
+    from iot_lakehouse.bench_textbook import BATCH_MESSAGE, log_new_batches
+    from iot_lakehouse.logs import configure_logging
+
+    def progress(batch: int, rows: int) -> dict:
+        at = f"2026-12-04T12:00:0{batch}.000Z"
+        return {
+            "batchId": batch,
+            "numInputRows": rows,
+            "timestamp": at,
+            "durationMs": {"triggerExecution": 500},
+        }
+
+    query = SimpleNamespace(recentProgress=[progress(0, 10), progress(1, 0), progress(2, 30)])
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("textbook", "INFO", "json", tmp_path)
+        assert log_new_batches(query, -1) == 2  # batch 1 was idle
+        assert log_new_batches(query, 2) == 2  # nothing new
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+    rows = progress_rows(
+        (tmp_path / "textbook.log").read_text().splitlines(), BATCH_MESSAGE, "textbook"
+    )
+    assert [(r["input_rows"], r["batch_duration_ms"]) for r in rows] == [(10, 500), (30, 500)]
+
+
+def test_a_consumer_has_caught_up_when_every_partition_reached_its_end() -> None:
+    assert caught_up({0: 10, 1: 6}, {0: 10, 1: 6})
+    assert caught_up({0: 12, 1: 6}, {0: 10, 1: 6})
+    assert not caught_up({0: 10, 1: 5}, {0: 10, 1: 6})
+    assert not caught_up({0: 10}, {0: 10, 1: 6})  # a partition not read yet
+    assert not caught_up({0: 10}, None)  # end offsets unknown
+
+
+def test_the_textbook_job_runs_beside_ours_only_with_memory_to_spare() -> None:
+    gib = 1024**3
+    assert side_by_side_fits(20 * gib) and side_by_side_fits(3 * gib)
+    assert not side_by_side_fits(2 * gib)
+
+
+def test_the_newest_plausible_event_time_ignores_readings_stamped_years_ahead() -> None:
+    assert newest_not_after([1.0, 5.0, 9e12, None], limit=10.0) == 5.0
+    assert newest_not_after([9e12], limit=10.0) is None
+    assert newest_not_after([], limit=10.0) is None
+
+
+def test_the_plausible_reader_reads_each_new_file_once_and_skips_the_future(tmp_path: Path) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def append(*times: datetime) -> None:
+        data = pa.table({"event_time": pa.array(list(times), pa.timestamp("us", tz="UTC"))})
+        write_deltalake(str(tmp_path / "t"), data, mode="append")
+
+    reader = NewestPlausibleEventTime(str(tmp_path / "t"), "event_time")
+    assert reader.read() is None  # no table yet
+    append(now - timedelta(seconds=30), now + timedelta(days=3650))  # one stamped years ahead
+    assert reader.read() == (now - timedelta(seconds=30)).timestamp()
+    append(now - timedelta(seconds=5))
+    assert reader.read() == (now - timedelta(seconds=5)).timestamp()
+    assert len(reader.seen) == 2  # each file read once
+    append(now - timedelta(seconds=60))  # older than what was seen: the newest stays
+    assert reader.read() == (now - timedelta(seconds=5)).timestamp()
+
+
+def test_the_textbook_jobs_settings_give_spark_defaults_and_no_source_limits() -> None:
     tuned = Settings()
     naive = Settings.from_env({"SPARK_TUNING": "false"})
     assert tuning(tuned)["spark.sql.shuffle.partitions"] == "2"
@@ -309,7 +542,7 @@ def test_the_bench_command_runs_a_part_prints_the_table_and_saves_json(tmp_path:
     saved = list((tmp_path / "bench" / "results").glob("*.json"))
     assert len(saved) == 1 and str(saved[0].relative_to(tmp_path)) in done.stdout
     figures = {f["name"]: f for f in json.loads(saved[0].read_text())["figures"]}
-    assert figures["Kafka consume, raw"]["tuned"] > 1_000
+    assert figures["Kafka consume, raw"]["ours"] > 1_000
     assert not results.exists()  # --results was not given: the default folder under cwd
 
 

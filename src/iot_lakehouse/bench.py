@@ -20,7 +20,6 @@ from typing import Any
 # Targets of this machine (2 cores shared by broker, generator and every job).
 G1_TARGET = 50_000.0  # events/s sustained by the whole pipeline
 G1_FLOOR = 25_000.0
-G1_BASELINE_RATIO = 3.0
 G2_P95_TARGET = 3.0  # seconds, produce -> silver
 G3_P95_TARGET = 10.0  # seconds, produce -> gold-visible
 G4_TARGET = 250_000.0  # bronze rows/s, silver rebuilt with --available-now
@@ -29,6 +28,13 @@ G5_TARGET = 15.0  # seconds, process start -> first bronze commit
 # Delta reader sees, p95 over the measurement.
 FRESHNESS_P95_TARGETS = {"silver": 5.0, "gold": 10.0}
 RSS_TARGET = 8 * 1024**3  # bytes, all processes together
+# Against the textbook one-hop job (bench_textbook: Kafka -> from_json -> range filter -> Delta,
+# Spark's defaults), run in the same bench on the same topics:
+BACKLOG_RATIO_TARGET = 1.5  # ours / textbook, Kafka -> silver events/s draining one backlog
+FRESHNESS_RATIO_TARGET = 0.5  # ours / textbook, p95 of (clock - newest silver event time), live
+# Memory that must be free for the textbook job to run beside our pipeline (its driver JVM and
+# Python, ~1.5 GiB, with room to spare); with less the two take turns on the live topic.
+TEXTBOOK_MEMORY_NEED = 3 * 1024**3
 LATENCY_RATE = 10_000.0  # events/s of the G2 / G3 measurement
 SOAK_SENSORS = 10_000
 # events/s of the soak (10,000 sensors): 10-minute soaks kept 5,000 ev/s (2026-12-03, a process
@@ -61,12 +67,18 @@ class Plan:
     soak_s: float = 1800.0  # soak: seconds at the G1 rate with every job
     soak_sensors: int = SOAK_SENSORS
     freshness_s: float = 300.0  # freshness at start_all's rate: seconds sampled
+    compare_rate: float = 2_000.0  # live, ours vs textbook: events/s of the shared topic
+    compare_s: float = 300.0  # live, ours vs textbook: seconds sampled
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
         if quick:
             return cls(
-                "quick", 60, 20, 240, 60, 500_000, 300_000, 1_000, 6, soak_s=300.0, freshness_s=60.0
+                *("quick", 60, 20, 240, 60, 500_000, 300_000, 1_000, 6),
+                soak_s=300.0,
+                freshness_s=60.0,
+                compare_rate=500.0,
+                compare_s=60.0,
             )
         return cls("full", 300, 60, 300, 180, 2_000_000, 1_000_000, 1_000, 8)
 
@@ -317,22 +329,24 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 
 def ratio(
-    tuned: float | None, baseline: float | None, higher_is_better: bool = True
+    ours: float | None, textbook: float | None, higher_is_better: bool = True
 ) -> float | None:
-    """How many times better tuned is than baseline (None if either is missing or zero)."""
-    if not tuned or not baseline:
+    """How many times better ours is than the textbook job's (None if either is missing or
+    zero)."""
+    if not ours or not textbook:
         return None
-    return tuned / baseline if higher_is_better else baseline / tuned
+    return ours / textbook if higher_is_better else textbook / ours
 
 
 @dataclass
 class Figure:
-    """One line of the report."""
+    """One line of the report: this project's figure and, where the bench measured it beside
+    ours, the textbook job's."""
 
     name: str
     unit: str
-    tuned: float | None
-    baseline: float | None = None
+    ours: float | None
+    textbook: float | None = None
     target: str = ""
     met: bool | None = None
     detail: str = ""
@@ -340,7 +354,125 @@ class Figure:
 
     @property
     def ratio(self) -> float | None:
-        return ratio(self.tuned, self.baseline, self.higher_is_better)
+        return ratio(self.ours, self.textbook, self.higher_is_better)
+
+
+# --- ours against the textbook job ---------------------------------------------------------
+
+
+def backlog_rate(events: int | None, spans_s: Sequence[float | None]) -> float | None:
+    """Events/s through stages run one after the other on the same ``events`` (bronze, then
+    silver): the events over the sum of the stages' processing spans. None if a span is
+    missing or the sum is not positive."""
+    if not events or not spans_s or any(s is None for s in spans_s):
+        return None
+    total = sum(s for s in spans_s if s is not None)
+    return events / total if total > 0 else None
+
+
+def progress_rows(log_lines: Iterable[str], message: str, job: str) -> list[dict[str, Any]]:
+    """The micro-batches a job logged as JSON lines with ``message`` (context ``batch_time``
+    ISO, ``input_rows``, ``batch_duration_ms``), as rows of the stream-metrics shape
+    (``job``, ``batch_time`` a datetime, ``input_rows``, ``batch_duration_ms``)."""
+    rows = []
+    for line in log_lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("message") != message:
+            continue
+        context = record.get("context") or {}
+        try:
+            batch_time = datetime.fromisoformat(str(context["batch_time"]))
+            rows.append(
+                {
+                    "job": job,
+                    "batch_time": batch_time,
+                    "input_rows": int(context["input_rows"]),
+                    "batch_duration_ms": int(context["batch_duration_ms"]),
+                }
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return rows
+
+
+def newest_not_after(values: Iterable[float | None], limit: float) -> float | None:
+    """The largest value not after ``limit`` (None if there is none): the newest plausible
+    event time, where a reading stamped years ahead must not count as fresh."""
+    return max((v for v in values if v is not None and v <= limit), default=None)
+
+
+def caught_up(consumed: dict[int, int], ends: dict[int, int] | None) -> bool:
+    """Whether a Kafka consumer's committed offsets reached every partition's end offset."""
+    return ends is not None and all(consumed.get(p, 0) >= end for p, end in ends.items())
+
+
+def side_by_side_fits(available_bytes: int, need_bytes: int = TEXTBOOK_MEMORY_NEED) -> bool:
+    """Whether the textbook job can run beside our pipeline (else they take turns)."""
+    return available_bytes >= need_bytes
+
+
+def at_least(value: float | None, target: float) -> bool | None:
+    """Met when ``value`` reaches ``target``; None (not judged) when there is no value."""
+    return None if value is None else value >= target
+
+
+def freshness_ratio(ours_p95: float | None, textbook_p95: float | None) -> float | None:
+    """ours p95 / textbook p95 of how far silver trails the clock (lower is better); None if
+    either is missing. A textbook p95 of 0 or less (nothing to beat) gives infinity unless ours
+    is as good."""
+    if ours_p95 is None or textbook_p95 is None:
+        return None
+    if textbook_p95 <= 0:
+        return 0.0 if ours_p95 <= textbook_p95 else math.inf
+    return ours_p95 / textbook_p95
+
+
+def backlog_figure(
+    ours: float | None, textbook: float | None, ran_textbook: bool, detail: str
+) -> Figure:
+    """The backlog row: Kafka -> silver events/s, ours against the textbook job. Not met when
+    ours failed; not judged when the textbook job was not run; else met at
+    ``BACKLOG_RATIO_TARGET``."""
+    figure = Figure(
+        "Backlog Kafka -> silver, ours (bronze + silver) vs textbook (one hop)",
+        "ev/s",
+        ours,
+        textbook,
+        f">= {BACKLOG_RATIO_TARGET:.1f}x textbook",
+        detail=detail,
+    )
+    if ours is None:
+        figure.met = False
+    elif ran_textbook:
+        figure.met = at_least(figure.ratio, BACKLOG_RATIO_TARGET) or False
+    return figure
+
+
+def freshness_figures(comparison: dict[str, Any]) -> list[Figure]:
+    """The live rows, ours against the textbook job on one topic: p50 and p95 of how far each
+    silver's newest event time trails the clock (``comparison``: ``ours`` / ``textbook`` trail
+    summaries, ``rate``, ``seconds``, ``mode``). The p95 row is met when ours / textbook
+    <= ``FRESHNESS_RATIO_TARGET``; not met when either was not measured."""
+    ours, textbook = comparison.get("ours") or {}, comparison.get("textbook") or {}
+    rate, mode = comparison.get("rate", 0.0), comparison.get("mode", "")
+    figures = []
+    for q in ("p50", "p95"):
+        name = f"Live freshness of silver {q} at {rate:,.0f} ev/s, ours vs textbook"
+        figure = Figure(name, "s", ours.get(q), textbook.get(q), higher_is_better=False)
+        if q == "p95":
+            share = freshness_ratio(ours.get(q), textbook.get(q))
+            figure.target = f"ours <= {FRESHNESS_RATIO_TARGET:.1f}x textbook"
+            figure.met = share is not None and share <= FRESHNESS_RATIO_TARGET
+            figure.detail = comparison.get("error") or (
+                f"{mode}; clock - newest event time of each silver, every second for "
+                f"{comparison.get('seconds', 0):.0f} s"
+                + ("" if share is None else f"; ours / textbook {share:.2f}")
+            )
+        figures.append(figure)
+    return figures
 
 
 @dataclass
@@ -405,13 +537,13 @@ def show(value: float | None, unit: str) -> str:
 
 def format_table(report: BenchReport) -> str:
     """The report as a fixed-width table (also valid Markdown)."""
-    head = ("measure", "unit", "tuned", "baseline", "ratio", "target", "met", "detail")
+    head = ("measure", "unit", "ours", "textbook", "ratio", "target", "met", "detail")
     rows = [
         (
             f.name,
             f.unit,
-            show(f.tuned, f.unit),
-            show(f.baseline, f.unit),
+            show(f.ours, f.unit),
+            show(f.textbook, f.unit),
             show(f.ratio, "x"),
             f.target,
             {True: "yes", False: "NO", None: "-"}[f.met],
