@@ -21,25 +21,62 @@ from iot_lakehouse.status import PipelineCounts, has_committed, pipeline_counts,
 logger = logging.getLogger(__name__)
 
 GRACEFUL_STOP_S = 60.0
+PIDS_DIR = "pids"  # under the runtime folder: the pid records stop_all.sh acts on
 BRONZE_HEAD_START_S = 60.0  # the other jobs start at bronze's first commit or after this
 STATUS_ORDER = ("bronze", "silver", "gold", "alerts", "generator")  # pipeline order on screen
 
 
+def process_started(pid: int) -> str | None:
+    """Start time of process ``pid`` as stop_all.sh reads it (``iot_proc_started`` in
+    scripts/lib.sh): clock ticks since boot from /proc, else ``ps`` lstart. None if it is gone
+    or a zombie."""
+    if Path("/proc/self").is_dir():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return None if fields[0] == "Z" else fields[19]
+    done = subprocess.run(
+        ["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    state, _, started = done.stdout.strip().partition(" ")
+    return None if not state or "Z" in state else " ".join(started.split())
+
+
+def record_pid(pids_dir: Path, pid: int, match: str, role: str) -> Path | None:
+    """Write ``pids_dir/<pid>.pid``, the record stop_all.sh stops process ``pid`` by (and only
+    while it still started at the same time and runs a command containing ``match``)."""
+    started = process_started(pid)
+    if started is None:
+        return None
+    pids_dir.mkdir(parents=True, exist_ok=True)
+    record, tmp = pids_dir / f"{pid}.pid", pids_dir / f".{pid}.tmp"
+    tmp.write_text(f"pid={pid}\nstarted={started}\nmatch={match}\nrole={role}\n")
+    os.replace(tmp, record)
+    return record
+
+
 @dataclass
 class Child:
-    """A process this supervisor started, with the file its output goes to."""
+    """A process this supervisor started, with the file its output goes to and its pid record."""
 
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
     exited_reported: bool = field(default=False)
+    record: Path | None = None
 
 
 def spawn(
-    name: str, args: list[str], logs_dir: Path, env: Mapping[str, str] | None = None
+    name: str,
+    args: list[str],
+    logs_dir: Path,
+    env: Mapping[str, str] | None = None,
+    pids_dir: Path | None = None,
 ) -> Child:
     """Start ``python -m iot_lakehouse <args>`` in its own process group, output to a log
-    (environment: ``env``, default this process's)."""
+    (environment: ``env``, default this process's); with ``pids_dir``, record its pid there
+    for stop_all.sh until ``stop_children`` has stopped it."""
     logs_dir.mkdir(parents=True, exist_ok=True)
     log = logs_dir / f"{name}.out"
     with open(log, "ab") as out:
@@ -51,8 +88,11 @@ def spawn(
             start_new_session=True,
             env=None if env is None else dict(env),
         )
+    record = (
+        record_pid(pids_dir, proc.pid, f"iot_lakehouse {args[0]}", "child") if pids_dir else None
+    )
     logger.info("started %s", kv(component=name, pid=proc.pid, log=log))
-    return Child(name, proc, log)
+    return Child(name, proc, log, record=record)
 
 
 def stop_children(children: list[Child], timeout: float = GRACEFUL_STOP_S) -> None:
@@ -72,6 +112,8 @@ def stop_children(children: list[Child], timeout: float = GRACEFUL_STOP_S) -> No
             logger.warning("did not stop in time, killing %s", kv(component=child.name))
             os.killpg(child.proc.pid, signal.SIGKILL)
             child.proc.wait()
+        if child.record is not None:
+            child.record.unlink(missing_ok=True)
         logger.info("stopped %s", kv(component=child.name, exit_code=child.proc.returncode))
 
 
@@ -135,16 +177,19 @@ def run_all(
     started_broker = not broker.status().reachable
     broker.start()
     children: list[Child] = []
+    pids_dir = settings.runtime_dir / PIDS_DIR  # stop_all.sh stops recorded children only
     failed = False
     try:
 
         def run_job(job: str) -> Child:
-            child = spawn(job, ["run", job], settings.logs_dir)
+            child = spawn(job, ["run", job], settings.logs_dir, pids_dir=pids_dir)
             children.append(child)
             return child
 
         if settings.jobs_in_one_driver:  # one JVM: its jobs wait for their upstream tables
-            children.append(spawn(ONE_DRIVER, ["run", *PIPELINE_JOBS], settings.logs_dir))
+            children.append(
+                spawn(ONE_DRIVER, ["run", *PIPELINE_JOBS], settings.logs_dir, pids_dir=pids_dir)
+            )
         else:
             run_job("bronze")
         children.append(
@@ -165,6 +210,7 @@ def run_all(
                     *("--duplicate-fraction", "0.005", "--late-fraction", "0.01"),
                 ],
                 settings.logs_dir,
+                pids_dir=pids_dir,
             )
         )
         if not settings.jobs_in_one_driver:
