@@ -40,9 +40,13 @@ def test_gx_unexpected_counts_equal_dlq_counts_per_rule(
     payloads: list[bytes | None] = [generator.generate_event(i).value for i in range(3000)]
     payloads += [p for p, _ in REASON_CASES]  # makes sure every rule fires at least once
     payloads.append(
+        b'{"device_id":"d-9","timestamp":"2026-01-05T08:00:00Z","type":"temperature",'
+        b'"value":70,"unit":"\xc2\xb0F"}'
+    )  # the warn rule (a converted unit)
+    payloads.append(
         b'{"device_id":"d-9","timestamp":"2026-01-05T08:00:00Z","type":"co2",'
         b'"value":700,"unit":"ppb"}'
-    )  # the warn rule
+    )  # a unit it does not convert
     settings = Settings.from_env({}).with_(
         lakehouse_path=str(tmp_path / "lh"),
         dlq_path=str(tmp_path / "dlq"),

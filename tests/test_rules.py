@@ -18,7 +18,8 @@ def test_packaged_rules_load_with_expanded_checks() -> None:
     assert len(by_code["OUT_OF_RANGE"].checks) == len(rules.metrics)
     assert by_code["FUTURE_TIMESTAMP"].checks[0].max_value == 300.0
     assert load_rules(max_future_seconds=60).rules[6].checks[0].max_value == 60.0
-    assert rules.warn_codes == ("UNIT_MISMATCH",)
+    assert rules.warn_codes == ("UNIT_CONVERTED",)
+    assert rules.metrics["temperature"].known_units[:2] == ("°C", "°F")
 
 
 @pytest.mark.parametrize(

@@ -208,21 +208,46 @@ def test_one_bad_value_rejects_only_that_reading(spark: SparkSession, ruleset: R
     assert by_metric == {"temperature": ["OUT_OF_RANGE"], "humidity": [], "pressure": []}
 
 
-def test_unit_mismatch_is_a_warning_kept_in_silver(spark: SparkSession, ruleset: RuleSet) -> None:
-    rows = judged_rows(
-        spark,
-        ruleset,
-        b'{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z",'
-        b'"type":"temperature","value":70,"unit":"F"}',
-    )
-    assert rows[0]["reasons"] == ["OUT_OF_RANGE"] or rows[0]["quality_flags"] == ["UNIT_MISMATCH"]
-    rows = judged_rows(
-        spark,
-        ruleset,
-        b'{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z",'
-        b'"type":"co2","value":700,"unit":"ppb"}',
-    )
-    assert rows[0]["reasons"] == [] and rows[0]["quality_flags"] == ["UNIT_MISMATCH"]
+UNIT_CASES = [  # unit, value -> stored value in the metric's unit
+    ("temperature", "°F", 45, 7.2222),
+    ("temperature", "F", 70, 21.1111),
+    ("temperature", "K", 300, 26.85),
+    ("pressure", "kPa", 101.3, 1013.0),
+    ("pressure", "Pa", 101300, 1013.0),
+    ("energy_consumption", "Wh", 1500, 1.5),
+]
+
+
+@pytest.mark.parametrize(("metric", "unit", "raw", "stored"), UNIT_CASES)
+def test_a_known_unit_is_converted_and_flagged(
+    spark: SparkSession, ruleset: RuleSet, metric: str, unit: str, raw: float, stored: float
+) -> None:
+    payload = (
+        '{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z",'
+        f'"type":"{metric}","value":{raw},"unit":"{unit}"}}'
+    ).encode()
+    df = judge(bronze_df(spark, [payload]), ruleset)
+    row = df.select("value", "unit", "reasons", "quality_flags").collect()[0]
+    assert (round(row.value, 4), row.unit) == (stored, ruleset.metrics[metric].unit)
+    assert (row.reasons, row.quality_flags) == ([], ["UNIT_CONVERTED"])
+
+
+def test_an_unknown_unit_is_rejected_and_the_range_applies_after_conversion(
+    spark: SparkSession, ruleset: RuleSet
+) -> None:
+    def judged(metric: str, value: float, unit: str) -> tuple[list[str], list[str]]:
+        payload = (
+            '{"device_id":"d-1","timestamp":"2026-01-05T08:00:00Z",'
+            f'"type":"{metric}","value":{value},"unit":"{unit}"}}'
+        ).encode()
+        row = judged_rows(spark, ruleset, payload)[0]
+        return row["reasons"], row["quality_flags"]
+
+    assert judged("co2", 700, "ppb") == (["UNIT_MISMATCH"], [])
+    assert judged("temperature", 20, "°R")[0] == ["UNIT_MISMATCH"]
+    assert judged("temperature", 20, "°C") == ([], [])
+    assert judged("temperature", 45, "°C") == ([], [])  # 45 °C is in range
+    assert judged("temperature", 140, "°F") == (["OUT_OF_RANGE"], ["UNIT_CONVERTED"])  # 60 °C
 
 
 TIMESTAMP_CASES = [

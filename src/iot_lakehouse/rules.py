@@ -24,6 +24,7 @@ from iot_lakehouse.errors import ConfigError
 CRITICALITIES = ("error", "warn")
 EXPECTATIONS = ("not_null", "be_null", "between", "in_set", "not_in_set", "match_regex")
 DOUBLE_MAX = 1.7976931348623157e308
+METRIC_UNIT_CHECKS = ("metric_unit", "metric_known_unit", "metric_converted_unit")
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,27 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class UnitConversion:
+    """A unit a metric is accepted in: value in the metric's unit = (value + add) * multiply."""
+
+    unit: str
+    add: float = 0.0
+    multiply: float = 1.0
+
+
+@dataclass(frozen=True)
 class MetricSpec:
-    """Unit and physical range of one metric."""
+    """Unit, physical range and the other units one metric is converted from."""
 
     name: str
     unit: str
     min_value: float | None = None
     max_value: float | None = None
+    conversions: tuple[UnitConversion, ...] = ()
+
+    @property
+    def known_units(self) -> tuple[str, ...]:
+        return (self.unit, *(c.unit for c in self.conversions))
 
 
 @dataclass(frozen=True)
@@ -119,15 +134,31 @@ def _expand(
             for m in metrics.values()
             if m.min_value is not None or m.max_value is not None
         )
-    if check == "metric_unit":
+    if check in ("metric_unit", "metric_known_unit"):
         return tuple(
-            Check("in_set", column, f"metric = '{m.name}'", values=(m.unit,))
+            Check(
+                "in_set",
+                column,
+                f"metric = '{m.name}'",
+                values=(m.unit,) if check == "metric_unit" else m.known_units,
+            )
             for m in metrics.values()
+        )
+    if check == "metric_converted_unit":
+        return tuple(
+            Check(
+                "not_in_set",
+                column,
+                f"metric = '{m.name}'",
+                values=tuple(c.unit for c in m.conversions),
+            )
+            for m in metrics.values()
+            if m.conversions
         )
     if check not in EXPECTATIONS:
         raise ConfigError(
             f"rule {code}: check {check!r} is not one of "
-            f"{[*EXPECTATIONS, 'metric_range', 'metric_unit']}"
+            f"{[*EXPECTATIONS, 'metric_range', *METRIC_UNIT_CHECKS]}"
         )
     # A bound may name a parameter of the rule file instead of a number.
     params: dict[str, float] = {"max_future_seconds": float(max_future)}
@@ -154,6 +185,26 @@ def _expand(
     )
 
 
+def _conversions(raw: Any, where: str) -> tuple[UnitConversion, ...]:
+    """``{unit: {add, multiply}}`` of a metric's ``convert_from`` -> its conversions."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not all(isinstance(v, dict | None) for v in raw.values()):
+        raise ConfigError(f"{where}: expected {{unit: {{add: number, multiply: number}}}}")
+    out = []
+    for unit, spec in raw.items():
+        spec = spec or {}
+        unknown = set(spec) - {"add", "multiply"}
+        if unknown:
+            raise ConfigError(f"{where} {unit}: unknown keys {sorted(unknown)}, use add/multiply")
+        add = _number(spec.get("add", 0.0), f"{where} {unit} add")
+        multiply = _number(spec.get("multiply", 1.0), f"{where} {unit} multiply")
+        if not multiply or not math.isfinite(multiply) or not math.isfinite(add or 0.0):
+            raise ConfigError(f"{where} {unit}: multiply must be a finite non-zero number")
+        out.append(UnitConversion(str(unit), add or 0.0, multiply))
+    return tuple(out)
+
+
 def load_rules(path: Path | None = None, max_future_seconds: int | None = None) -> RuleSet:
     """Read and validate a rule file (default: the packaged ``silver_rules.yml``)."""
     path = path or default_rules_file()
@@ -169,6 +220,7 @@ def load_rules(path: Path | None = None, max_future_seconds: int | None = None) 
             str(spec["unit"]),
             _number(spec.get("min_value"), name),
             _number(spec.get("max_value"), name),
+            _conversions(spec.get("convert_from"), f"{path}: metric {name} convert_from"),
         )
         for name, spec in (doc.get("metrics") or {}).items()
     }

@@ -209,10 +209,22 @@ def explode_readings(records: DataFrame, ruleset: RuleSet) -> DataFrame:
         .withColumn("value_raw", F.col("_reading.value_raw"))
         .withColumn("value_present", F.coalesce(F.col("_reading.value_present"), F.lit(False)))
         .withColumn("unit_raw", F.col("_reading.unit_raw"))
-        .withColumn("value", number_value(F.col("value_raw")))
+        .withColumn("value", in_metric_unit(number_value(F.col("value_raw")), ruleset))
         .withColumn("unit", F.coalesce(units[F.col("metric")], F.col("unit_raw")))
         .drop("_reading")
     )
+
+
+def in_metric_unit(value: Column, ruleset: RuleSet) -> Column:
+    """``value`` in its metric's unit: converted where ``unit_raw`` is one the rules convert
+    from, as is otherwise (the metric's unit, none, or an unknown unit that is rejected)."""
+    metric, unit = F.col("metric"), F.col("unit_raw")
+    out = value
+    for m in ruleset.metrics.values():
+        for c in m.conversions:
+            converted = (value + F.lit(c.add)) * F.lit(c.multiply)
+            out = F.when((metric == m.name) & (unit == c.unit), converted).otherwise(out)
+    return out
 
 
 def number_value(raw: Column) -> Column:
