@@ -152,7 +152,7 @@ def corpus(now: datetime) -> list[tuple[str, bytes | None, dict[str | None, str]
             {"temperature": SILVER},
         ),
         (
-            "duplicate keys, last wins",
+            "duplicate keys, first value kept",
             raw('"temperature":10,"temperature":20', sensor="s-dupkey"),
             {"temperature": SILVER},
         ),
