@@ -247,7 +247,7 @@ def stricter_rules(folder: Path) -> Path:
     from iot_lakehouse.rules import default_rules_file
 
     text = default_rules_file().read_text()
-    old = 'temperature:        {unit: "°C",  min_value: -50, max_value: 50}'
+    old = '{unit: "°C", min_value: -50, max_value: 50,'
     assert old in text, "the default rules changed: update this helper"
     text = text.replace(old, old.replace("max_value: 50", "max_value: 22"))
     path = folder / "stricter_rules.yml"

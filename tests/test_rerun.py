@@ -180,3 +180,31 @@ def test_rerun_silver_cascade_after_a_rule_change_equals_a_fresh_pipeline(
     assert spark.read.format("delta").load(settings.dlq_rejects_path).where(
         F.array_contains("reasons", "OUT_OF_RANGE")
     ).count() > sum(1 for r in before["dlq"] if "OUT_OF_RANGE" in r.reasons)
+
+
+def test_rerun_silver_from_refuses_while_silver_has_not_read_older_bronze_records(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    def day_config(day: date, seed: int, hour: int) -> GeneratorConfig:
+        start = datetime(day.year, day.month, day.day, hour, 0, tzinfo=UTC)
+        return GeneratorConfig(sensors=5, count=200, rate=5.0, seed=seed, start_time=start)
+
+    write_generated_bronze(spark, settings, day_config(DAY1, 1, 8), parts=1, topic="early")
+    run_pipeline(spark, settings, ("silver",))
+    # Ingested on DAY1 too, after silver stopped: silver has not read these 200 records yet.
+    write_generated_bronze(spark, settings, day_config(DAY1, 2, 12), parts=1, topic="backlog")
+    write_generated_bronze(spark, settings, day_config(DAY2, 3, 8), parts=1, topic="late")
+    new_rules = settings.with_(silver_rules_file=stricter_rules(tmp_path))
+
+    unread = r"silver has not read 200 bronze records ingested before 2026-01-06"
+    with pytest.raises(JobError, match=unread) as err:
+        rerun(spark, new_rules, "silver", since=DAY2)
+    assert "iot-lakehouse run silver --available-now" in str(err.value)
+    with pytest.raises(JobError, match="--from 2999-01-01 is after today"):
+        rerun(spark, new_rules, "silver", since=date(2999, 1, 1))
+    assert not Path(settings.checkpoint_path("_backup")).exists()  # nothing changed
+
+    run_pipeline(spark, settings, ("silver",))  # what the refusal says to do
+    rerun(spark, new_rules, "silver", since=DAY2)
+    ledger = bronze_silver_ledger(spark, settings)
+    assert ledger.ok and ledger.source == 600, ledger
