@@ -724,10 +724,11 @@ def sample_readers(
 
 def compare_freshness(pipe: Pipeline, plan: Plan, folder: Path) -> dict[str, Any]:
     """Live, ours against the textbook job on the pipeline's topic at ``plan.compare_rate``:
-    after ``SETTLE_S``, how far each silver's newest plausible event time trails the clock,
-    read every second for ``plan.compare_s`` (p50, p95, max). Side by side when the memory
-    free allows (``bench.side_by_side_fits``); else in turn: ours, then the textbook job with
-    our jobs stopped (they are started again after, and the caller drains their backlog)."""
+    from ``SETTLE_S`` after the textbook job's first commit, how far each silver's newest
+    plausible event time trails the clock, read every second for ``plan.compare_s`` (p50,
+    p95, max). Side by side when the memory free allows (``bench.side_by_side_fits``); else in
+    turn: ours, then the textbook job with our jobs stopped (they are started again after, and
+    the caller drains their backlog)."""
     together = bench.side_by_side_fits(psutil.virtual_memory().available)
     rate, seconds = plan.compare_rate, plan.compare_s
     result: dict[str, Any] = {
@@ -742,14 +743,13 @@ def compare_freshness(pipe: Pipeline, plan: Plan, folder: Path) -> dict[str, Any
     }
     ours_stopped = False
     try:
+        pipe.set_rate(rate)  # also resumes a paused generator: the textbook job needs input
         if together:
             job.start("latest")
             job.wait_for_first_commit(readers["textbook"], TEXTBOOK_START_S)
-            pipe.set_rate(rate)
             time.sleep(SETTLE_S)
             trails = sample_readers(readers, seconds)
         else:
-            pipe.set_rate(rate)
             time.sleep(SETTLE_S)
             trails = sample_readers({"ours": readers["ours"]}, seconds)
             pipe.stop(keep=["generator"])
