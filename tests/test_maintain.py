@@ -88,13 +88,15 @@ def test_report_row_of_unpartitioned_empty_and_missing_tables() -> None:
 
 def test_properties_to_set_only_lists_what_differs() -> None:
     wanted = recommended_table_properties()
-    assert wanted == {
-        "delta.autoOptimize.optimizeWrite": "true",
-        "delta.autoOptimize.autoCompact": "true",
+    assert wanted == {  # no optimized write or auto compaction inside streaming batches
+        "delta.autoOptimize.optimizeWrite": "false",
+        "delta.autoOptimize.autoCompact": "false",
     }
     assert properties_to_set({}) == wanted
-    assert properties_to_set({k: "TRUE" for k in wanted}) == {}
-    assert properties_to_set({"delta.autoOptimize.autoCompact": "false"}) == wanted
+    assert properties_to_set({k: "FALSE" for k in wanted}) == {}
+    assert properties_to_set({"delta.autoOptimize.autoCompact": "false"}) == {
+        "delta.autoOptimize.optimizeWrite": "false"
+    }
 
 
 def test_short_retention_is_refused_without_the_flag() -> None:

@@ -627,7 +627,13 @@ def upsert_window_rows(
 def create_gold_tables(spark: SparkSession, settings: Settings) -> None:
     """Create every gold table, the late-readings table and the progress log if missing."""
     for table in GOLD_TABLES:
-        create_table_if_missing(spark, settings.gold_path(table.name), table.schema, [])
+        create_table_if_missing(
+            spark,
+            settings.gold_path(table.name),
+            table.schema,
+            [],
+            ("window_start", "window_end", *table.keys, "batch_id"),
+        )
     create_table_if_missing(spark, settings.gold_late_readings_path, GOLD_LATE_READINGS, [])
     create_table_if_missing(spark, settings.gold_progress_path, GOLD_PROGRESS, [])
 

@@ -1,11 +1,11 @@
-"""``iot-lakehouse maintain``: small-file report, OPTIMIZE, VACUUM and auto-optimize properties.
+"""``iot-lakehouse maintain``: small-file report, OPTIMIZE, VACUUM and table properties.
 
 For every Delta table of the lakehouse (bronze, silver, gold, alerts, the DLQ and ``_ops``):
 
 - **report**: data files, total and average size, files below the small-file threshold and
   partitions, from the table's own log (the ``deltalake`` package's add actions, no JVM);
-- **properties**: sets the auto-compaction / optimized-write properties that OSS Delta honours
-  (``recommended_table_properties``) where they are not set yet;
+- **properties**: sets the properties tables are created with (``recommended_table_properties``:
+  no optimized write or auto compaction inside streaming batches) where they differ;
 - **OPTIMIZE** (bin-packing) where a partition has enough small files to be worth it;
 - **VACUUM** with a retention of 168 hours unless told otherwise: a shorter one needs
   ``--i-know-retention-is-short``, because it can break stopped streaming readers and time travel.
@@ -48,23 +48,14 @@ LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 
 
 def recommended_table_properties() -> dict[str, str]:
-    """Table properties every lakehouse table should have (set by ``maintain``, and meant to be
-    given at table creation too).
+    """The properties every lakehouse table is created with (``schemas.TABLE_PROPERTIES``);
+    ``maintain`` sets them on tables made by older versions, which turned Delta's optimized
+    write and auto compaction on: both ran inside every streaming micro-batch (a shuffle
+    before each write, a synchronous OPTIMIZE inside a commit). Compaction is ``maintain``'s
+    OPTIMIZE, run when a table has small files."""
+    from iot_lakehouse.schemas import TABLE_PROPERTIES
 
-    Both are honoured by OSS Delta Lake since 3.1.0 (docs.delta.io, "Optimizations": "Auto
-    compaction" and "Optimized Write"); ``delta.autoCompact`` is not a Delta property and
-    Delta 4.4 refuses it with DELTA_UNKNOWN_CONFIGURATION.
-
-    - ``delta.autoOptimize.optimizeWrite``: shuffle before a write so each partition gets
-      fewer, larger files;
-    - ``delta.autoOptimize.autoCompact``: after a successful write, compact a partition
-      synchronously once it has ``spark.databricks.delta.autoCompact.minNumFiles`` (50) small
-      files (target ``spark.databricks.delta.autoCompact.maxFileSize``, 128 MiB).
-    """
-    return {
-        "delta.autoOptimize.optimizeWrite": "true",
-        "delta.autoOptimize.autoCompact": "true",
-    }
+    return dict(TABLE_PROPERTIES)
 
 
 # --- rules as data ---

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
     ArrayType,
@@ -37,6 +39,17 @@ BRONZE_PARTITION_COLUMNS = ("ingest_date",)
 
 # Columns of the Kafka source (Spark's fixed schema for format("kafka")).
 KAFKA_SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
+
+# Columns with file statistics where a table has long raw columns: its keys, lineage and times.
+DLQ_STATS_COLUMNS = (
+    "sensor_id",
+    "metric",
+    "bronze_topic",
+    "bronze_partition",
+    "bronze_offset",
+    "batch_id",
+    "rejected_at",
+)
 
 # silver/readings: one row per sensor, metric and instant.
 SILVER_READINGS = StructType(
@@ -119,16 +132,41 @@ REDRIVE_HISTORY = StructType(
 )
 
 
+# Every table is written by a streaming job, a commit per micro-batch: Delta's optimized write
+# (a shuffle before the write) and auto compaction (a synchronous OPTIMIZE inside the commit)
+# would run inside those batches. Compaction is ``iot-lakehouse maintain``'s, off the hot path.
+TABLE_PROPERTIES = {
+    "delta.autoOptimize.optimizeWrite": "false",
+    "delta.autoOptimize.autoCompact": "false",
+}
+
+
+def table_properties(stats_columns: Sequence[str] = ()) -> dict[str, str]:
+    """The properties a table is created with: ``TABLE_PROPERTIES``, and the columns Delta
+    collects file statistics on (data skipping) where not every column is worth it (long raw
+    text, sketches)."""
+    if not stats_columns:
+        return dict(TABLE_PROPERTIES)
+    return {**TABLE_PROPERTIES, "delta.dataSkippingStatsColumns": ",".join(stats_columns)}
+
+
 def create_table_if_missing(
-    spark: SparkSession, path: str, schema: StructType, partition_by: list[str]
+    spark: SparkSession,
+    path: str,
+    schema: StructType,
+    partition_by: list[str],
+    stats_columns: Sequence[str] = (),
 ) -> None:
-    """Create an empty Delta table at ``path`` with ``schema`` unless one exists; add the
-    columns of ``schema`` that an existing table (made by an older version) lacks."""
+    """Create an empty Delta table at ``path`` with ``schema`` and ``table_properties`` unless
+    one exists; add the columns of ``schema`` that an existing table (made by an older
+    version) lacks."""
     from delta.tables import DeltaTable
 
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
+    for key, value in table_properties(stats_columns).items():
+        builder = builder.property(key, value)
     builder.execute()
     have = {f.name for f in spark.read.format("delta").load(path).schema}
     missing = [f for f in schema if f.name not in have]

@@ -37,6 +37,7 @@ from iot_lakehouse.rules import (
 )
 from iot_lakehouse.schemas import (
     DLQ_REJECTS,
+    DLQ_STATS_COLUMNS,
     SILVER_DUPLICATES,
     SILVER_READINGS,
     append_once,
@@ -522,7 +523,9 @@ class SilverBatchWriter:
 def create_silver_tables(spark: SparkSession, settings: Settings) -> None:
     """Create silver, the DLQ and the duplicate ledger if they do not exist yet."""
     create_table_if_missing(spark, settings.silver_readings_path, SILVER_READINGS, ["event_date"])
-    create_table_if_missing(spark, settings.dlq_rejects_path, DLQ_REJECTS, ["rejected_date"])
+    create_table_if_missing(
+        spark, settings.dlq_rejects_path, DLQ_REJECTS, ["rejected_date"], DLQ_STATS_COLUMNS
+    )
     create_table_if_missing(spark, settings.silver_duplicates_path, SILVER_DUPLICATES, [])
 
 

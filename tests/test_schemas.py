@@ -1,0 +1,35 @@
+"""Tables are created with their properties: no compaction inside batches, statistics where
+they pay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deltalake import DeltaTable
+from pyspark.sql import SparkSession
+
+from iot_lakehouse.maintain import properties_to_set
+from iot_lakehouse.schemas import (
+    DLQ_REJECTS,
+    DLQ_STATS_COLUMNS,
+    SILVER_DUPLICATES,
+    create_table_if_missing,
+)
+
+
+def test_a_new_table_gets_its_properties_and_maintain_finds_nothing_to_set(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    dlq, ledger = str(tmp_path / "dlq"), str(tmp_path / "dups")
+    create_table_if_missing(spark, dlq, DLQ_REJECTS, ["rejected_date"], DLQ_STATS_COLUMNS)
+    create_table_if_missing(spark, ledger, SILVER_DUPLICATES, [])
+    dlq_conf = DeltaTable(dlq).metadata().configuration
+    assert dlq_conf["delta.dataSkippingStatsColumns"] == ",".join(DLQ_STATS_COLUMNS)
+    assert dlq_conf["delta.autoOptimize.autoCompact"] == "false"
+    assert "delta.dataSkippingStatsColumns" not in DeltaTable(ledger).metadata().configuration
+    assert properties_to_set(dlq_conf) == {}
+    assert properties_to_set(DeltaTable(ledger).metadata().configuration) == {}
+    # a second call on the existing table changes nothing
+    version = DeltaTable(dlq).version()
+    create_table_if_missing(spark, dlq, DLQ_REJECTS, ["rejected_date"], DLQ_STATS_COLUMNS)
+    assert DeltaTable(dlq).version() == version
