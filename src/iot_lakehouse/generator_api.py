@@ -651,8 +651,10 @@ def _clean(
             f"bronze has not ingested {not_ingested} of the records clean would delete",
             "wait for bronze to catch up (iot-lakehouse run bronze) and POST /clean again, or "
             "POST /clean?force=true to delete them anyway: bronze will never see them, and a "
-            "bronze job with a checkpoint then stops on the missing offsets unless "
-            "KAFKA_FAIL_ON_DATA_LOSS=false",
+            "bronze job with a checkpoint then stops on the missing offsets. To go past them, "
+            "start bronze once with KAFKA_FAIL_ON_DATA_LOSS=false, then without it (left "
+            "false, bronze skips any later loss too); `iot-lakehouse reconcile` counts the "
+            "deleted records as never_read",
             {
                 "topic": topic,
                 "not_ingested": not_ingested,

@@ -1,6 +1,7 @@
 """``iot-lakehouse reconcile``: prove that nothing was lost between the layers.
 
-- kafka -> bronze: every offset Kafka still holds is in bronze exactly once.
+- kafka -> bronze: every offset Kafka ever gave out is in bronze exactly once; offsets Kafka
+  dropped before bronze read them (retention, ``/clean?force=true``) count as ``never_read``.
 - bronze -> silver: every bronze record's candidate readings (as the silver parser sees them)
   each ended in exactly one of silver, the DLQ or the duplicate ledger.
 - silver -> gold: per 5-minute window, sensor and metric, the silver readings equal the gold
@@ -52,27 +53,48 @@ class Ledger:
 def kafka_bronze_ledger(
     spark: SparkSession, settings: Settings, ranges: dict[int, tuple[int, int]]
 ) -> Ledger:
-    """Compare Kafka's retained offsets with bronze's (topic, partition, offset) rows."""
-    kafka_rows = sum(high - low for low, high in ranges.values())
+    """Compare every offset Kafka ever gave out with bronze's (topic, partition, offset) rows.
+
+    A partition's offsets run from 0 to its high watermark, one per record: the ones Kafka still
+    holds (from the low watermark) must each be in bronze once; the ones it dropped (retention,
+    DeleteRecords) must be in bronze too, else they were never read: bronze skipped them
+    (``KAFKA_FAIL_ON_DATA_LOSS=false``) or has not reached them."""
     bronze = (
         spark.read.format("delta")
         .load(settings.bronze_events_path)
         .where(F.col("topic") == settings.kafka_topic)
     )
-    retained = F.lit(False)
+    below_high, below_low = F.lit(False), F.lit(False)
     for partition, (low, high) in ranges.items():
-        retained = retained | (
-            (F.col("partition") == partition) & (F.col("offset") >= low) & (F.col("offset") < high)
-        )
-    counts = bronze.where(retained).groupBy(*COORDS).count()
-    row = counts.agg(F.count("*").alias("distinct"), F.sum("count").alias("rows")).first()
+        this = F.col("partition") == partition
+        below_high = below_high | (this & (F.col("offset") >= 0) & (F.col("offset") < high))
+        below_low = below_low | (this & (F.col("offset") >= 0) & (F.col("offset") < low))
+    counts = bronze.where(below_high).groupBy(*COORDS).count()
+    row = counts.agg(
+        F.count("*").alias("distinct"),
+        F.sum("count").alias("rows"),
+        F.count_if(below_low).alias("dropped_read"),
+    ).first()
     distinct = int(row["distinct"] or 0) if row else 0
     rows = int(row["rows"] or 0) if row else 0
+    dropped_read = int(row["dropped_read"] or 0) if row else 0
+    dropped = sum(low for low, _high in ranges.values())
+    never_read = dropped - dropped_read
+    parts = {"bronze": rows}
+    if never_read:
+        parts["never_read"] = never_read
+        logger.warning(
+            "kafka -> bronze: %d records left Kafka before bronze read them (per partition, "
+            "Kafka's low watermarks: %s)",
+            never_read,
+            {p: low for p, (low, _high) in sorted(ranges.items())},
+        )
+    kafka_offsets = sum(high for _low, high in ranges.values())
     return Ledger(
         "kafka -> bronze",
-        kafka_rows,
-        {"bronze": rows},
-        missing=kafka_rows - distinct,
+        kafka_offsets,
+        parts,
+        missing=kafka_offsets - distinct,
         extra=rows - distinct,
     )
 
