@@ -1,4 +1,5 @@
-"""Unit tests of the sensor data generator: pure generation and options (no broker needed)."""
+"""Tests of the sensor data generator: pure generation and options, then runs against the
+real broker (the command, and the manifest's reruns)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,21 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from iot_lakehouse.errors import ConfigError
 from iot_lakehouse.generator import (
@@ -21,18 +30,27 @@ from iot_lakehouse.generator import (
     KINDS,
     LONG_FIELDS,
     METRICS,
+    NO_FORMAT,
     WIDE_FIELDS,
     EventGenerator,
     GeneratedEvent,
     GeneratorConfig,
+    RunManifest,
     _chunk_size,
     _DeliveryTracker,
     _LibrdkafkaLog,
     add_generate_arguments,
     config_from_args,
+    config_from_json,
+    config_to_json,
+    read_manifest,
+    rerun_config,
     run_generator,
+    write_manifest,
 )
-from iot_lakehouse.settings import Settings
+from iot_lakehouse.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.status import kafka_watermarks
 
 START = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -480,12 +498,20 @@ def test_librdkafka_log_repeats_only_at_debug(caplog: pytest.LogCaptureFixture) 
     assert levels == [logging.ERROR, logging.DEBUG, logging.DEBUG, logging.ERROR]
 
 
-def test_run_generator_with_count_zero_returns_an_empty_report() -> None:
+def test_run_generator_with_count_zero_returns_an_empty_report(tmp_path: Path) -> None:
     # Nothing to send: no broker is contacted for delivery, flush returns at once.
-    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9")
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9", runtime_dir=tmp_path)
     report = run_generator(GeneratorConfig(count=0), settings)
     assert (report.sent, report.delivered, report.failed, report.errors) == (0, 0, 0, [])
     assert report.kinds == dict.fromkeys(KINDS, 0)
+    # Its manifest goes under the runtime folder, and says it sent nothing.
+    assert report.manifest is not None
+    path = Path(report.manifest)
+    assert path.parent == tmp_path / "generator" / "manifests"
+    manifest = read_manifest(path)
+    assert path.name == f"{manifest['run_id']}.json"
+    assert (manifest["state"], manifest["reason"]) == ("finished", "count_reached")
+    assert manifest["counts"]["sent"] == 0 and manifest["event_time"]["end"] is None
 
 
 def test_generate_command_produces_exactly_count_to_the_real_broker(
@@ -603,3 +629,347 @@ def test_anomalies_need_enough_sensors() -> None:
         GeneratorConfig(sensors=3, anomalies=True)
     with pytest.raises(ConfigError, match="needs --anomalies"):
         GeneratorConfig(ground_truth="x.jsonl")
+
+
+# --- the run manifest -----------------------------------------------------------------------
+def parse_generate(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_generate_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def sample_manifest(tmp_path: Path, **config: Any) -> Path:
+    """A manifest as a run that sent 1234 events writes it."""
+    options: dict[str, Any] = {"seed": 9, "sensors": 30, "start_time": START, "duration": 60.0}
+    options.update(config)
+    record = RunManifest("r1", GeneratorConfig(**options), "t0", "b:9092", START, sent=1234)
+    path = tmp_path / "run.json"
+    write_manifest(path, record.to_json())
+    return path
+
+
+def test_manifest_config_round_trips_through_json() -> None:
+    config = GeneratorConfig(
+        sensors=12,
+        rate=333.5,
+        count=77,
+        seed=4,
+        format="long",
+        malformed_fraction=0.1,
+        invalid_fraction=0.2,
+        duplicate_fraction=0.05,
+        late_fraction=0.15,
+        late_max_seconds=123.25,
+        start_time=datetime(2026, 3, 4, 5, 6, 7, 89_000, tzinfo=UTC),
+        topic="t",
+        progress_interval_s=2.5,
+        anomalies=True,
+        ground_truth="truth.jsonl",
+        paced=False,
+        manifest="m.json",
+    )
+    data = json.loads(json.dumps(config_to_json(config)))
+    assert data["start_time"] == "2026-03-04T05:06:07.089Z"
+    assert config_from_json(data) == config
+    with pytest.raises(ConfigError, match="colour"):
+        config_from_json({**data, "colour": "red"})
+    with pytest.raises(ConfigError, match="sensors"):
+        config_from_json({**data, "sensors": 0})
+
+
+def test_from_manifest_takes_the_configuration_and_the_count_sent(tmp_path: Path) -> None:
+    path = sample_manifest(tmp_path)
+    config = config_from_args(parse_generate(["--from-manifest", str(path)]))
+    # the manifest's own configuration, but exactly the events that run sent
+    original = GeneratorConfig(seed=9, sensors=30, start_time=START, duration=60.0)
+    assert config == dataclasses.replace(original, count=1234, duration=None)
+    outputs = config_from_args(
+        parse_generate(
+            ["--from-manifest", str(path), "--topic", "t2", "--unpaced", "--manifest", "m2.json"]
+        )
+    )
+    assert outputs == dataclasses.replace(config, topic="t2", paced=False, manifest="m2.json")
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--seed", "42"], "--seed"),  # even the default value: it is not the manifest's
+        (["--count", "0"], "--count"),
+        (["--malformed-fraction", "0"], "--malformed-fraction"),
+        (["--anomalies", "--rate", "5"], "--rate, --anomalies"),
+        (["--start-time", "2026-01-01T00:00:00Z"], "--start-time"),
+    ],
+)
+def test_from_manifest_refuses_options_that_change_the_events(
+    tmp_path: Path, argv: list[str], named: str
+) -> None:
+    path = sample_manifest(tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(named) + " cannot go with --from-manifest"):
+        config_from_args(parse_generate(["--from-manifest", str(path), *argv]))
+
+
+def test_from_manifest_refuses_what_is_not_a_manifest(tmp_path: Path) -> None:
+    missing, text, other = tmp_path / "missing.json", tmp_path / "t.json", tmp_path / "o.json"
+    text.write_text("not json")
+    other.write_text(json.dumps({"manifest_version": 99, "config": {}}))
+    for path, message in [(missing, "cannot read"), (text, "not JSON"), (other, "99")]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_args(parse_generate(["--from-manifest", str(path)]))
+    with pytest.raises(ConfigError, match="seed"):
+        rerun_config(read_manifest(sample_manifest(tmp_path)), seed=3)
+
+
+def test_count_zero_is_a_count_without_a_manifest_too() -> None:
+    assert config_from_args(parse_generate(["--count", "0"])).count == 0
+
+
+def test_block_formats_name_each_payloads_shape(
+    mixed_bad: tuple[EventGenerator, list[GeneratedEvent]],
+) -> None:
+    gen, _ = mixed_bad
+    seen: Counter[str] = Counter()
+    for b in range(20):
+        block = gen.generate_block(b)
+        for value, kind, fmt in zip(block.values, block.kinds, block.formats, strict=True):
+            shape = payload_shape(value)
+            assert fmt == (NO_FORMAT if kind == "malformed" else shape), (kind, fmt, value)
+            seen[fmt] += 1
+    assert set(seen) == {"wide", "long", NO_FORMAT}
+
+
+def test_write_manifest_replaces_the_file_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "m.json"
+    big = {"manifest_version": 1, "config": {}, "pad": "x" * 200_000}
+    write_manifest(path, big)
+    stop, torn = threading.Event(), []
+
+    def read_all_the_time() -> None:
+        while not stop.is_set():
+            text = path.read_text(encoding="utf-8")
+            try:
+                json.loads(text)
+            except ValueError:
+                torn.append(len(text))
+
+    reader = threading.Thread(target=read_all_the_time)
+    reader.start()
+    try:
+        for n in range(150):
+            write_manifest(path, {**big, "n": n})
+    finally:
+        stop.set()
+        reader.join()
+    assert torn == [], f"a reader saw a half-written manifest {len(torn)} times"
+    assert json.loads(path.read_text())["n"] == 149
+    assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temp file left
+
+
+# --- reruns against the real broker -------------------------------------------------------------
+def payload_shape(value: bytes) -> str:
+    """A payload's shape as a consumer sees it: "wide", "long" or NO_FORMAT (not an object).
+    Every wide record has a location, every long one a building (even when invalid)."""
+    try:
+        record = json.loads(value.decode("utf-8"))
+    except ValueError:
+        return NO_FORMAT
+    if not isinstance(record, dict):
+        return NO_FORMAT
+    return "wide" if "location" in record else "long" if "building" in record else "?"
+
+
+def consume(settings: Settings, topic: str, timeout: float = 60.0) -> dict[int, list[Any]]:
+    """Every record of ``topic``, as (key, value) per partition in offset order."""
+    marks = kafka_watermarks(settings, topic)
+    assert marks is not None, f"no topic {topic}"
+    out: dict[int, list[Any]] = {p: [] for p in marks}
+    left = sum(high - low for low, high in marks.values())
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"test-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in marks.items()])
+        deadline = time.monotonic() + timeout
+        while left > 0:
+            assert time.monotonic() < deadline, f"{left} records of {topic} not consumed"
+            for msg in consumer.consume(1000, timeout=1.0):
+                assert msg.error() is None, msg.error()
+                out[msg.partition()].append((msg.key(), msg.value()))
+                left -= 1
+    finally:
+        consumer.close()
+    return out
+
+
+def classify(records: dict[int, list[Any]], start: datetime) -> tuple[Counter[str], Counter[str]]:
+    """(formats, kinds) of consumed records, judged from their bytes alone. Late readings are
+    at least 60 s behind their nominal time, so in a stream shorter than 60 s of event time
+    they lie before its start; a duplicate repeats an earlier record (key and value)."""
+    formats: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for partition in records.values():
+        seen: set[tuple[bytes, bytes]] = set()
+        for key, value in partition:
+            shape = payload_shape(value)
+            formats[shape] += 1
+            if shape == NO_FORMAT:
+                kinds["malformed"] += 1
+                continue
+            record = json.loads(value)
+            if problems(record, start):
+                kinds["invalid"] += 1
+            elif (key, value) in seen:
+                kinds["duplicate"] += 1
+            elif parse_ts(record["timestamp"]) < start:
+                kinds["late"] += 1
+            else:
+                kinds["valid"] += 1
+            seen.add((key, value))
+    del formats[NO_FORMAT]
+    return formats, kinds
+
+
+def new_topic(kafka_settings: Settings, prefix: str) -> Settings:
+    settings = kafka_settings.with_(kafka_topic=f"{prefix}-{uuid.uuid4().hex[:8]}")
+    LocalKafkaBroker(settings).create_topics()
+    return settings
+
+
+def generate_cli(settings: Settings, *argv: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "KAFKA_TOPIC": settings.kafka_topic,
+        "IOT_RUNTIME_DIR": str(settings.runtime_dir),
+        "GENERATOR_API_PORT": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "iot_lakehouse", "generate", *argv],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_rerun_from_the_manifest_sends_the_same_bytes_and_the_counts_are_what_was_sent(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    first = new_topic(kafka_settings, "manifest-a")
+    second = new_topic(kafka_settings, "manifest-b")
+    config = GeneratorConfig(
+        sensors=40,
+        rate=2000.0,  # 2.5 s of event time: late readings fall before the start (see classify)
+        count=5000,
+        seed=23,
+        format="mixed",
+        malformed_fraction=0.04,
+        invalid_fraction=0.04,
+        duplicate_fraction=0.04,
+        late_fraction=0.04,
+        anomalies=True,
+        ground_truth=str(tmp_path / "truth-a.jsonl"),
+        topic=first.kafka_topic,
+        paced=False,
+        manifest=str(tmp_path / "a.json"),
+    )  # start_time None: now; the manifest must keep the time it resolved to
+    report = run_generator(config, first)
+    assert (report.sent, report.delivered, report.failed) == (5000, 5000, 0)
+    manifest = read_manifest(tmp_path / "a.json")
+
+    # the rerun, as a user runs it: only the topic, the outputs and the speed differ
+    rerun = generate_cli(
+        first,
+        *("--from-manifest", str(tmp_path / "a.json"), "--manifest", str(tmp_path / "b.json")),
+        *("--topic", second.kafka_topic, "--ground-truth", str(tmp_path / "truth-b.jsonl")),
+    )
+    out, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, out.decode()[-3000:]
+    assert b"sent=5000 delivered=5000 failed=0" in out
+
+    a, b = consume(first, first.kafka_topic), consume(second, second.kafka_topic)
+    assert sum(len(records) for records in a.values()) == 5000
+    assert a == b  # per partition: the same keys and values in the same order
+    assert (tmp_path / "truth-a.jsonl").read_bytes() == (tmp_path / "truth-b.jsonl").read_bytes()
+
+    # the manifest: configuration, seed, event times, counts as consumed, ground truth
+    start = parse_ts(manifest["event_time"]["start"])
+    assert abs(start - datetime.now(UTC)) < timedelta(minutes=2)
+    assert manifest["config"]["start_time"] == manifest["event_time"]["start"]
+    assert manifest["event_time"]["end"] == report_end(start, 5000, 2000.0)
+    assert (manifest["state"], manifest["reason"], manifest["seed"]) == (
+        "finished",
+        "count_reached",
+        23,
+    )
+    assert manifest["config"] == {
+        **config_to_json(config),
+        "start_time": manifest["config"]["start_time"],
+    }
+    formats, kinds = classify(a, start)
+    counts = manifest["counts"]
+    assert counts["by_format"] == dict(formats) and set(formats) == {"wide", "long"}
+    assert counts["by_kind"] == {k: kinds[k] for k in KINDS} and all(kinds[k] for k in KINDS)
+    assert (counts["sent"], counts["delivered"], counts["delivery_failures"]) == (5000, 5000, 0)
+    assert manifest["ground_truth"] == str(tmp_path / "truth-a.jsonl")
+    assert manifest["reproducible_events"] == 5000 and manifest["clock_changes"] == []
+
+    again = read_manifest(tmp_path / "b.json")
+    assert again["run_id"] != manifest["run_id"]
+    assert again["counts"] == counts and again["event_time"] == manifest["event_time"]
+    assert again["config"] == {
+        **manifest["config"],
+        "topic": second.kafka_topic,
+        "ground_truth": str(tmp_path / "truth-b.jsonl"),
+        "manifest": str(tmp_path / "b.json"),
+    }
+
+
+def report_end(start: datetime, count: int, rate: float) -> str:
+    """The nominal event time of event ``count - 1``, as the manifest writes it."""
+    end = start + timedelta(seconds=(count - 1) / rate)
+    return end.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_a_killed_run_leaves_a_manifest_whose_rerun_repeats_what_it_sent(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    first = new_topic(kafka_settings, "killed")
+    second = new_topic(kafka_settings, "killed-rerun")
+    path = tmp_path / "killed.json"
+    proc = generate_cli(
+        first, "--rate", "400", "--seed", "5", "--sensors", "25", "--late-fraction", "0.1",
+        "--manifest", str(path),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        # written at the start, then at every progress line (5 s)
+        while not (path.exists() and read_manifest(path)["counts"]["sent"] > 0):
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "no periodic manifest update in 30 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+    manifest = read_manifest(path)
+    sent = manifest["counts"]["sent"]
+    assert manifest["state"] == "running" and manifest["reason"] is None
+    assert sum(manifest["counts"]["by_kind"].values()) == sent
+    assert manifest["counts"]["by_kind"]["late"] > 0
+
+    config = rerun_config(manifest, topic=second.kafka_topic, paced=False)
+    assert config.count == sent
+    report = run_generator(config, second)
+    assert (report.sent, report.delivered) == (sent, sent)
+    killed, again = consume(first, first.kafka_topic), consume(second, second.kafka_topic)
+    assert sum(len(records) for records in again.values()) == sent
+    for partition, records in again.items():
+        # the killed run sent these first (and maybe more after its last manifest update)
+        assert killed[partition][: len(records)] == records, partition

@@ -9,6 +9,7 @@ controller, the virtual clock) are tested in-process first.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -288,6 +289,7 @@ def test_health_and_openapi_list_every_endpoint(generator: Generator) -> None:
     expected = {
         "/health": "get",
         "/status": "get",
+        "/manifest": "get",
         "/pause": "post",
         "/resume": "post",
         "/rate": "put",
@@ -306,7 +308,7 @@ def test_status_reports_counters_config_and_sent_grows(generator: Generator) -> 
     first = generator.status()
     assert set(first) == {
         *("state", "uptime_s", "sent", "delivered", "delivery_errors", "queued", "rate"),
-        *("measured_rate", "batches", "topic", "config"),
+        *("measured_rate", "batches", "topic", "config", "manifest"),
     }
     assert (first["state"], first["rate"], first["topic"]) == (
         "running",
@@ -320,6 +322,27 @@ def test_status_reports_counters_config_and_sent_grows(generator: Generator) -> 
     assert second["sent"] > first["sent"] and second["batches"] > first["batches"]
     assert second["uptime_s"] > first["uptime_s"]
     assert second["delivered"] > 0 and second["delivery_errors"] == 0
+
+
+def test_status_links_the_manifest_and_the_link_serves_it(generator: Generator) -> None:
+    link = generator.status()["manifest"]
+    assert link["url"] == "/manifest"
+    path = Path(link["path"])
+    assert path.parent == generator.settings.runtime_dir / "generator" / "manifests"
+    before = json.loads(path.read_text())
+    served = generator.ok("GET", link["url"])
+    after = json.loads(path.read_text())
+    assert served in (before, after)  # the file itself (it is rewritten every 5 s)
+    assert path.name == f"{served['run_id']}.json" and served["state"] == "running"
+    config = served["config"]
+    assert (config["seed"], config["sensors"], config["format"]) == (11, 20, "wide")
+    assert config["anomalies"] and served["ground_truth"] == str(generator.truth)
+    assert config["start_time"] == served["event_time"]["start"]  # resolved: rerunnable
+    # rewritten while it runs: the counts catch up with what /status says was sent
+    generator.wait_for(lambda: generator.ok("GET", "/manifest")["counts"]["sent"] > 0, timeout=15)
+    counts = generator.ok("GET", "/manifest")["counts"]
+    assert 0 < counts["sent"] <= generator.status()["sent"]
+    assert sum(counts["by_kind"].values()) == counts["sent"] == counts["by_format"]["wide"]
 
 
 def test_pause_stops_sending_and_resume_sends_again(generator: Generator) -> None:
@@ -621,6 +644,15 @@ def test_sigterm_stops_generator_and_api_with_exit_0(generator: Generator) -> No
         pass
     log = generator.log.read_text()
     assert "generator api stopped" in log and "reason=stop_requested" in log
+    # its manifest is final, and says where a rerun stops being byte for byte the same
+    manifest_file = generator.settings.runtime_dir / "generator" / "manifests"
+    run_id = re.search(r"run_id=(\S+)", log)
+    assert run_id is not None, log[-3000:]
+    manifest = json.loads((manifest_file / f"{run_id.group(1)}.json").read_text())
+    assert (manifest["state"], manifest["reason"]) == ("finished", "stop_requested")
+    assert manifest["counts"]["delivered"] == manifest["counts"]["sent"] > 0
+    assert manifest["clock_changes"], "the run paused and changed its rate: the clock moved"
+    assert 0 < manifest["reproducible_events"] < manifest["counts"]["sent"]
 
 
 def test_port_in_use_is_a_clear_error(kafka_settings: Settings, tmp_path: Path) -> None:

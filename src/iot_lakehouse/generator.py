@@ -10,6 +10,10 @@ Event ``i`` has the nominal event time ``start_time + i / rate`` (a virtual cloc
 readings the stream can carry, by configurable fractions, malformed payloads, invalid readings,
 exact duplicates and late readings, so that every downstream path (DLQ, dedup, watermark) is
 exercised.
+
+Each run writes a manifest (:class:`RunManifest`, JSON): the run id, the full configuration with
+the start time it resolved, the event times, the counts sent per format and per kind and the
+delivery failures. ``generate --from-manifest FILE`` sends the same events again, byte for byte.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
+import secrets
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -41,6 +48,9 @@ BLOCK_SIZE = 1024
 """Events generated at once; also the unit of reproducibility (one random stream per block)."""
 
 FORMATS = ("wide", "long", "mixed")
+PAYLOAD_FORMATS = ("wide", "long")
+NO_FORMAT = ""
+"""The payload format of a malformed event: it is not a reading of either shape."""
 KINDS = ("valid", "malformed", "invalid", "duplicate", "late")
 LATE_MIN_SECONDS = 60.0
 NO_DELIVERY_S = 10.0
@@ -155,6 +165,7 @@ class GeneratorConfig:
     anomalies: bool = False
     ground_truth: str | None = None
     paced: bool = True  # False: send as fast as possible (event times still follow rate)
+    manifest: str | None = None  # None: .runtime/generator/manifests/<run id>.json
 
     def __post_init__(self) -> None:
         if self.sensors < 1:
@@ -200,6 +211,8 @@ class GeneratorConfig:
             raise ConfigError("--ground-truth needs --anomalies (there is nothing to record)")
         if self.topic is not None and not self.topic:
             raise ConfigError("topic must not be empty (omit it to use KAFKA_TOPIC)")
+        if self.manifest is not None and not self.manifest:
+            raise ConfigError("manifest must not be empty (omit it for the default place)")
         if self.start_time is not None:
             # Naive datetimes are taken as UTC; aware ones are converted to UTC.
             start = self.start_time
@@ -223,6 +236,7 @@ class Block:
     keys: list[bytes]
     values: list[bytes]
     kinds: list[str]
+    formats: list[str]  # "wide" or "long"; NO_FORMAT for a malformed payload
 
     def __len__(self) -> int:
         return len(self.values)
@@ -239,6 +253,8 @@ class GeneratorReport:
     rate: float
     kinds: dict[str, int]
     errors: list[str]
+    formats: dict[str, int] = field(default_factory=dict)
+    manifest: str | None = None
 
 
 def _uniform(seed: int, stream: int, low: float, high: float, n: int) -> npt.NDArray[np.float64]:
@@ -543,12 +559,15 @@ class EventGenerator:
                 metric_value_l[j],
                 variant_l[j],
             )
+        formats = ["wide" if w else "long" for w in wide_l]
+        for j in np.flatnonzero(code == _MALFORMED).tolist():
+            formats[j] = NO_FORMAT
         for j in np.flatnonzero(code == _DUPLICATE).tolist():
             src = int(dup_source[j])
-            keys[j], values[j] = keys[src], values[src]
+            keys[j], values[j], formats[j] = keys[src], values[src], formats[src]
 
         kinds = [_KIND_NAMES[c] for c in code.tolist()]
-        return Block(block_index, keys, values, kinds)
+        return Block(block_index, keys, values, kinds, formats)
 
     def _serialise(
         self,
@@ -883,6 +902,7 @@ class GeneratorController:
         self._queued = 0
         self._window: deque[tuple[float, int]] = deque()
         self._truth: GroundTruthWriter | None = None
+        self._manifest: Path | None = None
 
     # --- control (any thread) --------------------------------------------------------------
     @property
@@ -969,10 +989,16 @@ class GeneratorController:
                 return None
             return self._truth.restart(self._totals[0])
 
-    # --- the generator loop --------------------------------------------------------------
-    def attach(self, truth: GroundTruthWriter) -> None:
+    @property
+    def manifest(self) -> Path | None:
+        """The run's manifest file, once the run has written it."""
         with self._changed:
-            self._truth = truth
+            return self._manifest
+
+    # --- the generator loop --------------------------------------------------------------
+    def attach(self, truth: GroundTruthWriter, manifest: Path | None = None) -> None:
+        with self._changed:
+            self._truth, self._manifest = truth, manifest
 
     def update(self, sent: int, delivered: int, failed: int, queued: int, chunk: int = 0) -> None:
         """Totals from the loop; ``chunk``: events just queued (a batch, if more than 0)."""
@@ -999,6 +1025,172 @@ class GeneratorController:
         with self._changed:
             self._state, self._idle = "stopped", False
             self._changed.notify_all()
+
+
+# --- the run manifest --------------------------------------------------------------------
+MANIFEST_VERSION = 1
+REPLAYED_OPTIONS = (
+    "sensors",
+    "rate",
+    "count",
+    "duration",
+    "seed",
+    "format",
+    "malformed_fraction",
+    "invalid_fraction",
+    "duplicate_fraction",
+    "late_fraction",
+    "late_max_seconds",
+    "start_time",
+    "anomalies",
+)
+"""What a rerun takes from the manifest: the options that decide the events' bytes."""
+
+
+def new_run_id(now: datetime) -> str:
+    """A run id that sorts by start time: ``20260105T080000Z-3fa2c1``."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def default_manifest_path(runtime_dir: Path, run_id: str) -> Path:
+    """Where a run's manifest goes without ``--manifest``."""
+    return runtime_dir / "generator" / "manifests" / f"{run_id}.json"
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def config_to_json(config: GeneratorConfig) -> dict[str, Any]:
+    """Every field of ``config`` as JSON values (the start time as ISO-8601 with ``Z``)."""
+    data = asdict(config)
+    if config.start_time is not None:
+        data["start_time"] = _iso(config.start_time)
+    return data
+
+
+def config_from_json(data: Mapping[str, Any]) -> GeneratorConfig:
+    """The GeneratorConfig :func:`config_to_json` wrote (ConfigError on unknown fields)."""
+    known = {f.name for f in fields(GeneratorConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"the manifest's config has fields this version does not know: {', '.join(unknown)}"
+        )
+    options = dict(data)
+    if isinstance(options.get("start_time"), str):
+        options["start_time"] = _parse_start_time(options["start_time"])
+    try:
+        return GeneratorConfig(**options)
+    except TypeError as exc:  # a field of the wrong type, e.g. "sensors": "ten"
+        raise ConfigError(f"the manifest's config is not usable: {exc}") from None
+
+
+@dataclass
+class RunManifest:
+    """What one ``generate`` run is configured to do and has done: its manifest, as data."""
+
+    run_id: str
+    config: GeneratorConfig  # with the start time resolved, so a rerun makes the same events
+    topic: str
+    bootstrap: str
+    started_at: datetime  # wall clock
+    state: str = "running"  # running, finished or failed
+    reason: str | None = None  # why it ended (count_reached, stop_requested, …)
+    updated_at: datetime | None = None
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    last_event_time: datetime | None = None  # nominal event time of the last event sent
+    kinds: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+    delivery_errors: list[str] = field(default_factory=list)
+    clock_changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest document: the file `generate` writes and GET /manifest serves."""
+        changed_at = [c["event"] for c in self.clock_changes]
+        return {
+            "manifest_version": MANIFEST_VERSION,
+            "run_id": self.run_id,
+            "state": self.state,
+            "reason": self.reason,
+            "started_at": _iso(self.started_at),
+            "updated_at": _iso(self.updated_at or self.started_at),
+            "config": config_to_json(self.config),
+            "seed": self.config.seed,
+            "topic": self.topic,
+            "bootstrap": self.bootstrap,
+            "event_time": {
+                "start": _iso(self.config.start_time) if self.config.start_time else None,
+                "end": _iso(self.last_event_time) if self.last_event_time else None,
+            },
+            "counts": {
+                "sent": self.sent,
+                "delivered": self.delivered,
+                "delivery_failures": self.failed,
+                "by_format": {f: self.formats.get(f, 0) for f in PAYLOAD_FORMATS},
+                "by_kind": {k: self.kinds.get(k, 0) for k in KINDS},
+            },
+            "delivery_errors": self.delivery_errors,
+            "ground_truth": self.config.ground_truth,
+            "clock_changes": self.clock_changes,
+            "reproducible_events": min([self.sent, *changed_at]),
+        }
+
+
+def write_manifest(path: Path, document: Mapping[str, Any]) -> None:
+    """Write ``document`` to ``path`` atomically: a reader sees the old file or the new one.
+
+    No fsync: the rename survives the process being killed, and the loop calls this while
+    pacing, where an fsync can take a disk's whole latency."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "w", encoding="utf-8") as out:
+        json.dump(document, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    os.replace(temp, path)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A manifest written by ``generate`` (ConfigError if it is missing or not one)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the manifest {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise ConfigError(f"{path} is not a generator manifest (it has no config)")
+    version = document.get("manifest_version")
+    if version != MANIFEST_VERSION:
+        raise ConfigError(
+            f"{path} has manifest_version {version!r}; this version reads {MANIFEST_VERSION}"
+        )
+    return document
+
+
+def rerun_config(document: Mapping[str, Any], /, **outputs: Any) -> GeneratorConfig:
+    """The configuration that sends the events of the manifest ``document`` again: its
+    configuration with the resolved start time and ``count`` = the events it sent (so a run
+    stopped by time or by hand ends at the same event). ``outputs`` (topic, ground_truth,
+    manifest, paced) change where and how fast they go, never their bytes; the new run gets a
+    manifest of its own."""
+    config = config_from_json(document["config"])
+    sent = document.get("counts", {}).get("sent")
+    if not isinstance(sent, int) or sent < 0:
+        raise ConfigError("the manifest has no counts.sent: it cannot say how many to send")
+    bad = sorted(set(outputs) - {"topic", "ground_truth", "manifest", "paced"})
+    if bad:
+        raise ConfigError(f"a rerun keeps the manifest's {', '.join(bad)}")
+    fixed: dict[str, Any] = {"count": sent, "duration": None, "manifest": None}
+    return replace(config, **(fixed | outputs))
+
+
+def _manifest_path(config: GeneratorConfig, settings: Settings, run_id: str) -> Path:
+    if config.manifest is not None:
+        return Path(config.manifest)
+    return default_manifest_path(settings.runtime_dir, run_id)
 
 
 def _wait_while_paused(
@@ -1040,7 +1232,23 @@ def run_generator(
     topic = config.topic or settings.kafka_topic
     generator = EventGenerator(config)
     truth = GroundTruthWriter(generator, config.ground_truth)
-    control.attach(truth)
+    started_at = datetime.now(UTC)
+    record = RunManifest(
+        run_id=new_run_id(started_at),
+        config=replace(config, start_time=generator.start_time),
+        topic=topic,
+        bootstrap=settings.kafka_bootstrap_servers,
+        started_at=started_at,
+    )
+    manifest_path = _manifest_path(config, settings, record.run_id)
+    try:
+        write_manifest(manifest_path, record.to_json())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the generator manifest {manifest_path}: {exc.strerror or exc}; "
+            "choose another file with --manifest"
+        ) from None
+    control.attach(truth, manifest_path)
     tracker = _DeliveryTracker()
     producer = Producer(producer_config(settings, tracker.on_client_error))
     rate = config.rate
@@ -1058,9 +1266,31 @@ def run_generator(
             seed=config.seed,
             start_time=generator.start_time.isoformat(),
             chunk=chunk,
+            run_id=record.run_id,
+            manifest=str(manifest_path),
         )
     )
     kinds: Counter[str] = Counter()
+    formats: Counter[str] = Counter()
+
+    def save_manifest(
+        state: str = "running",
+        reason: str | None = None,
+        failed: int = 0,
+        errors: list[str] | None = None,
+    ) -> None:
+        record.state, record.reason, record.updated_at = state, reason, datetime.now(UTC)
+        record.sent, record.delivered = sent, tracker.delivered
+        record.failed = tracker.failed + failed
+        record.last_event_time = generator.nominal_time(sent - 1) if sent else None
+        record.kinds = dict(kinds)
+        record.formats = dict(formats)
+        record.delivery_errors = list(tracker.errors) if errors is None else errors
+        try:
+            write_manifest(manifest_path, record.to_json())
+        except OSError as exc:  # the stream matters more than its record
+            logger.warning(kv(event="manifest_not_written", path=manifest_path, error=exc))
+
     sent, reason = 0, "stopped"
     t0 = time.monotonic()
     next_progress = t0 + config.progress_interval_s
@@ -1085,6 +1315,7 @@ def run_generator(
                 )
                 next_progress = now + config.progress_interval_s
                 last_progress_t, last_progress_sent = now, sent
+                save_manifest()
             if not warned_no_delivery and tracker.delivered == 0 and now - t0 >= NO_DELIVERY_S:
                 warned_no_delivery = True
                 logger.warning(
@@ -1108,6 +1339,8 @@ def run_generator(
                 if skip_s:
                     generator.retime(sent, rate, skip_s)
                     truth.skip_to(sent)
+                    record.clock_changes.append({"event": sent, "rate": rate, "skip_s": skip_s})
+                    save_manifest()
                 if not control.paused:
                     logger.info("generator resumed %s", kv(paused_s=paused_s, sent=sent))
                 continue
@@ -1116,6 +1349,8 @@ def run_generator(
                 anchor_virtual += (sent - anchor_sent) / rate
                 anchor_t, anchor_sent = now, sent
                 generator.retime(sent, new_rate)
+                record.clock_changes.append({"event": sent, "rate": new_rate, "skip_s": 0.0})
+                save_manifest()
                 logger.info(
                     "generator rate changed %s", kv(rate=new_rate, previous=rate, sent=sent)
                 )
@@ -1155,6 +1390,7 @@ def run_generator(
                 stop,
             )
             kinds.update(block.kinds[offset : offset + queued])
+            formats.update(block.formats[offset : offset + queued])
             sent += queued
             if interrupted:
                 raise KeyboardInterrupt
@@ -1162,6 +1398,9 @@ def run_generator(
             control.update(sent, tracker.delivered, tracker.failed, len(producer), queued)
     except KeyboardInterrupt:
         reason = "interrupted"
+    except Exception as exc:
+        save_manifest("failed", f"{type(exc).__name__}: {exc}", len(producer))
+        raise
     control.finish()
     send_elapsed = time.monotonic() - t0
     logger.info(kv(event="generator_flush", reason=reason, sent=sent, queued=len(producer)))
@@ -1193,7 +1432,10 @@ def run_generator(
         rate=sent / elapsed if elapsed > 0 else 0.0,
         kinds={kind: kinds[kind] for kind in KINDS},
         errors=errors,
+        formats={f: formats[f] for f in PAYLOAD_FORMATS},
+        manifest=str(manifest_path),
     )
+    save_manifest("finished", reason, remaining, errors)
     logger.info(
         kv(
             event="generator_done",
@@ -1240,25 +1482,27 @@ def _port_arg(text: str) -> int:
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the generator's options (``iot-lakehouse generate …``) to ``parser``."""
+    # The options of REPLAYED_OPTIONS default to None (GeneratorConfig's default then), so
+    # config_from_args can tell which were given next to --from-manifest.
     d = GeneratorConfig()
     add = parser.add_argument
-    add("--sensors", type=int, default=d.sensors, help=f"number of sensors (default {d.sensors})")
-    add("--rate", type=float, default=d.rate, help=f"target events/s (default {d.rate:g})")
+    add("--sensors", type=int, default=None, help=f"number of sensors (default {d.sensors})")
+    add("--rate", type=float, default=None, help=f"target events/s (default {d.rate:g})")
     add("--count", type=int, default=None, help="messages to send, duplicates included")
     add("--duration", type=float, default=None, help="seconds to run (default: until stopped)")
-    add("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    add("--format", choices=FORMATS, default=d.format, help=f"payload format (default {d.format})")
+    add("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
+    add("--format", choices=FORMATS, default=None, help=f"payload format (default {d.format})")
     for kind in ("malformed", "invalid", "duplicate", "late"):
         add(
             f"--{kind}-fraction",
             type=float,
-            default=0.0,
+            default=None,
             help=f"fraction of {kind} events, 0..1 (default 0)",
         )
     add(
         "--late-max-seconds",
         type=float,
-        default=d.late_max_seconds,
+        default=None,
         help=f"late events are {LATE_MIN_SECONDS:g} s to this many seconds behind "
         f"(default {d.late_max_seconds:g})",
     )
@@ -1288,6 +1532,21 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the injected anomalies to FILE (JSON lines), for evaluate-alerts",
     )
     add(
+        "--manifest",
+        default=None,
+        metavar="FILE",
+        help="write the run's manifest (configuration, seed, event times, counts) to FILE "
+        "(default: .runtime/generator/manifests/<run id>.json)",
+    )
+    add(
+        "--from-manifest",
+        default=None,
+        metavar="FILE",
+        help="send the events of the run FILE describes again, byte for byte: its "
+        "configuration, start time and count; only --topic, --ground-truth, --manifest, "
+        "--unpaced and --api-port may be added",
+    )
+    add(
         "--api-port",
         type=_port_arg,
         default=None,
@@ -1297,26 +1556,57 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def config_from_args(args: argparse.Namespace) -> GeneratorConfig:
     """The GeneratorConfig the parsed options describe (ConfigError when they cannot work)."""
-    start = args.start_time
-    if isinstance(start, str):
-        start = _parse_start_time(start)
-    return GeneratorConfig(
-        sensors=args.sensors,
-        rate=args.rate,
-        count=args.count,
-        duration=args.duration,
-        seed=args.seed,
-        format=args.format,
-        malformed_fraction=args.malformed_fraction,
-        invalid_fraction=args.invalid_fraction,
-        duplicate_fraction=args.duplicate_fraction,
-        late_fraction=args.late_fraction,
-        late_max_seconds=args.late_max_seconds,
-        start_time=start,
-        topic=args.topic,
-        anomalies=args.anomalies,
-        ground_truth=args.ground_truth,
-        paced=not args.unpaced,
+    # given: not None (and for a flag, True); 0 and 0.0 are given values
+    values = {name: getattr(args, name, None) for name in REPLAYED_OPTIONS}
+    given = {name: v for name, v in values.items() if v is not None and v is not False}
+    if isinstance(given.get("start_time"), str):
+        given["start_time"] = _parse_start_time(given["start_time"])
+    source = getattr(args, "from_manifest", None)
+    if source is None:
+        return GeneratorConfig(
+            **given,
+            topic=args.topic,
+            ground_truth=args.ground_truth,
+            paced=not args.unpaced,
+            manifest=getattr(args, "manifest", None),
+        )
+    if given:
+        options = ", ".join(_option(name) for name in given)
+        raise ConfigError(
+            f"{options} cannot go with --from-manifest: the manifest fixes what is generated "
+            "(only --topic, --ground-truth, --manifest, --unpaced and --api-port may be added)"
+        )
+    manifest = read_manifest(Path(source))
+    outputs: dict[str, Any] = {"manifest": args.manifest}
+    if args.topic is not None:
+        outputs["topic"] = args.topic
+    if args.ground_truth is not None:
+        outputs["ground_truth"] = args.ground_truth
+    if args.unpaced:
+        outputs["paced"] = False
+    config = rerun_config(manifest, **outputs)
+    logger.info(
+        kv(
+            event="generator_rerun",
+            manifest=source,
+            run_id=manifest.get("run_id"),
+            count=config.count,
+        )
     )
+    changes = manifest.get("clock_changes") or []
+    if changes:
+        logger.warning(
+            kv(
+                event="rerun_differs_after_clock_change",
+                manifest=source,
+                reproducible_events=manifest.get("reproducible_events"),
+                hint="the run changed its rate or paused; later events get other event times",
+            )
+        )
+    return config

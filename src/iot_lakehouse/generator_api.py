@@ -1,4 +1,4 @@
-"""The generator's control API (FastAPI): health, status, pause, resume, rate and clean.
+"""The generator's control API (FastAPI): health, status, manifest, pause, resume, rate, clean.
 
 ``create_app(controller, settings)`` builds the app around a :class:`GeneratorController`; the
 handlers only talk to the controller, to Kafka and to the bronze checkpoint, so the same app
@@ -87,6 +87,23 @@ class Health(BaseModel):
     state: GeneratorState
 
 
+class ManifestLink(BaseModel):
+    path: str = Field(description="the run's manifest file on the generator's machine")
+    url: str = Field(description="where this API serves it: GET /manifest")
+
+
+class Manifest(BaseModel):
+    """The run's manifest, the file as written (``RunManifest.to_json`` in generator.py)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    manifest_version: int
+    run_id: str
+    state: str = Field(description="running, finished or failed")
+    config: dict[str, Any] = Field(description="the configuration, start time resolved")
+    counts: dict[str, Any] = Field(description="sent, delivered, by_format, by_kind…")
+
+
 class Status(BaseModel):
     state: GeneratorState
     uptime_s: float = Field(description="seconds since the generator started")
@@ -99,6 +116,7 @@ class Status(BaseModel):
     batches: int = Field(description="chunks produced (the unit of pacing)")
     topic: str
     config: dict[str, Any] = Field(description="the generator's start configuration")
+    manifest: ManifestLink | None = Field(description="the run's manifest; null: not written yet")
 
 
 class StateChange(BaseModel):
@@ -523,6 +541,7 @@ def create_app(controller: GeneratorController, settings: Settings) -> FastAPI:
     )
     def status() -> Status:
         snapshot = controller.status()
+        path = controller.manifest
         return Status(
             **dataclasses.asdict(snapshot)
             | {
@@ -531,7 +550,29 @@ def create_app(controller: GeneratorController, settings: Settings) -> FastAPI:
             },
             topic=topic,
             config=jsonable_encoder(dataclasses.asdict(config)),
+            manifest=None if path is None else ManifestLink(path=str(path), url="/manifest"),
         )
+
+    @app.get(
+        "/manifest",
+        summary="The run's manifest: configuration, seed, event times, counts (the file)",
+        response_model=Manifest,
+        responses={404: {"model": ErrorBody, "description": "no manifest written yet"}},
+    )
+    def manifest() -> Response:
+        path = controller.manifest
+        try:
+            if path is None:
+                raise FileNotFoundError
+            body = path.read_bytes()
+        except OSError as exc:
+            raise ApiError(
+                404,
+                "the generator has no manifest file (yet)" if path is None else f"{exc}",
+                "it is written when the run starts: try again in a second; /status names it",
+                {"path": None if path is None else str(path)},
+            ) from None
+        return Response(body, media_type="application/json")
 
     def stopped_error(action: str) -> ApiError:
         return ApiError(
