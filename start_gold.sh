@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the silver -> gold streaming job (--available-now to drain and exit).
-# Installs what is missing on first use (uv, Python deps, jars). Settings: README, "Settings".
+# Installs what is missing on first use (uv, Python deps, jars). Settings: docs/configuration.md.
 set -euo pipefail
 source "$(dirname "$0")/scripts/lib.sh"
 iot_bootstrap

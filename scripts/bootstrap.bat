@@ -1,7 +1,7 @@
 @echo off
 rem Shared by the .bat launch scripts: install what is missing (uv, Python deps, JVM jars).
 rem Java 17 and Maven must be installed on Windows (e.g. winget install EclipseAdoptium.Temurin.17.JDK
-rem Apache.Maven); Spark on Windows also needs HADOOP_HOME with winutils.exe (see README).
+rem Apache.Maven); Spark on Windows also needs HADOOP_HOME with winutils.exe (see docs\operations.md, "Windows").
 where uv >nul 2>nul || (
   echo installing uv from PyPI...
   python -m pip install --quiet --user uv || (echo error: could not install uv & exit /b 2)

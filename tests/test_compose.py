@@ -329,7 +329,7 @@ def test_project_services_set_only_settings_the_project_reads(
         unknown = set(env) - names_read_by_settings(env)
         assert not unknown, (
             f"{name} sets {sorted(unknown)}, which Settings.from_env never reads "
-            "(misspelt, or not a project setting: see README, 'Settings')"
+            "(misspelt, or not a project setting: see docs/configuration.md)"
         )
 
 

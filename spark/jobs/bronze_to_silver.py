@@ -5,7 +5,7 @@ Launch (from the project root):
     uv run python spark/jobs/bronze_to_silver.py [--available-now]
 
 which is the same as ``uv run iot-lakehouse run silver [--available-now]`` and
-``./start_silver.sh``. Settings come from environment variables (README, "Settings").
+``./start_silver.sh``. Settings come from environment variables (docs/configuration.md).
 """
 
 from __future__ import annotations

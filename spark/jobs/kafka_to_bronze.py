@@ -6,7 +6,7 @@ Launch (from the project root):
 
 which is the same as ``uv run iot-lakehouse run bronze [--available-now]`` and
 ``./start_bronze.sh``.
-Settings come from environment variables (README, "Settings").
+Settings come from environment variables (docs/configuration.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Launch (from the project root):
     uv run python spark/jobs/silver_to_alerts.py [--available-now]
 
 which is the same as ``uv run iot-lakehouse run alerts [--available-now]`` and
-``./start_alerts.sh``. Settings come from environment variables (README, "Settings");
+``./start_alerts.sh``. Settings come from environment variables (docs/configuration.md);
 detector thresholds from ``src/iot_lakehouse/rules/alert_rules.yml`` (ALERT_RULES_FILE).
 """
 

@@ -5,7 +5,7 @@ Launch (from the project root):
     uv run python spark/jobs/silver_to_gold.py [--available-now]
 
 which is the same as ``uv run iot-lakehouse run gold [--available-now]`` and
-``./start_gold.sh``. Settings come from environment variables (README, "Settings").
+``./start_gold.sh``. Settings come from environment variables (docs/configuration.md).
 """
 
 from __future__ import annotations

@@ -1522,8 +1522,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--anomalies",
         action="store_true",
-        help="inject the labelled anomaly scenario (README, 'Alerts'): spikes, jumps, drifts, "
-        f"humidity surges, outliers and silences, repeated every {EPISODE_S // 60} minutes",
+        help="inject the labelled anomaly scenario (docs/pipeline.md, 'Alerts'): spikes, jumps, "
+        f"drifts, humidity surges, outliers and silences, repeated every {EPISODE_S // 60} minutes",
     )
     add(
         "--ground-truth",

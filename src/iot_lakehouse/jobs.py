@@ -121,7 +121,7 @@ def wait_for_upstream(
         if available_now:
             raise JobError(
                 f"job {job}: its input table {path} does not exist yet; run the "
-                "upstream job first (see README, 'Commands')."
+                "upstream job first (see docs/operations.md, 'Commands in detail')."
             )
         if waited % 30 == 0:
             logger.info("waiting for upstream table %s", kv(job=job, table=path))

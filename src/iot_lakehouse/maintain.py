@@ -85,7 +85,7 @@ class LakehouseTable:
 
 
 def lakehouse_tables(settings: Settings) -> tuple[LakehouseTable, ...]:
-    """Every Delta table the jobs write, in pipeline order (ARCHITECTURE.md, README)."""
+    """Every Delta table the jobs write, in pipeline order (ARCHITECTURE.md, docs/pipeline.md)."""
     from iot_lakehouse.dlq import history_path
     from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
 

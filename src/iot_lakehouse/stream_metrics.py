@@ -41,7 +41,7 @@ _LISTENER: list[StreamMetricsListener] = []  # at most one, while a recorder is 
 
 _TS = pa.timestamp("us", tz="UTC")
 
-# _ops/stream_metrics: the contract (README, "Operational tables").
+# _ops/stream_metrics: the contract (docs/operations.md, "Watch it").
 STREAM_METRICS = pa.schema(
     [
         pa.field("job", pa.string()),  # bronze | silver | gold | alerts
