@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -19,6 +20,8 @@ from iot_lakehouse.settings import START_ALL_RATE, START_ALL_SENSORS, Settings
 
 logger = logging.getLogger(__name__)
 
+PACKAGE = "iot-lakehouse"  # the distribution name in pyproject.toml
+
 # Long-running commands: their log is their output.
 SERVICES = frozenset({"run", "generate", "kafka", "all", "emitter", "dashboard"})
 
@@ -32,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iot-lakehouse",
         description="Real-time IoT lakehouse: Kafka -> Spark Structured Streaming -> Delta Lake.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {importlib.metadata.version(PACKAGE)}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
