@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from pyspark.sql import SparkSession
+import json
+from datetime import UTC, datetime
+from pathlib import Path
 
-from iot_lakehouse.bronze import start_bronze_stream
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
 from iot_lakehouse.generator_api import delete_records
-from iot_lakehouse.reconcile import kafka_bronze_ledger
+from iot_lakehouse.reconcile import bronze_silver_ledger, kafka_bronze_ledger
+from iot_lakehouse.rules import default_rules_file
 from iot_lakehouse.settings import Settings
+from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.status import kafka_watermarks
 from tests.conftest import produce
+
+INGEST = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 
 
 def test_records_kafka_deleted_before_bronze_read_them_are_reported_as_never_read(
@@ -33,3 +43,67 @@ def test_records_kafka_deleted_before_bronze_read_them_are_reported_as_never_rea
     assert not ledger.ok, ledger
     assert (ledger.source, ledger.missing, ledger.extra) == (600, 200, 0), ledger
     assert ledger.parts == {"bronze": 400, "never_read": 200}, ledger
+
+
+def write_bronze(
+    spark: SparkSession, settings: Settings, records: list[object], topic: str
+) -> None:
+    """Append ``records`` (as JSON) to bronze as offsets 0.. of ``topic``."""
+    rows = [(b"k", json.dumps(r).encode(), topic, 0, i, INGEST) for i, r in enumerate(records)]
+    kafka_like = spark.createDataFrame(
+        rows,
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
+    )
+    bronze = (
+        to_bronze_events(kafka_like)
+        .withColumn("ingest_time", F.lit(INGEST))
+        .withColumn("ingest_date", F.to_date(F.lit(INGEST)))
+    )
+    conform(bronze).coalesce(1).write.format("delta").mode("append").partitionBy(
+        "ingest_date"
+    ).save(settings.bronze_events_path)
+
+
+def rules_with_voc(folder: Path) -> Path:
+    """The packaged silver rules plus a metric ``voc``, as version ``2027.1.1``."""
+    text = default_rules_file().read_text()
+    anchor = "  humidity:"
+    assert anchor in text and 'version: "2026.12.1"' in text, "update this helper"
+    text = text.replace(anchor, '  voc: {unit: "ppb", min_value: 0, max_value: 5000}\n' + anchor)
+    path = folder / "rules_with_voc.yml"
+    path.write_text(text.replace('version: "2026.12.1"', 'version: "2027.1.1"'))
+    return path
+
+
+def run_silver(spark: SparkSession, settings: Settings) -> None:
+    query = start_silver_stream(spark, settings, available_now=True)
+    query.awaitTermination(600)
+    assert query.exception() is None
+
+
+def test_each_record_is_reconciled_under_the_rules_it_was_processed_with(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    def wide(sensor: str, minute: int) -> dict[str, object]:
+        at = f"2026-12-06T08:{minute:02d}:00Z"
+        readings = {"temperature": 21.5, "humidity": 40, "voc": 300}
+        return {"sensor_id": sensor, "timestamp": at, **readings}
+
+    # Processed under 2026.12.1, which has no voc metric: two readings a record.
+    write_bronze(spark, settings, [wide("s-1", 1), wide("s-2", 2), "not an object"], "old")
+    run_silver(spark, settings)
+    # The voc metric arrives (2027.1.1): the records silver reads from now on give three.
+    new_rules = settings.with_(silver_rules_file=rules_with_voc(tmp_path))
+    write_bronze(spark, settings, [wide("s-1", 3), wide("s-3", 4)], "new")
+    run_silver(spark, new_rules)
+
+    ledger = bronze_silver_ledger(spark, new_rules)
+    assert ledger.ok, ledger
+    assert ledger.parts == {"readings": 11, "silver": 10, "dlq": 1, "duplicates": 0}, ledger
+
+    # A reading lost from silver is still found under the old version.
+    DeltaTable.forPath(spark, settings.silver_readings_path).delete(
+        "bronze_topic = 'old' AND bronze_offset = 0 AND metric = 'temperature'"
+    )
+    ledger = bronze_silver_ledger(spark, new_rules)
+    assert (ledger.missing, ledger.extra) == (1, 0), ledger

@@ -2,8 +2,9 @@
 
 - kafka -> bronze: every offset Kafka ever gave out is in bronze exactly once; offsets Kafka
   dropped before bronze read them (retention, ``/clean?force=true``) count as ``never_read``.
-- bronze -> silver: every bronze record's candidate readings (as the silver parser sees them)
-  each ended in exactly one of silver, the DLQ or the duplicate ledger.
+- bronze -> silver: every bronze record's candidate readings (as the silver parser sees them,
+  under the rule version that judged the record) each ended in exactly one of silver, the DLQ
+  or the duplicate ledger.
 - silver -> gold: per 5-minute window, sensor and metric, the silver readings equal the gold
   ``count`` plus the readings the gold watermark set aside as late.
 
@@ -13,6 +14,7 @@ silver job has not reached yet shows as missing.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -20,8 +22,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from iot_lakehouse.errors import ConfigError
 from iot_lakehouse.gold import GOLD_TABLES, with_window
-from iot_lakehouse.rules import load_rules
+from iot_lakehouse.rules import RuleSet, default_rules_file, load_rules
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import explode_readings, parse_records
 from iot_lakehouse.status import kafka_watermarks
@@ -107,15 +110,84 @@ def _outcomes(df: DataFrame, prefix: str, name: str) -> DataFrame:
     ).agg(F.count("*").alias(name))
 
 
-def bronze_silver_ledger(spark: SparkSession, settings: Settings) -> Ledger:
-    """Per bronze record: expected candidate readings vs rows in silver + DLQ + duplicates."""
-    ruleset = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
+def known_rulesets(settings: Settings) -> dict[str, RuleSet]:
+    """Every silver rule file reconcile can find, by version: the rule file in use, the other
+    ``*.yml`` files of its folder and the packaged ones (the one in use wins its version)."""
+    current = settings.silver_rules_file or default_rules_file()
+    found: dict[str, RuleSet] = {}
+    folders = dict.fromkeys([current.parent, default_rules_file().parent])
+    for path in [p for folder in folders for p in sorted(folder.glob("*.y*ml"))]:
+        if path.resolve() == current.resolve():
+            continue
+        try:
+            ruleset = load_rules(path, settings.silver_max_future_seconds)
+        except ConfigError:
+            continue  # not a silver rule file (e.g. alert_rules.yml)
+        found.setdefault(ruleset.version, ruleset)
+    ruleset = load_rules(current, settings.silver_max_future_seconds)
+    return {**found, ruleset.version: ruleset}
+
+
+def record_rule_versions(spark: SparkSession, settings: Settings) -> DataFrame:
+    """(topic, partition, offset, rule_version) of every bronze record silver has judged: the
+    version on its silver and DLQ rows (one batch judged all of a record's readings)."""
+    tables = [settings.silver_readings_path, settings.dlq_rejects_path]
+    rows = [
+        spark.read.format("delta")
+        .load(path)
+        .select(*[F.col(f"bronze_{c}").alias(c) for c in COORDS], "rule_version")
+        for path in tables
+    ]
+    both = rows[0].unionByName(rows[1])
+    return both.groupBy(*COORDS).agg(F.max("rule_version").alias("rule_version"))
+
+
+def expected_readings(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Per bronze record, its candidate readings as silver's parser saw them under the rules it
+    was judged with: the rule version on its silver/DLQ rows, the rules in use for a record not
+    judged yet (or only found duplicate). The readings a record gives depend on the metric list,
+    so records are exploded once per distinct metric list."""
+    rulesets = known_rulesets(settings)
+    current = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
     bronze = spark.read.format("delta").load(settings.bronze_events_path)
-    expected = (
-        explode_readings(parse_records(bronze), ruleset)
-        .groupBy(*COORDS)
-        .agg(F.count("*").alias("expected"))
-    )
+    judged = bronze.join(record_rule_versions(spark, settings), list(COORDS), "left")
+    seen = [r["rule_version"] for r in judged.select("rule_version").distinct().collect()]
+    unknown = sorted(v for v in seen if v is not None and v not in rulesets)
+    if unknown:
+        logger.warning(
+            "reconcile: no rule file of version %s found next to %s: its records are judged "
+            "under the rules in use (%s); put that rule file in that folder to judge them under "
+            "their own",
+            ", ".join(unknown),
+            settings.silver_rules_file or default_rules_file(),
+            current.version,
+        )
+    by_metrics: dict[tuple[str, ...], tuple[RuleSet, list[str | None]]] = {}
+    for version in seen:
+        ruleset = rulesets.get(version, current) if version is not None else current
+        key = tuple(ruleset.metrics)
+        by_metrics.setdefault(key, (ruleset, []))[1].append(version)
+    parts = []
+    for ruleset, versions in by_metrics.values():
+        named = [v for v in versions if v is not None]
+        these = F.col("rule_version").isin(named) if named else F.lit(False)
+        if None in versions:
+            these = these | F.col("rule_version").isNull()
+        records = judged.where(these).drop("rule_version")
+        parts.append(
+            explode_readings(parse_records(records), ruleset)
+            .groupBy(*COORDS)
+            .agg(F.count("*").alias("expected"))
+        )
+    if not parts:
+        return spark.createDataFrame([], "topic string, partition int, offset long, expected long")
+    return functools.reduce(DataFrame.unionByName, parts)
+
+
+def bronze_silver_ledger(spark: SparkSession, settings: Settings) -> Ledger:
+    """Per bronze record: expected candidate readings (under the rules that judged it) vs rows
+    in silver + DLQ + duplicates."""
+    expected = expected_readings(spark, settings)
     silver = _outcomes(
         spark.read.format("delta").load(settings.silver_readings_path), "bronze_", "silver"
     )
