@@ -432,6 +432,33 @@ def run_job_process(
     )
 
 
+def test_a_job_process_whose_checkpoint_is_lost_in_whole_or_in_part_exits_2(
+    spark: SparkSession, ran_twice: tuple[Settings, list[int]]
+) -> None:
+    settings, _ = ran_twice  # every table holds rows
+    lost = [("silver", "silver"), ("alerts", "alerts/stateful"), ("alerts", "alerts/counts")]
+    for job, checkpoint in lost:
+        kept = Path(settings.checkpoint_path(checkpoint))
+        aside = kept.with_name(f"{kept.name}-aside")
+        kept.rename(aside)
+        try:
+            result = run_job_process(settings, job, "--available-now")
+        finally:
+            aside.rename(kept)
+        assert result.returncode == 2, (checkpoint, result.stderr[-3000:])
+        assert f"no checkpoint at {kept}" in result.stderr, result.stderr[-3000:]
+        assert f"rerun {job} --cascade" in result.stderr
+    tables = layer_table_paths("alerts", settings)
+    for part in ("static", "stateful", "counts"):  # each query of alerts is guarded on its own
+        kept = Path(settings.checkpoint_path(f"alerts/{part}"))
+        kept.rename(kept.with_name(f"{part}-aside"))
+        try:
+            with pytest.raises(JobError, match=rf"no checkpoint at {kept}\b"):
+                refuse_lost_checkpoint(spark, settings, "alerts", tables)
+        finally:
+            kept.with_name(f"{part}-aside").rename(kept)
+
+
 def test_a_damaged_checkpoint_stops_the_job_with_what_to_do_and_moving_it_aside_resumes(
     spark: SparkSession, settings: Settings
 ) -> None:

@@ -38,19 +38,22 @@ def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
 
 
 def has_progress(spark: SparkSession, checkpoint: str) -> bool:
-    """True if the checkpoint folder (or, for a job of several queries, a folder in it) holds
-    offsets Spark would resume from."""
+    """True if the checkpoint folder of one query holds offsets Spark would resume from."""
     fs, root = hadoop_fs(spark, checkpoint)
-    if not fs.exists(root):
-        return False
-    folders = [root] + [s.getPath() for s in fs.listStatus(root) if s.isDirectory()]
-    for folder in folders:
-        offsets = folder.suffix("/offsets")
-        if fs.exists(offsets) and any(
-            s.getPath().getName().isdigit() for s in fs.listStatus(offsets)
-        ):
-            return True
-    return False
+    offsets = root.suffix("/offsets")
+    return bool(fs.exists(offsets)) and any(
+        s.getPath().getName().isdigit() for s in fs.listStatus(offsets)
+    )
+
+
+def query_checkpoints(settings: Settings, job: str) -> list[str]:
+    """The checkpoint folder of each query of ``job``: one for most jobs, one per query for
+    the alerts job (``_checkpoints/alerts/<query>``)."""
+    if job == "alerts":
+        from iot_lakehouse.alerts import QUERY_PARTS
+
+        return [settings.checkpoint_path(f"{job}/{part}") for part in QUERY_PARTS]
+    return [settings.checkpoint_path(job)]
 
 
 def delta_table_exists(spark: SparkSession, path: str) -> bool:
@@ -76,14 +79,19 @@ def table_has_rows(spark: SparkSession, path: str) -> bool:
 def refuse_lost_checkpoint(
     spark: SparkSession, settings: Settings, job: str, tables: list[str]
 ) -> None:
-    """JobError if derived ``job`` has no checkpoint progress but one of its ``tables`` (the
-    layer's tables, ``layers.layer_table_paths``) holds rows."""
-    if has_progress(spark, settings.checkpoint_path(job)):
+    """JobError if one of derived ``job``'s queries has no checkpoint progress but one of its
+    ``tables`` (the layer's tables, ``layers.layer_table_paths``) holds rows.
+
+    Each query is checked on its own: a job of several queries whose one checkpoint is lost
+    would run that query from the start again (the others resuming) and write its rows twice.
+    """
+    lost = [c for c in query_checkpoints(settings, job) if not has_progress(spark, c)]
+    if not lost:
         return
     written = [p for p in tables if table_has_rows(spark, p)]
     if written:
         raise JobError(
-            f"job {job} has no checkpoint at {settings.checkpoint_path(job)}, but {written[0]} "
+            f"job {job} has no checkpoint at {', '.join(lost)}, but {written[0]} "
             "already holds rows it wrote: starting over would read all its input again and "
             f"write every row twice. Put the checkpoint back, or rebuild the layer with "
             f"`iot-lakehouse rerun {job} --cascade` (see docs/guarantees.md)."
