@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
-from iot_lakehouse.errors import JobError
+from iot_lakehouse.errors import BrokerError, JobError
 from iot_lakehouse.generator import EventGenerator, GeneratorConfig
 from iot_lakehouse.jobs import job_starter
+from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.reconcile import bronze_silver_ledger, kafka_bronze_ledger
 from iot_lakehouse.schemas import BRONZE_EVENTS
 from iot_lakehouse.settings import Settings
@@ -198,8 +203,9 @@ def test_file_source_ingests_each_landed_line_once_with_its_bytes(
 
     bronze = ingest()
     assert sorted(bytes(r.raw_value) for r in bronze.select("raw_value").collect()) == sorted(first)
+    modified = int((landing / "sensor_data_01.json").stat().st_mtime * 1000)
     assert {r.topic for r in bronze.select("topic").distinct().collect()} == {
-        "file:sensor_data_01.json"
+        f"file:sensor_data_01.json@{modified}"
     }
     assert bronze.select("topic", "partition", "offset").distinct().count() == len(first)
     assert bronze.where(F.col("source_file").endswith("/sensor_data_01.json")).count() == len(first)
@@ -221,6 +227,112 @@ def test_file_source_ingests_each_landed_line_once_with_its_bytes(
     ledger = bronze_silver_ledger(spark, settings)
     assert ledger.ok and ledger.source == len(first) + len(second), ledger
     assert ledger.parts["silver"] > 0 and ledger.parts["dlq"] > 0
+
+
+def run_files_then_silver(spark: SparkSession, settings: Settings, runs: int = 1) -> None:
+    """Bronze from the landing folder (``runs`` times), then silver, each --available-now."""
+    for _ in range(runs):
+        query = start_bronze_stream(spark, settings, available_now=True, source="files")
+        query.awaitTermination(300)
+        assert query.exception() is None
+    query = start_silver_stream(spark, settings, available_now=True)
+    query.awaitTermination(300)
+    assert query.exception() is None
+
+
+def silver_keys_held_twice(spark: SparkSession, settings: Settings) -> int:
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    return silver.groupBy("sensor_id", "metric", "event_time").count().where("count > 1").count()
+
+
+def test_file_source_without_its_checkpoint_skips_the_files_its_table_holds(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    settings = settings.with_(landing_path=str(landing))
+    first, second, third = (landing_lines(120, seed=s) for s in (11, 12, 13))
+    (landing / "sensor_data_01.json").write_bytes(b"\n".join(first))
+    (landing / "sensor_data_02.json").write_bytes(b"\n".join(second))
+    run_files_then_silver(spark, settings)
+    shutil.rmtree(settings.checkpoint_path("bronze_files"))  # lost
+    (landing / "sensor_data_03.json").write_bytes(b"\n".join(third))
+    run_files_then_silver(spark, settings)
+
+    bronze = spark.read.format("delta").load(settings.bronze_events_path)
+    assert bronze.count() == len(first) + len(second) + len(third)  # each line once
+    assert silver_keys_held_twice(spark, settings) == 0
+    ledger = bronze_silver_ledger(spark, settings)
+    assert ledger.ok and ledger.source == bronze.count(), ledger
+
+
+def test_a_file_landing_again_under_its_name_is_a_new_delivery_and_silver_holds_it_once(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    settings = settings.with_(landing_path=str(landing))
+    lines = landing_lines(120, seed=21)
+    again = landing / "sensor_data_01.json"
+    again.write_bytes(b"\n".join(lines))
+    old = time.time() - 10 * 86_400  # older than Spark's maxFileAge (7 days) of the newest file
+    os.utime(again, (old, old))
+    run_files_then_silver(spark, settings)
+    # `emitter reset` then `run`: the same file lands again, fresh, beside a new one; Spark
+    # forgets the old one once the new one is read (maxFileAge) and then reads it again.
+    again.unlink()
+    again.write_bytes(b"\n".join(lines))
+    (landing / "sensor_data_02.json").write_bytes(b"\n".join(landing_lines(50, seed=22)))
+    run_files_then_silver(spark, settings, runs=2)
+
+    bronze = spark.read.format("delta").load(settings.bronze_events_path)
+    assert bronze.where(F.col("source_file").endswith(f"/{again.name}")).count() == 2 * len(lines)
+    assert bronze.select("topic", "partition", "offset").distinct().count() == bronze.count()
+    assert silver_keys_held_twice(spark, settings) == 0
+    ledger = bronze_silver_ledger(spark, settings)
+    assert ledger.ok and ledger.parts["duplicates"] > 0, ledger
+
+
+def recreate_topic(settings: Settings) -> None:
+    """Delete the sensor topic and create it again: a new topic id, offsets from 0."""
+    broker = LocalKafkaBroker(settings)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for future in admin.delete_topics([settings.kafka_topic]).values():
+        future.result(30)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if settings.kafka_topic not in (broker.list_topics() or ()):
+                broker.create_topics()
+                return
+        except BrokerError:  # still being deleted
+            pass
+        assert time.monotonic() < deadline, "the topic was not created again in 60 s"
+        time.sleep(1)
+
+
+def test_bronze_refuses_a_topic_deleted_and_created_again(
+    spark: SparkSession, settings: Settings
+) -> None:
+    produce(settings, 40, seed=31, bad_fraction=0.0)
+
+    def ingest() -> None:
+        query = start_bronze_stream(spark, settings, available_now=True)
+        query.awaitTermination(300)
+        assert query.exception() is None
+
+    ingest()
+    before = spark.read.format("delta").load(settings.bronze_events_path).count()
+    assert before == 40
+    recreate_topic(settings)
+    produce(settings, 100, seed=32, bad_fraction=0.0)  # offsets 0.. again, past bronze's
+    with pytest.raises(JobError, match=r"refuses topic .*deleted and created again.*KAFKA_TOPIC"):
+        ingest()
+    # without its checkpoint it would resume after the table's offsets: refused all the same
+    shutil.rmtree(settings.checkpoint_path("bronze"))
+    with pytest.raises(JobError, match=r"refuses topic"):
+        ingest()
+    assert spark.read.format("delta").load(settings.bronze_events_path).count() == before
 
 
 def test_file_source_needs_an_existing_landing_folder(spark: SparkSession, tmp_path: Path) -> None:

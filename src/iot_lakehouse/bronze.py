@@ -5,10 +5,13 @@ source and the sink. Nothing is parsed or filtered here: a record that is not JS
 UTF-8 is stored like any other (raw bytes in ``raw_value``, ``payload`` null).
 
 With ``--source files`` a record is one line of a file in the landing folder (JSON lines, the
-same formats as the topic). Its coordinates are ``topic = "file:<file name>"``, partition 0 and
-``offset`` = the line number, so every line has a unique (topic, partition, offset) like a Kafka
-record; ``source_file`` holds the full path and ``kafka_timestamp`` the file's modification time.
-Empty lines are layout, not records, and are skipped.
+same formats as the topic). Its coordinates are ``topic = "file:<file name>@<modification time
+in epoch ms>"``, partition 0 and ``offset`` = the line number, so every line has a unique
+(topic, partition, offset) like a Kafka record, even when a file lands again under the same
+name (a new delivery: silver counts its readings as duplicates); ``source_file`` holds the
+full path and ``kafka_timestamp`` the file's modification time. Empty lines are layout, not
+records, and are skipped. A file query that lost its checkpoint skips the files (path and
+modification time) its table already holds, as a Kafka query resumes after its offsets.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.streaming.readwriter import DataStreamWriter
 
-from iot_lakehouse.checkpoints import bronze_resume_offsets
+from iot_lakehouse.checkpoints import (
+    bind_topic_identity,
+    bronze_files_already_read,
+    bronze_resume_offsets,
+)
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
 from iot_lakehouse.schemas import BRONZE_EVENTS, BRONZE_PARTITION_COLUMNS, KAFKA_SOURCE_COLUMNS
@@ -97,6 +104,24 @@ def to_bronze_events(kafka_df: DataFrame) -> DataFrame:
     )
 
 
+def file_topic(path: Column, modified: Column) -> Column:
+    """``file:<file name>@<modification time, epoch ms>``: the topic of a landed file's lines."""
+    name = F.regexp_extract(path, "([^/]*)$", 1)
+    return F.concat(F.lit(FILE_TOPIC_PREFIX), name, F.lit("@"), F.unix_millis(modified))
+
+
+def landed_file_id(path: Column, modified: Column) -> Column:
+    """``<full path>@<modification time, epoch ms>``: one delivery of one landed file."""
+    return F.concat(path, F.lit("@"), F.unix_millis(modified))
+
+
+def without_files(files_df: DataFrame, file_ids: list[str]) -> DataFrame:
+    """binaryFile source rows minus the deliveries in ``file_ids`` (``landed_file_id``)."""
+    if not file_ids:
+        return files_df
+    return files_df.where(~landed_file_id(F.col("path"), F.col("modificationTime")).isin(file_ids))
+
+
 def file_lines_to_bronze_events(files_df: DataFrame) -> DataFrame:
     """Map binaryFile source rows (path, modificationTime, content) to one bronze row per line.
 
@@ -116,7 +141,7 @@ def file_lines_to_bronze_events(files_df: DataFrame) -> DataFrame:
         raw_line.alias("raw_value"),
         decoded_utf8(raw_line).alias("payload"),
         F.lit(None).cast("string").alias("key"),
-        F.concat(F.lit(FILE_TOPIC_PREFIX), F.regexp_extract("path", "([^/]*)$", 1)).alias("topic"),
+        file_topic(F.col("path"), F.col("modificationTime")).alias("topic"),
         F.lit(0).alias("partition"),
         F.col("line_no").cast("long").alias("offset"),
         F.col("modificationTime").alias("kafka_timestamp"),
@@ -168,9 +193,14 @@ def read_landing_files(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def bronze_source(
-    spark: SparkSession, settings: Settings, source: str, starting_offsets: str = "earliest"
+    spark: SparkSession,
+    settings: Settings,
+    source: str,
+    starting_offsets: str = "earliest",
+    skip_files: list[str] | None = None,
 ) -> DataFrame:
-    """The chosen source mapped to the bronze contract."""
+    """The chosen source mapped to the bronze contract; ``skip_files`` (``landed_file_id``)
+    are file deliveries not to read again."""
     if source == "kafka":
         return (
             read_kafka(spark, settings, starting_offsets)
@@ -179,7 +209,7 @@ def bronze_source(
         )
     if source == "files":
         return (
-            read_landing_files(spark, settings)
+            without_files(read_landing_files(spark, settings), skip_files or [])
             .transform(file_lines_to_bronze_events)
             .transform(conform)
         )
@@ -192,20 +222,24 @@ def start_bronze_stream(
     """Start the source -> bronze query; its checkpoint makes the Delta sink exactly-once.
 
     Each source has its own checkpoint (``bronze`` for Kafka, ``bronze_files`` for files):
-    their offsets mean different things and must never be mixed. A Kafka query whose
-    checkpoint was lost resumes after the newest offsets its table holds."""
+    their offsets mean different things and must never be mixed. A query whose checkpoint was
+    lost resumes after what its table holds: a Kafka query after the newest offsets, a file
+    query without the files already read. A Kafka query refuses a topic that is not the one
+    its table and checkpoint hold records of (deleted and created again, wiped broker)."""
     checkpoint = JOB_NAME if source == "kafka" else f"{JOB_NAME}_{source}"
-    resume = (
-        bronze_resume_offsets(spark, settings, settings.checkpoint_path(checkpoint))
-        if source == "kafka"
-        else None
-    )
-    events = bronze_source(spark, settings, source, resume or "earliest")
+    path = settings.checkpoint_path(checkpoint)
+    if source == "kafka":
+        bind_topic_identity(spark, settings, path)
+        resume = bronze_resume_offsets(spark, settings, path)
+        events = bronze_source(spark, settings, source, resume or "earliest")
+    else:
+        skip = bronze_files_already_read(spark, settings, path)
+        events = bronze_source(spark, settings, source, skip_files=skip)
     writer = (
         events.writeStream.format("delta")
         .outputMode("append")
         .queryName(checkpoint)
-        .option("checkpointLocation", settings.checkpoint_path(checkpoint))
+        .option("checkpointLocation", path)
         .partitionBy(*BRONZE_PARTITION_COLUMNS)
     )
     writer = with_trigger(writer, settings, available_now)

@@ -1,7 +1,8 @@
 """What a job does when its checkpoint is gone or damaged (see docs/guarantees.md).
 
 - **bronze**, checkpoint lost: it resumes after the newest Kafka offset per partition that its
-  table already holds (the table is the truth; nothing is read twice, nothing skipped).
+  table already holds (the table is the truth; nothing is read twice, nothing skipped); from
+  the landing folder, it skips the files (path and modification time) its table holds.
 - **silver, gold, alerts**, checkpoint lost while their tables hold rows: they refuse to start.
   Starting over would read their whole input again and write every row a second time;
   ``iot-lakehouse rerun <layer> --cascade`` is the safe way to rebuild them.
@@ -131,6 +132,115 @@ def bronze_resume_offsets(spark: SparkSession, settings: Settings, checkpoint: s
         kv(checkpoint=checkpoint, topic=settings.kafka_topic, offsets=json.dumps(offsets)),
     )
     return json.dumps({settings.kafka_topic: offsets})
+
+
+def bronze_files_already_read(
+    spark: SparkSession, settings: Settings, checkpoint: str
+) -> list[str]:
+    """The landing-file deliveries (``bronze.landed_file_id``: path and modification time)
+    bronze's table holds, for a file query that has lost its checkpoint: a new checkpoint
+    would read every file in the landing folder again. Empty when the checkpoint has progress
+    (Spark knows what it read) or the table holds no file records."""
+    from iot_lakehouse.bronze import landed_file_id
+
+    if has_progress(spark, checkpoint) or not table_has_rows(spark, settings.bronze_events_path):
+        return []
+    read = [
+        str(row["id"])
+        for row in spark.read.format("delta")
+        .load(settings.bronze_events_path)
+        .where(F.col("source_file").isNotNull())
+        .select(landed_file_id(F.col("source_file"), F.col("kafka_timestamp")).alias("id"))
+        .distinct()
+        .collect()
+    ]
+    if read:
+        logger.warning(
+            "bronze file checkpoint missing: skipping the files its table already holds %s",
+            kv(checkpoint=checkpoint, files=len(read)),
+        )
+    return read
+
+
+def topic_identity_file(settings: Settings) -> str:
+    """Where bronze records the identity of the Kafka topic its table holds records of: a
+    file beside the table's data (Delta ignores folders starting with ``_``), so it outlives
+    a lost checkpoint as the table's offsets do."""
+    return f"{settings.bronze_events_path.rstrip('/')}/_kafka_topics/{settings.kafka_topic}.json"
+
+
+def read_text(spark: SparkSession, path: str) -> str | None:
+    """The text of the file at ``path`` (local or a URI), None if there is none."""
+    fs, hpath = hadoop_fs(spark, path)
+    if not fs.exists(hpath):
+        return None
+    jvm: Any = spark.sparkContext._jvm
+    stream = fs.open(hpath)
+    try:
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write ``text`` to the file at ``path`` (local or a URI), replacing it."""
+    fs, hpath = hadoop_fs(spark, path)
+    out = fs.create(hpath, True)
+    try:
+        out.write(bytearray(text.encode()))
+    finally:
+        out.close()
+
+
+def same_topic(recorded: dict[str, str], current: dict[str, str]) -> bool:
+    """True if two identities (``status.kafka_topic_identity``) name one topic on one cluster."""
+    keys = ("topic_id", "cluster_id")
+    return all(recorded.get(k) == current.get(k) for k in keys)
+
+
+def bind_topic_identity(spark: SparkSession, settings: Settings, checkpoint: str) -> None:
+    """Check that the sensor topic is the one bronze has read, else JobError; record its
+    identity (topic id, cluster id) when bronze holds nothing of it yet.
+
+    Kafka offsets mean something only within one topic: a topic deleted and created again
+    (or a broker whose data folder was wiped) starts at offset 0, and bronze, resuming from
+    its checkpoint or its table's offsets, would skip the new records or take them for
+    records it already holds.
+    """
+    from iot_lakehouse.status import kafka_topic_identity
+
+    current = kafka_topic_identity(settings)
+    if current is None:
+        raise JobError(
+            f"bronze cannot check topic {settings.kafka_topic}: the broker at "
+            f"{settings.kafka_bootstrap_servers} does not answer or does not list it; start "
+            "the broker (./start_kafka.sh) and try again"
+        )
+    path = topic_identity_file(settings)
+    text = read_text(spark, path)
+    recorded = json.loads(text) if text else None
+    if recorded is not None and same_topic(recorded, current):
+        return
+    holds_topic = has_progress(spark, checkpoint) or (
+        table_has_rows(spark, settings.bronze_events_path)
+        and spark.read.format("delta")
+        .load(settings.bronze_events_path)
+        .where(F.col("topic") == settings.kafka_topic)
+        .limit(1)
+        .count()
+        > 0
+    )
+    if recorded is not None and holds_topic:
+        raise JobError(
+            f"bronze refuses topic {settings.kafka_topic}: it is not the topic bronze has read "
+            f"(topic id {current['topic_id']} on cluster {current['cluster_id']}, bronze read "
+            f"{recorded.get('topic_id')} on {recorded.get('cluster_id')}): it was deleted and "
+            "created again, or the broker's data was wiped, so its offsets start over. Keep "
+            "what bronze holds and ingest the new topic as a new lineage: set KAFKA_TOPIC to a "
+            "new topic name, or LAKEHOUSE_PATH to a new lakehouse (see docs/guarantees.md)."
+        )
+    write_text(spark, path, json.dumps(current))
+    logger.info("kafka topic bound %s", kv(path=path, **current))
 
 
 def _readable_log_file(text: str) -> bool:

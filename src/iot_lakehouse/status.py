@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
@@ -51,6 +52,29 @@ def kafka_watermarks(
         return None
     finally:
         consumer.close()
+
+
+def kafka_topic_identity(
+    settings: Settings, topic: str | None = None, timeout: float = 15.0
+) -> dict[str, str] | None:
+    """``{"topic", "topic_id", "cluster_id"}`` of ``topic`` (default: the sensor topic): a
+    topic deleted and created again, or on a broker whose data was wiped, has another id.
+    None if the broker does not answer or the topic does not exist."""
+    topic = topic or settings.kafka_topic
+    admin = AdminClient(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "socket.connection.setup.timeout.ms": 2000,
+            "log_level": 0,
+        }
+    )
+    try:
+        described = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
+        topic_id = described[topic].result().topic_id
+        cluster = admin.describe_cluster(request_timeout=timeout).result()
+    except KafkaException:
+        return None
+    return {"topic": topic, "topic_id": str(topic_id), "cluster_id": str(cluster.cluster_id)}
 
 
 def kafka_end_offsets(
