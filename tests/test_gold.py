@@ -330,6 +330,7 @@ def test_gold_equals_a_batch_recomputation_from_silver(
     ledger = silver_gold_ledger(spark, settings)
     assert ledger.ok, ledger
     assert ledger.parts["late"] > 0  # the watermark set some readings aside
+    assert {t.name for t in GOLD_TABLES} <= set(ledger.parts), ledger  # every table checked
     readings = on_time_silver(spark, settings)
     gold = {
         t.name: spark.read.format("delta").load(settings.gold_path(t.name)) for t in GOLD_TABLES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,15 +12,23 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
+from iot_lakehouse.generator import GeneratorConfig
 from iot_lakehouse.generator_api import delete_records
-from iot_lakehouse.reconcile import bronze_silver_ledger, kafka_bronze_ledger
+from iot_lakehouse.jobs import JOBS, await_queries
+from iot_lakehouse.reconcile import (
+    bronze_silver_ledger,
+    kafka_bronze_ledger,
+    reconcile,
+    silver_gold_ledger,
+)
 from iot_lakehouse.rules import default_rules_file
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.status import kafka_watermarks
-from tests.conftest import produce
+from tests.conftest import produce, write_generated_bronze
 
 INGEST = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 
 def test_records_kafka_deleted_before_bronze_read_them_are_reported_as_never_read(
@@ -107,3 +116,51 @@ def test_each_record_is_reconciled_under_the_rules_it_was_processed_with(
     )
     ledger = bronze_silver_ledger(spark, new_rules)
     assert (ledger.missing, ledger.extra) == (1, 0), ledger
+
+
+def test_gold_ledgers_cover_the_sliding_location_and_alert_count_tables(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    rules = (
+        default_rules_file().read_text().replace("temperature, above: 30", "temperature, above: 22")
+    )
+    (tmp_path / "rules.yml").write_text(rules)
+    settings = settings.with_(silver_rules_file=tmp_path / "rules.yml", quality_every_n_batches=0)
+    config = GeneratorConfig(
+        sensors=8, count=1200, rate=2.0, seed=4, late_fraction=0.05, start_time=START
+    )
+    write_generated_bronze(spark, settings, config, parts=2)
+    for job in ("silver", "gold", "alerts"):
+        started = JOBS[job](spark, settings, True)
+        await_queries(job, started if isinstance(started, list) else [started], threading.Event())
+    ledgers = {ledger.name: ledger for ledger in reconcile(spark, settings)}
+    assert all(ledger.ok for ledger in ledgers.values()), ledgers
+    gold = ledgers["silver -> gold"]
+    assert gold.parts.get("sensor_metrics_10m_sliding", 0) > 0, gold
+
+    # One window row lost from each table the 5-minute ledger alone did not look at.
+    lost = 0
+    for name in ("sensor_metrics_10m_sliding", "location_metrics_5m"):
+        table = DeltaTable.forPath(spark, settings.gold_path(name))
+        row = (
+            table.toDF()
+            .orderBy("window_start", "location" if "location" in name else "sensor_id")
+            .first()
+        )
+        assert row is not None
+        lost += row["count"]
+        keys = ("sensor_id", "metric") if "sensor" in name else ("location", "metric")
+        table.delete(
+            (F.col("window_start") == F.lit(row["window_start"]))
+            & F.col(keys[0]).eqNullSafe(F.lit(row[keys[0]]))
+            & (F.col("metric") == F.lit(row["metric"]))
+        )
+    gold = silver_gold_ledger(spark, settings)
+    assert (gold.missing, gold.extra) == (lost, 0), gold
+    assert "alerts -> counts" in ledgers and ledgers["alerts -> counts"].source > 0, ledgers
+    counts = DeltaTable.forPath(spark, settings.gold_path("alert_counts_5m"))
+    row = counts.toDF().orderBy("window_start").first()
+    assert row is not None
+    counts.update(F.col("window_start") == F.lit(row["window_start"]), {"alert_count": F.lit(0)})
+    alerts = next(x for x in reconcile(spark, settings) if x.name == "alerts -> counts")
+    assert alerts.missing > 0 and not alerts.ok, alerts

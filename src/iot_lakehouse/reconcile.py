@@ -5,8 +5,10 @@
 - bronze -> silver: every bronze record's candidate readings (as the silver parser sees them,
   under the rule version that judged the record) each ended in exactly one of silver, the DLQ
   or the duplicate ledger.
-- silver -> gold: per 5-minute window, sensor and metric, the silver readings equal the gold
+- silver -> gold: for each gold table, per window and key, the silver readings equal the gold
   ``count`` plus the readings the gold watermark set aside as late.
+- alerts -> counts: per 5-minute window, alert type and severity, the fired alerts of
+  gold/alerts equal gold/alert_counts_5m's ``alert_count``.
 
 Run it when the jobs have caught up (e.g. after ``run silver --available-now``): a record the
 silver job has not reached yet shows as missing.
@@ -23,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.gold import GOLD_TABLES, with_window
+from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES, GoldTable, with_window
 from iot_lakehouse.rules import RuleSet, default_rules_file, load_rules
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import explode_readings, parse_records
@@ -227,39 +229,82 @@ def bronze_silver_ledger(spark: SparkSession, settings: Settings) -> Ledger:
     )
 
 
-def silver_gold_ledger(spark: SparkSession, settings: Settings) -> Ledger:
-    """Per 5-minute window, sensor and metric: silver readings vs gold count + late readings."""
-    table = GOLD_TABLES[0]  # sensor_metrics_5m
+def window_counts(rows: DataFrame, table: GoldTable, name: str) -> DataFrame:
+    """Rows per window and key of ``table`` (a sliding window counts a row in each of its
+    windows; a table with a ``counts`` filter counts only those rows), as column ``name``."""
+    counted = rows.where(table.counts()) if table.counts is not None else rows
     keys = ["window_start", *table.keys]
+    return with_window(counted, table).groupBy(*keys).agg(F.count("*").alias(name))
 
-    def readings_per_key(path: str, name: str) -> DataFrame:
-        df = spark.read.format("delta").load(path)
-        return with_window(df, table).groupBy(*keys).agg(F.count("*").alias(name))
 
-    silver = readings_per_key(settings.silver_readings_path, "silver")
-    late = readings_per_key(settings.gold_late_readings_path, "late")
-    gold = (
-        spark.read.format("delta")
-        .load(settings.gold_path(table.name))
-        .select(*keys, F.col("count").alias("gold"))
+def window_ledger_totals(parts: dict[str, DataFrame], keys: list[str]) -> dict[str, int]:
+    """Sum each part (frames of ``keys`` + one count column named after the part) per key, then
+    over all keys: the totals and ``missing``/``extra`` = what ``source`` has beyond the other
+    parts together, and the reverse. Grouping (not joining) treats null keys as equal."""
+    names = list(parts)
+    stacked = functools.reduce(
+        DataFrame.unionByName,
+        [
+            df.select(*keys, *[(F.col(n) if n == name else F.lit(0)).alias(n) for n in names])
+            for name, df in parts.items()
+        ],
     )
-    joined = silver.join(gold, keys, "full").join(late, keys, "full").fillna(0)
-    accounted = F.col("gold") + F.col("late")
-    totals = joined.agg(
-        F.sum("silver").alias("silver"),
-        F.sum("gold").alias("gold"),
-        F.sum("late").alias("late"),
-        F.sum(F.greatest(F.col("silver") - accounted, F.lit(0))).alias("missing"),
-        F.sum(F.greatest(accounted - F.col("silver"), F.lit(0))).alias("extra"),
+    per_key = stacked.groupBy(*keys).agg(*[F.sum(n).alias(n) for n in names])
+    accounted = functools.reduce(lambda a, b: a + b, [F.col(n) for n in names[1:]])
+    source = F.col(names[0])
+    totals = per_key.agg(
+        *[F.sum(n).alias(n) for n in names],
+        F.sum(F.greatest(source - accounted, F.lit(0))).alias("missing"),
+        F.sum(F.greatest(accounted - source, F.lit(0))).alias("extra"),
     ).first()
     assert totals is not None
-    value = {k: int(totals[k] or 0) for k in totals.asDict()}
+    return {k: int(totals[k] or 0) for k in totals.asDict()}
+
+
+def silver_gold_ledger(spark: SparkSession, settings: Settings) -> Ledger:
+    """For every gold table, per window and key: the silver readings in it vs the gold
+    ``count`` plus the readings the gold watermark set aside as late (never folded into any
+    table's window)."""
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    late = spark.read.format("delta").load(settings.gold_late_readings_path)
+    parts = {"late": late.count()}
+    missing = extra = 0
+    for table in GOLD_TABLES:
+        keys = ["window_start", *table.keys]
+        gold = spark.read.format("delta").load(settings.gold_path(table.name))
+        totals = window_ledger_totals(
+            {
+                "silver": window_counts(silver, table, "silver"),
+                "gold": gold.select(*keys, F.col("count").alias("gold")),
+                "late": window_counts(late, table, "late"),
+            },
+            keys,
+        )
+        parts[table.name] = totals["gold"]
+        missing, extra = missing + totals["missing"], extra + totals["extra"]
+    return Ledger("silver -> gold", silver.count(), parts, missing=missing, extra=extra)
+
+
+def alerts_counts_ledger(spark: SparkSession, settings: Settings) -> Ledger:
+    """Per 5-minute window, alert type and severity: the fired alerts in gold/alerts vs the
+    ``alert_count`` of gold/alert_counts_5m."""
+    table = ALERT_COUNTS_TABLE
+    keys = ["window_start", *table.keys]
+    alerts = spark.read.format("delta").load(settings.alerts_path)
+    counts = spark.read.format("delta").load(settings.gold_path(table.name))
+    totals = window_ledger_totals(
+        {
+            "fired": window_counts(alerts, table, "fired"),
+            table.name: counts.select(*keys, F.col("alert_count").alias(table.name)),
+        },
+        keys,
+    )
     return Ledger(
-        "silver -> gold",
-        value["silver"],
-        {"gold_5m": value["gold"], "late": value["late"]},
-        missing=value["missing"],
-        extra=value["extra"],
+        "alerts -> counts",
+        totals["fired"],
+        {table.name: totals[table.name]},
+        missing=totals["missing"],
+        extra=totals["extra"],
     )
 
 
@@ -280,6 +325,8 @@ def reconcile(spark: SparkSession, settings: Settings) -> list[Ledger]:
         ledgers.append(silver_gold_ledger(spark, settings))
     else:
         logger.warning("silver -> gold ledger skipped: the gold job has not created its tables")
+    if DeltaTable.isDeltaTable(spark, settings.gold_path(ALERT_COUNTS_TABLE.name)):
+        ledgers.append(alerts_counts_ledger(spark, settings))
     return ledgers
 
 
