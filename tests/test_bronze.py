@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +18,9 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
-from iot_lakehouse.errors import BrokerError, JobError
+from iot_lakehouse.errors import BrokerError, JobError, JobRefused
 from iot_lakehouse.generator import EventGenerator, GeneratorConfig
-from iot_lakehouse.jobs import job_starter
+from iot_lakehouse.jobs import job_starter, run_in_session
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.reconcile import bronze_silver_ledger, kafka_bronze_ledger
 from iot_lakehouse.schemas import BRONZE_EVENTS
@@ -312,7 +314,7 @@ def recreate_topic(settings: Settings) -> None:
 
 
 def test_bronze_refuses_a_topic_deleted_and_created_again(
-    spark: SparkSession, settings: Settings
+    spark: SparkSession, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     produce(settings, 40, seed=31, bad_fraction=0.0)
 
@@ -332,6 +334,13 @@ def test_bronze_refuses_a_topic_deleted_and_created_again(
     shutil.rmtree(settings.checkpoint_path("bronze"))
     with pytest.raises(JobError, match=r"refuses topic"):
         ingest()
+    # the job stops at once: a restart would find the same topic
+    caplog.set_level(logging.ERROR, logger="iot_lakehouse.jobs")
+    with pytest.raises(JobRefused, match=r"refuses topic"):
+        run_in_session(
+            spark, "bronze", job_starter("bronze", "kafka"), settings, True, threading.Event()
+        )
+    assert not [r for r in caplog.records if "starting it again" in r.getMessage()]
     assert spark.read.format("delta").load(settings.bronze_events_path).count() == before
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.errors import JobError
+from iot_lakehouse.errors import JobError, JobRefused
 from iot_lakehouse.logs import kv
 from iot_lakehouse.settings import Settings
 
@@ -231,7 +231,7 @@ def bind_topic_identity(spark: SparkSession, settings: Settings, checkpoint: str
         > 0
     )
     if recorded is not None and holds_topic:
-        raise JobError(
+        raise JobRefused(
             f"bronze refuses topic {settings.kafka_topic}: it is not the topic bronze has read "
             f"(topic id {current['topic_id']} on cluster {current['cluster_id']}, bronze read "
             f"{recorded.get('topic_id')} on {recorded.get('cluster_id')}): it was deleted and "

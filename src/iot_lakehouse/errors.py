@@ -23,5 +23,10 @@ class JobError(LakehouseError):
     """A streaming job could not start or stopped with an error."""
 
 
+class JobRefused(JobError):
+    """A job must not start on what it finds (e.g. a topic that is not the one it read): starting
+    it again would find the same, so the job stops at once instead of restarting."""
+
+
 class ClusterError(LakehouseError):
     """The local Spark standalone cluster could not be started, reached or stopped."""

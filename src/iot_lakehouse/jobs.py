@@ -26,7 +26,7 @@ from iot_lakehouse.checkpoints import (
     refuse_damaged_checkpoint,
     refuse_lost_checkpoint,
 )
-from iot_lakehouse.errors import JobError
+from iot_lakehouse.errors import JobError, JobRefused
 from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.layers import layer_table_paths
 from iot_lakehouse.logs import kv
@@ -349,6 +349,8 @@ def run_in_session(
                 started = starter(spark, settings, available_now)
                 await_queries(job, started if isinstance(started, list) else [started], stop)
                 break
+            except JobRefused:
+                raise
             except (JobError, StreamingQueryException) as exc:
                 refuse_damaged_checkpoint(settings, job)  # a torn write while it ran
                 # A query can fail for a passing reason (e.g. a Python worker that did not
