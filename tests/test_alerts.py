@@ -74,18 +74,20 @@ def scenario(minutes: int = 40) -> list[dict]:
     return rows  # fmt: skip
 
 
-def write_silver(spark: SparkSession, settings: Settings, rows: list[dict], parts: int) -> None:
-    df = spark.createDataFrame(rows, SILVER_READINGS).orderBy("event_time")
-    # one commit per part, in event-time order, so the stream sees several batches
+def write_silver(
+    spark: SparkSession, settings: Settings, rows: list[dict], parts: int, files: int = 1
+) -> None:
+    """``rows`` as ``parts`` commits in event-time order, so the stream sees several batches;
+    ``files`` > 1: each commit in that many files, a sensor's readings in one of them (as
+    silver writes a backlog), so ``alerts_max_files_per_trigger=1`` splits every commit."""
     n = len(rows)
     ordered = sorted(rows, key=lambda r: r["event_time"])
     for k in range(parts):
-        chunk = ordered[k * n // parts : (k + 1) * n // parts]
-        # one file per commit: two files of one commit may be streamed in either order, and
-        # the later half first would put the earlier half behind the watermark
-        spark.createDataFrame(chunk, df.schema).coalesce(1).write.format("delta").mode(
-            "append"
-        ).save(settings.silver_readings_path)
+        chunk = spark.createDataFrame(
+            ordered[k * n // parts : (k + 1) * n // parts], SILVER_READINGS
+        )
+        chunk = chunk.repartition(files, "sensor_id") if files > 1 else chunk.coalesce(1)
+        chunk.write.format("delta").mode("append").save(settings.silver_readings_path)
 
 
 def test_static_alerts_of_readings_a_microsecond_apart_have_two_ids(
@@ -230,3 +232,27 @@ def test_five_sigkills_mid_stream_neither_lose_nor_repeat_alerts(
         return sorted(tuple(r) for r in df.select(*key).collect())
 
     assert table(settings) == table(reference)
+
+
+def stateful_alerts(spark: SparkSession, settings: Settings) -> list[tuple]:
+    key = ("alert_id", "alert_type", "status", "event_time", "value", "threshold", "evidence")
+    df = spark.read.format("delta").load(settings.alerts_path).where("detector = 'stateful'")
+    return sorted(tuple(r) for r in df.select(*key).collect())
+
+
+def test_a_silver_commit_split_over_batches_gives_the_alerts_of_one_batch(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    """The backlog case: each commit read one file per batch, its later files behind the
+    watermark the first moved. Every reading still reaches the detectors."""
+    rows = scenario(16)
+    whole = settings.with_(lakehouse_path=str(tmp_path / "whole"))
+    write_silver(spark, whole, rows, parts=2)
+    run_alerts(spark, whole)
+    split = settings.with_(alerts_max_files_per_trigger=1)
+    write_silver(spark, split, rows, parts=2, files=3)
+    run_alerts(spark, split)
+    assert len(list(Path(split.silver_readings_path).glob("*.parquet"))) > 2
+    expected = stateful_alerts(spark, whole)
+    assert {a[1] for a in expected} >= {"SUDDEN_CHANGE", "OUTLIER", "SENSOR_SILENT"}
+    assert stateful_alerts(spark, split) == expected

@@ -5,8 +5,10 @@ Three streaming queries, each with its own checkpoint under ``_checkpoints/alert
 - ``stateful``: silver readings, watermarked on event time (``ALERTS_WATERMARK``), grouped by
   sensor into ``transformWithState`` (state in the RocksDB state store). The detectors of
   ``detectors.py`` run there; SENSOR_SILENT is an event-time timer, so it fires when the
-  watermark passes, whatever that sensor does. Readings older than the watermark are counted
-  by Spark (``numRowsDroppedByWatermark``, logged per batch) and skip the stateful detectors.
+  watermark passes, whatever that sensor does. The watermark only drives the timers: no
+  reading is dropped for being behind it (a silver commit read over several batches puts its
+  later files behind the watermark its first file moved), every reading reaches its sensor's
+  detectors, which take each sensor's readings in event-time order.
 - ``static``: every silver reading with a static flag (HIGH_TEMP, LOW_TEMP, HIGH_HUMIDITY, set
   by silver's rules) becomes an alert, late readings included.
 - ``counts``: gold/alerts -> gold/alert_counts_5m (fired alerts per 5-minute window, type and
@@ -61,7 +63,6 @@ logger = logging.getLogger(__name__)
 
 JOB_NAME = "alerts"
 STATEFUL, STATIC, COUNTS = "stateful", "static", "counts"
-QUERY_PARTS = (STATEFUL, STATIC, COUNTS)  # one checkpoint each, each guarded on its own
 ALERTS_INPUT = ("sensor_id", "metric", "value", "event_time", "location", "alert_type", "severity")
 DETECTED = (
     "alert_id string, sensor_id string, metric string, location string, alert_type string, "
@@ -131,7 +132,9 @@ class AlertProcessor(StatefulProcessor):
 def detect_stateful(readings: DataFrame, rules: AlertRules, watermark: str) -> DataFrame:
     """Streaming silver readings -> stateful alerts (DETECTED schema), per sensor. The
     watermark follows event times capped at ingest time (``gold.watermark_clock``): one reading
-    stamped minutes ahead must not make every other sensor's readings late."""
+    stamped minutes ahead must not make every other sensor's readings late. It drives the
+    silence timers only: the watermarked column is not passed to ``transformWithState``, so
+    Spark drops no reading behind it."""
     return (
         readings.select(
             *ALERTS_INPUT,
@@ -139,6 +142,7 @@ def detect_stateful(readings: DataFrame, rules: AlertRules, watermark: str) -> D
             watermark_clock(readings).alias("watermark_time"),
         )
         .withWatermark("watermark_time", watermark)
+        .drop("watermark_time")
         .groupBy("sensor_id")
         .transformWithState(AlertProcessor(rules), DETECTED, "Append", "EventTime")
     )
