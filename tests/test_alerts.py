@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +14,8 @@ from confluent_kafka import Consumer
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.alerts import start_alerts_stream, static_alerts
-from iot_lakehouse.detectors import FIRED, alert_id
+from iot_lakehouse.alerts import clock_tick_ms, start_alerts_stream, static_alerts
+from iot_lakehouse.detectors import FIRED, alert_id, default_alert_rules_file
 from iot_lakehouse.jobs import await_queries
 from iot_lakehouse.rules import load_rules
 from iot_lakehouse.schemas import SILVER_READINGS
@@ -104,6 +105,12 @@ def test_static_alerts_of_readings_a_microsecond_apart_have_two_ids(
     assert ids[first.replace(tzinfo=None)] == alert_id(
         "s-1", "temperature", "HIGH_TEMP", FIRED, micros
     )
+
+
+def test_the_wall_clock_moves_event_time_on_only_after_the_grace() -> None:
+    assert clock_tick_ms(None, 90_000, 60_000) is None  # nothing seen yet
+    assert clock_tick_ms(1_000_000, 60_000, 60_000) is None  # within the grace
+    assert clock_tick_ms(1_000_000, 90_000, 60_000) == 1_030_000
 
 
 def run_alerts(spark: SparkSession, settings: Settings) -> None:
@@ -256,3 +263,38 @@ def test_a_silver_commit_split_over_batches_gives_the_alerts_of_one_batch(
     expected = stateful_alerts(spark, whole)
     assert {a[1] for a in expected} >= {"SUDDEN_CHANGE", "OUTLIER", "SENSOR_SILENT"}
     assert stateful_alerts(spark, split) == expected
+
+def test_a_gateway_outage_makes_every_sensor_silent_on_the_wall_clock(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    """Every sensor stops: no reading moves the event-time watermark any more, the wall clock
+    does once ``ALERTS_IDLE_GRACE`` has passed."""
+    rules = tmp_path / "alert_rules.yml"
+    text = default_alert_rules_file().read_text()
+    rules.write_text(text.replace("after_seconds: 600", "after_seconds: 5"))
+    settings = settings.with_(
+        alert_rules_file=rules,
+        alerts_watermark="2 seconds",
+        alerts_idle_grace="1 second",
+        trigger_interval="1 second",
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    sensors = {"g-1", "g-2", "g-3"}
+    # the last readings (now - 11 s) leave the watermark at now - 13 s, before their silence
+    rows = [
+        silver_row(s, now - timedelta(seconds=20 - i), 20.0) for i in range(10) for s in sensors
+    ]
+    write_silver(spark, settings, rows, parts=1)
+    queries = start_alerts_stream(spark, settings)
+    silent: list[dict] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(silent) < len(sensors):
+            time.sleep(2)
+            silent = [a for a in alerts_of(spark, settings) if a["alert_type"] == "SENSOR_SILENT"]
+    finally:
+        for query in queries:
+            query.stop()
+    assert {a["sensor_id"] for a in silent} == sensors, f"SENSOR_SILENT after 90 s: {silent}"
+    due = (now - timedelta(seconds=11) + timedelta(seconds=5)).replace(tzinfo=None)
+    assert {(a["status"], a["event_time"]) for a in silent} == {(FIRED, due)}

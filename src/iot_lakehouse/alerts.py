@@ -9,6 +9,10 @@ Three streaming queries, each with its own checkpoint under ``_checkpoints/alert
   reading is dropped for being behind it (a silver commit read over several batches puts its
   later files behind the watermark its first file moved), every reading reaches its sensor's
   detectors, which take each sensor's readings in event-time order.
+  When silver stops altogether (every sensor silent, a gateway outage), the watermark would
+  stop with it: after ``ALERTS_IDLE_GRACE`` of wall clock without a silver reading, the job
+  appends clock ticks to ``_ops/alerts_clock``, read by the same query, that move the
+  watermark on by the wall-clock time since the last reading (see ``WallClock``).
 - ``static``: every silver reading with a static flag (HIGH_TEMP, LOW_TEMP, HIGH_HUMIDITY, set
   by silver's rules) becomes an alert, late readings included.
 - ``counts``: gold/alerts -> gold/alert_counts_5m (fired alerts per 5-minute window, type and
@@ -21,8 +25,11 @@ JSON to Kafka, at least once: a replayed batch sends again, with the same ``aler
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
@@ -56,7 +63,13 @@ from iot_lakehouse.gold import (
 )
 from iot_lakehouse.logs import kv
 from iot_lakehouse.rules import RuleSet, load_rules
-from iot_lakehouse.schemas import GOLD_ALERTS, append_once, create_table_if_missing, query_app_id
+from iot_lakehouse.schemas import (
+    ALERTS_CLOCK,
+    GOLD_ALERTS,
+    append_once,
+    create_table_if_missing,
+    query_app_id,
+)
 from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -94,6 +107,8 @@ class AlertProcessor(StatefulProcessor):
     def handleInputRows(
         self, key: Any, rows: Iterator[Row], timerValues: TimerValues
     ) -> Iterator[Row]:
+        if key[0] is None:  # clock ticks (silver has no reading without a sensor id)
+            return iter([])
         sensor_id = str(key[0])
         st = self._load()
         old_timer = st.silence_timer_ms(self.rules)
@@ -129,23 +144,125 @@ class AlertProcessor(StatefulProcessor):
         pass
 
 
-def detect_stateful(readings: DataFrame, rules: AlertRules, watermark: str) -> DataFrame:
-    """Streaming silver readings -> stateful alerts (DETECTED schema), per sensor. The
-    watermark follows event times capped at ingest time (``gold.watermark_clock``): one reading
-    stamped minutes ahead must not make every other sensor's readings late. It drives the
-    silence timers only: the watermarked column is not passed to ``transformWithState``, so
-    Spark drops no reading behind it."""
+def clock_ticks(ticks: DataFrame) -> DataFrame:
+    """``_ops/alerts_clock`` rows -> rows shaped like ``detect_stateful``'s input, without a
+    sensor: they move the watermark and reach no detector."""
+    types = {"value": "double", "event_time": "timestamp"}
+    return ticks.select(
+        *[F.lit(None).cast(types.get(c, "string")).alias(c) for c in ALERTS_INPUT],
+        F.lit(None).cast("long").alias("event_ms"),
+        F.col("clock").alias("watermark_time"),
+    )
+
+
+def detect_stateful(
+    readings: DataFrame, rules: AlertRules, watermark: str, ticks: DataFrame | None = None
+) -> DataFrame:
+    """Streaming silver readings (and ``clock_ticks``) -> stateful alerts (DETECTED schema),
+    per sensor. The watermark follows event times capped at ingest time
+    (``gold.watermark_clock``): one reading stamped minutes ahead must not make every other
+    sensor's readings late. It drives the silence timers only: the watermarked column is not
+    passed to ``transformWithState``, so Spark drops no reading behind it."""
+    stamped = readings.select(
+        *ALERTS_INPUT,
+        F.unix_millis("event_time").alias("event_ms"),
+        watermark_clock(readings).alias("watermark_time"),
+    )
+    if ticks is not None:
+        stamped = stamped.unionByName(clock_ticks(ticks))
     return (
-        readings.select(
-            *ALERTS_INPUT,
-            F.unix_millis("event_time").alias("event_ms"),
-            watermark_clock(readings).alias("watermark_time"),
-        )
-        .withWatermark("watermark_time", watermark)
+        stamped.withWatermark("watermark_time", watermark)
         .drop("watermark_time")
         .groupBy("sensor_id")
         .transformWithState(AlertProcessor(rules), DETECTED, "Append", "EventTime")
     )
+
+
+# --- the wall-clock path of SENSOR_SILENT ---
+def clock_tick_ms(newest_ms: int | None, idle_ms: int, grace_ms: int) -> int | None:
+    """The event time a clock tick carries after ``idle_ms`` of wall clock without a silver
+    reading: the newest event time seen, moved on by the idle time beyond ``grace_ms``. None
+    while the grace lasts or before any event time is known."""
+    if newest_ms is None or idle_ms <= grace_ms:
+        return None
+    return newest_ms + idle_ms - grace_ms
+
+
+def _progress_ms(text: str | None) -> int | None:
+    """Epoch ms of a progress report's time (``2026-01-05T08:00:00.000Z``); None if absent."""
+    if not text:
+        return None
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@dataclass
+class WallClock:
+    """Appends clock ticks to ``_ops/alerts_clock`` while the stateful query reads no silver
+    reading for longer than ``ALERTS_IDLE_GRACE``, so its watermark (and the silence timers)
+    follow the wall clock through an outage of every sensor. Ticks stop as soon as silver
+    readings come again; a replay of old data, which keeps coming, never gets one."""
+
+    spark: SparkSession
+    settings: Settings
+    query: StreamingQuery
+    newest_ms: int | None = None  # newest watermark clock of a reading seen
+    last_data: float = field(default_factory=time.monotonic)
+    last_tick_ms: int = 0
+    last_batch: int = -1
+
+    def observe(self, reports: list[Any]) -> None:
+        """Take the newest event time, and when silver last had readings, from the query's
+        progress reports not seen yet."""
+        for progress in reports:
+            if int(progress.get("batchId", -1)) <= self.last_batch:
+                continue
+            self.last_batch = int(progress["batchId"])
+            event = progress.get("eventTime") or {}
+            readings = sum(
+                int(s.get("numInputRows") or 0)
+                for s in progress.get("sources", [])
+                if "alerts_clock" not in str(s.get("description"))
+            )
+            newest = _progress_ms(event.get("max"))
+            if readings and newest is not None:
+                self.last_data = time.monotonic()
+                self.newest_ms = max(self.newest_ms or newest, newest)
+            elif self.newest_ms is None:  # restarted in an outage: the watermark tells
+                mark = _progress_ms(event.get("watermark"))
+                if mark:
+                    self.newest_ms = mark + self.settings.alerts_watermark_seconds * 1000
+
+    def tick(self) -> int | None:
+        """Append one tick if one is due; return its event time (ms)."""
+        idle_ms = int((time.monotonic() - self.last_data) * 1000)
+        grace_ms = self.settings.alerts_idle_grace_seconds * 1000
+        due = clock_tick_ms(self.newest_ms, idle_ms, grace_ms)
+        if due is None or due <= self.last_tick_ms:
+            return None
+        self.spark.createDataFrame(
+            [(datetime.fromtimestamp(due / 1000).astimezone(), datetime.now().astimezone())],
+            ALERTS_CLOCK,
+        ).write.format("delta").mode("append").save(self.settings.alerts_clock_path)
+        self.last_tick_ms = due
+        logger.info("alerts clock tick %s", kv(job=JOB_NAME, clock_ms=due, idle_ms=idle_ms))
+        return due
+
+    def run(self) -> None:
+        every = max(1.0, self.settings.alerts_idle_grace_seconds / 4)
+        while self.query.isActive:
+            try:
+                self.observe(self.query.recentProgress)
+                self.tick()
+            except Exception as exc:  # a tick is best effort: the next one follows
+                if not self.query.isActive:
+                    return
+                logger.warning("alerts clock tick failed %s", kv(job=JOB_NAME, error=exc))
+            time.sleep(every)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="alerts-wall-clock", daemon=True)
+        thread.start()
+        return thread
 
 
 # --- pure transforms ---
@@ -322,6 +439,7 @@ def create_alert_tables(spark: SparkSession, settings: Settings) -> None:
     create_table_if_missing(
         spark, settings.gold_path(ALERT_COUNTS_TABLE.name), ALERT_COUNTS_TABLE.schema, []
     )
+    create_table_if_missing(spark, settings.alerts_clock_path, ALERTS_CLOCK, [])
 
 
 def _silver_stream(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -349,9 +467,12 @@ def start_alerts_stream(
     rules = load_alert_rules(settings.alert_rules_file)
     ruleset = load_rules(settings.silver_rules_file, settings.silver_max_future_seconds)
     create_alert_tables(spark, settings)
+    ticks = spark.readStream.format("delta").load(settings.alerts_clock_path)
     detectors = [
         _start(
-            detect_stateful(_silver_stream(spark, settings), rules, settings.alerts_watermark),
+            detect_stateful(
+                _silver_stream(spark, settings), rules, settings.alerts_watermark, ticks
+            ),
             STATEFUL,
             AlertsBatchWriter(spark, settings, STATEFUL, rules.version),
             settings,
@@ -368,6 +489,8 @@ def start_alerts_stream(
     if available_now:
         for query in detectors:
             query.awaitTermination()
+    else:
+        WallClock(spark, settings, detectors[0]).start()
     counts_source = spark.readStream.format("delta").load(settings.alerts_path)
     counts = _start(
         counts_source, COUNTS, AlertCountsWriter(spark, settings), settings, available_now

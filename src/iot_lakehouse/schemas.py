@@ -75,6 +75,15 @@ SILVER_READINGS = StructType(
     ]
 )
 
+# _ops/alerts_clock: wall-clock ticks the alerts job reads to move its watermark while no
+# silver reading comes (alerts.WallClock).
+ALERTS_CLOCK = StructType(
+    [
+        StructField("clock", TimestampType(), nullable=False),  # the event time it stands for
+        StructField("written_at", TimestampType(), nullable=False),
+    ]
+)
+
 # dlq/silver_rejects: one row per rejected reading (or per record that gave none).
 DLQ_REJECTS = StructType(
     [

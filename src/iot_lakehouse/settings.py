@@ -209,6 +209,9 @@ class Settings:
     gold_percentile_k: int = 200
     gold_max_files_per_trigger: int = 100
     alerts_watermark: str = "10 seconds"
+    # wall clock without a silver reading before the alerts' watermark follows the wall clock
+    # (SENSOR_SILENT through an outage of every sensor)
+    alerts_idle_grace: str = "60 seconds"
     alert_rules_file: Path | None = None
     alerts_max_files_per_trigger: int = 100
     log_level: str = "INFO"
@@ -283,6 +286,7 @@ class Settings:
                 e, "GOLD_MAX_FILES_PER_TRIGGER", d.gold_max_files_per_trigger, 1
             ),
             alerts_watermark=e.get("ALERTS_WATERMARK") or d.alerts_watermark,
+            alerts_idle_grace=e.get("ALERTS_IDLE_GRACE") or d.alerts_idle_grace,
             alert_rules_file=Path(e["ALERT_RULES_FILE"]) if e.get("ALERT_RULES_FILE") else None,
             alerts_max_files_per_trigger=_int(
                 e, "ALERTS_MAX_FILES_PER_TRIGGER", d.alerts_max_files_per_trigger, 1
@@ -317,6 +321,7 @@ class Settings:
             )
         duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
         duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
+        duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
         for name, port in (
             ("GENERATOR_API_PORT", self.generator_api_port),
             ("DASHBOARD_PORT", self.dashboard_port),
@@ -385,8 +390,20 @@ class Settings:
         return duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
 
     @property
+    def alerts_watermark_seconds(self) -> int:
+        return duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
+
+    @property
+    def alerts_idle_grace_seconds(self) -> int:
+        return duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
+
+    @property
     def alerts_path(self) -> str:
         return self.gold_path("alerts")
+
+    @property
+    def alerts_clock_path(self) -> str:
+        return self.table_path("_ops/alerts_clock")
 
     @property
     def dlq_rejects_path(self) -> str:
