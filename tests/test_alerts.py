@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from iot_lakehouse.alerts import clock_tick_ms, start_alerts_stream, static_alerts
 from iot_lakehouse.detectors import FIRED, alert_id, default_alert_rules_file
 from iot_lakehouse.jobs import await_queries
+from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.rules import load_rules
 from iot_lakehouse.schemas import SILVER_READINGS
 from iot_lakehouse.settings import Settings
@@ -156,7 +157,13 @@ def test_each_alert_type_fires_on_its_pattern_and_clean_sensors_stay_quiet(
     static = {a["alert_id"] for a in alerts if a["detector"] == "static"}
     flagged = [r for r in scenario() if r["alert_type"]]
     assert len(static) == len(flagged)
-    # alert_counts_5m equals a recount of gold/alerts
+    assert_counts_are_a_recount_of_the_alerts(spark, settings)
+    counts = spark.read.format("delta").load(settings.gold_path("alert_counts_5m"))
+    assert counts.where("alert_type = 'SENSOR_SILENT'").count() == 1
+
+
+def assert_counts_are_a_recount_of_the_alerts(spark: SparkSession, settings: Settings) -> None:
+    """alert_counts_5m equals a recount of gold/alerts' fired alerts."""
     counts = spark.read.format("delta").load(settings.gold_path("alert_counts_5m"))
     window = F.window("event_time", "5 minutes").start.alias("window_start")
     recount = (
@@ -167,16 +174,40 @@ def test_each_alert_type_fires_on_its_pattern_and_clean_sensors_stay_quiet(
         .agg(F.count("*").alias("alert_count"), F.count_distinct("sensor_id"))
     )
     columns = ("window_start", "alert_type", "severity", "alert_count", "affected_sensors")
-    got = {tuple(r) for r in counts.select(*columns).collect()}
-    assert got == {tuple(r) for r in recount.collect()}
-    assert counts.where("alert_type = 'SENSOR_SILENT'").count() == 1
+    got = sorted(tuple(r) for r in counts.select(*columns).collect())
+    assert got == sorted(tuple(r) for r in recount.collect())
+
+
+def topic_alerts(settings: Settings, expected: set[str]) -> list[dict]:
+    """Every alert on the settings' alerts topic (until ``expected`` ids are seen, 60 s)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.kafka_alerts_topic])
+    received: list[dict] = []
+    try:
+        for _ in range(60):
+            msg = consumer.poll(1.0)
+            while msg is not None:
+                if msg.error() is None:
+                    value = json.loads(msg.value())
+                    assert msg.key().decode() == value["alert_id"]
+                    received.append(value)
+                msg = consumer.poll(0.2)
+            if expected <= {a["alert_id"] for a in received}:
+                break
+    finally:
+        consumer.close()
+    return received
 
 
 def test_a_plain_kafka_consumer_receives_the_alerts(
     spark: SparkSession, settings: Settings
 ) -> None:
-    from iot_lakehouse.kafka_broker import LocalKafkaBroker
-
     topic = f"alerts-{uuid.uuid4().hex[:8]}"
     settings = settings.with_(kafka_alerts_topic=topic)
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -188,27 +219,8 @@ def test_a_plain_kafka_consumer_receives_the_alerts(
     rows += [silver_row("s1", START + 30 * STEP, 35.0), silver_row("s2", START, 85.0, "humidity")]
     write_silver(spark, settings, rows, parts=2)
     run_alerts(spark, settings)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"test-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    received: list[dict] = []
-    try:
-        for _ in range(60):
-            msg = consumer.poll(1.0)
-            if msg is not None and msg.error() is None:
-                value = json.loads(msg.value())
-                assert msg.key().decode() == value["alert_id"]
-                received.append(value)
-            if len(received) >= len(alerts_of(spark, settings)) and received:
-                break
-    finally:
-        consumer.close()
     delta_ids = {a["alert_id"] for a in alerts_of(spark, settings)}
+    received = topic_alerts(settings, delta_ids)
     assert {a["alert_id"] for a in received} == delta_ids
     assert {"HIGH_TEMP", "HIGH_HUMIDITY", "OUTLIER"} <= {a["alert_type"] for a in received}
 
@@ -218,12 +230,16 @@ def test_five_sigkills_mid_stream_neither_lose_nor_repeat_alerts(
 ) -> None:
     rows = scenario(20)  # the silence fires at minute 15
     reference = settings.with_(
-        lakehouse_path=str(tmp_path / "reference"), alerts_max_files_per_trigger=1
+        lakehouse_path=str(tmp_path / "reference"),
+        kafka_alerts_topic=f"{settings.kafka_alerts_topic}-reference",
     )
-    write_silver(spark, reference, rows, parts=12)  # a dozen batches, for five kills
+    LocalKafkaBroker(reference).create_topics()
+    write_silver(spark, reference, rows, parts=6)  # one batch per commit, in order
     run_alerts(spark, reference)
+    # the backlog case: each commit in three files, read one per batch (18 batches, for five
+    # kills), its later files behind the watermark the first one moved
     settings = settings.with_(alerts_max_files_per_trigger=1)
-    write_silver(spark, settings, rows, parts=12)
+    write_silver(spark, settings, rows, parts=6, files=3)
     kill_repeatedly_then_finish(
         "alerts",
         settings,
@@ -231,6 +247,7 @@ def test_five_sigkills_mid_stream_neither_lose_nor_repeat_alerts(
         kills=5,
         seed=20,
         ALERTS_MAX_FILES_PER_TRIGGER="1",
+        KAFKA_ALERTS_TOPIC=settings.kafka_alerts_topic,
     )
     key = ("alert_id", "alert_type", "status", "event_time", "value", "threshold", "evidence")
 
@@ -239,6 +256,10 @@ def test_five_sigkills_mid_stream_neither_lose_nor_repeat_alerts(
         return sorted(tuple(r) for r in df.select(*key).collect())
 
     assert table(settings) == table(reference)
+    # Kafka: at least once, every alert there and nothing else
+    ids = {a[0] for a in table(settings)}
+    assert {a["alert_id"] for a in topic_alerts(settings, ids)} == ids
+    assert_counts_are_a_recount_of_the_alerts(spark, settings)
 
 
 def stateful_alerts(spark: SparkSession, settings: Settings) -> list[tuple]:
@@ -263,6 +284,7 @@ def test_a_silver_commit_split_over_batches_gives_the_alerts_of_one_batch(
     expected = stateful_alerts(spark, whole)
     assert {a[1] for a in expected} >= {"SUDDEN_CHANGE", "OUTLIER", "SENSOR_SILENT"}
     assert stateful_alerts(spark, split) == expected
+
 
 def test_a_gateway_outage_makes_every_sensor_silent_on_the_wall_clock(
     spark: SparkSession, settings: Settings, tmp_path: Path
