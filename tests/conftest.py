@@ -175,17 +175,23 @@ def kill_repeatedly_then_finish(
     timeout: float = 300.0,
     seed: int = 0,
     finish_env: dict[str, str] | None = None,
+    replayed: Callable[[], bool] | None = None,
     **env_overrides: str,
 ) -> list[float]:
     """Run ``iot-lakehouse run <job>`` as its own process and SIGKILL it and its JVM ``kills``
     times, each time at a random moment (0-2 s) after ``progress()`` (e.g. commits of its
     table) grew past what it was when that run started; call ``after_kill(i)`` after each kill;
     then run the job with ``--available-now`` to the end (with ``finish_env`` on top, e.g.
-    larger batches where boundaries do not matter). Returns the random delays used."""
+    larger batches where boundaries do not matter). Returns the random delays used.
+
+    With ``replayed`` (true while a batch has written to Delta but not committed its
+    checkpoint, see ``written_but_not_committed``), the kills aim at that moment until one has
+    landed there, and the helper fails unless one did: the restart really replayed a batch."""
     env = job_env(settings, **env_overrides)
     cmd = [sys.executable, "-m", "iot_lakehouse", "run", job]
     chance = random.Random(seed)
     delays: list[float] = []
+    landed: list[int] = []  # kills after which a batch was written but not committed
     for kill in range(kills):
         before = progress()
         proc = subprocess.Popen(
@@ -208,15 +214,26 @@ def kill_repeatedly_then_finish(
                 )
                 time.sleep(0.2)
             delays.append(chance.uniform(0.0, 2.0))
-            time.sleep(delays[-1])
+            if replayed is not None and not landed:  # aim: kill as soon as one is under way
+                aim_until = time.monotonic() + 30.0
+                while not replayed() and time.monotonic() < aim_until and proc.poll() is None:
+                    time.sleep(0.01)
+            else:
+                time.sleep(delays[-1])
         finally:
             with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
                 os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, mid-stream
             proc.wait()
             if proc.stderr:
                 proc.stderr.close()
+        if replayed is not None and replayed():
+            landed.append(kill)
         if after_kill is not None:
             after_kill(kill)
+    assert replayed is None or landed, (
+        f"none of the {kills} kills of {job} landed between a Delta commit and its checkpoint "
+        "commit: no batch was replayed"
+    )
     rerun = subprocess.run(
         [*cmd, "--available-now"],
         env={**env, **(finish_env or {})},
@@ -227,6 +244,29 @@ def kill_repeatedly_then_finish(
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     return delays
+
+
+def written_but_not_committed(checkpoint: str, tables: list[str]) -> bool:
+    """True if the newest batch of the query at ``checkpoint`` has no commit file yet but one of
+    ``tables`` has a Delta commit made after that batch was planned (its offsets file): a
+    restart replays that batch over what it already wrote."""
+    root = Path(checkpoint)
+    planned = [f for f in (root / "offsets").glob("*") if f.name.isdigit()]
+    if not planned:
+        return False
+    newest = max(planned, key=lambda f: int(f.name))
+    if (root / "commits" / newest.name).exists():
+        return False
+    try:
+        since = newest.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+    for table in tables:
+        for entry in (Path(table) / "_delta_log").glob("*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime_ns > since:
+                    return True
+    return False
 
 
 def checkpoint_commits(settings: Settings, job: str) -> int:

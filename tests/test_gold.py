@@ -32,7 +32,12 @@ from iot_lakehouse.reconcile import silver_gold_ledger
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.stream_metrics import read_stream_metrics
-from tests.conftest import commits, kill_repeatedly_then_finish, write_generated_bronze
+from tests.conftest import (
+    commits,
+    kill_repeatedly_then_finish,
+    write_generated_bronze,
+    written_but_not_committed,
+)
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 MINUTE_US = 60 * 1_000_000
@@ -401,6 +406,15 @@ def test_gold_job_killed_five_times_gives_the_same_tables(
         lambda: commits(settings.gold_progress_path),
         kills=5,
         seed=12,
+        # at least one kill between a batch's Delta writes and its checkpoint commit: replayed
+        replayed=lambda: written_but_not_committed(
+            settings.checkpoint_path("gold"),
+            [
+                *(settings.gold_path(t.name) for t in GOLD_TABLES),
+                settings.gold_late_readings_path,
+                settings.gold_progress_path,
+            ],
+        ),
         GOLD_MAX_FILES_PER_TRIGGER="1",
     )
 

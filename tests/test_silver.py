@@ -21,7 +21,12 @@ from iot_lakehouse.silver import (
     start_silver_stream,
 )
 from iot_lakehouse.stream_metrics import read_stream_metrics
-from tests.conftest import commits, kill_repeatedly_then_finish, produce
+from tests.conftest import (
+    commits,
+    kill_repeatedly_then_finish,
+    produce,
+    written_but_not_committed,
+)
 
 INGEST = datetime(2026, 1, 5, 8, 0, 30, tzinfo=UTC)
 BRONZE_COLUMNS = (
@@ -445,6 +450,15 @@ def test_silver_job_killed_five_times_leaves_no_duplicate_and_no_gap(
         timeout=240,
         seed=5,
         finish_env={"SILVER_MAX_FILES_PER_TRIGGER": "50"},  # silver is exact whatever the batches
+        # at least one kill between a batch's Delta writes and its checkpoint commit: replayed
+        replayed=lambda: written_but_not_committed(
+            settings.checkpoint_path("silver"),
+            [
+                settings.silver_readings_path,
+                settings.dlq_rejects_path,
+                settings.silver_duplicates_path,
+            ],
+        ),
         SILVER_MAX_FILES_PER_TRIGGER="1",
     )
     ledger = bronze_silver_ledger(spark, settings)
