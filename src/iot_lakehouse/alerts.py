@@ -76,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 JOB_NAME = "alerts"
 STATEFUL, STATIC, COUNTS = "stateful", "static", "counts"
+QUERY_PARTS = (STATEFUL, STATIC, COUNTS)  # one checkpoint each, each guarded on its own
 ALERTS_INPUT = ("sensor_id", "metric", "value", "event_time", "location", "alert_type", "severity")
 DETECTED = (
     "alert_id string, sensor_id string, metric string, location string, alert_type string, "

@@ -1,6 +1,6 @@
 """One frozen settings object, read from environment variables with local defaults.
 
-Every variable is documented in the README ("Settings"). Paths may be local folders or any
+Every variable is documented in docs/configuration.md. Paths may be local folders or any
 Hadoop/Delta URI (``s3a://…``) so the same jobs run unchanged on a cluster.
 """
 
