@@ -43,7 +43,7 @@ from iot_lakehouse.settings import Settings
 GIB = 1024**3
 VARIANTS = {
     # Each collector named, not inherited: a SPARK_DRIVER_GC in the caller's environment
-    # would otherwise relabel the default (Serial since 2026-12-02).
+    # would otherwise relabel the default (Serial).
     "serial": {"SPARK_DRIVER_GC": "Serial"},
     "g1": {"SPARK_DRIVER_GC": "G1"},
     "parallel": {"SPARK_DRIVER_GC": "Parallel"},
@@ -51,8 +51,8 @@ VARIANTS = {
     # glibc's malloc keeps up to 8 arenas per core; the JVM's native memory (threads, RocksDB,
     # compiler) spreads over them
     "arena2": {"MALLOC_ARENA_MAX": "2"},
-    # the four jobs in one driver (one JVM and one Python process, the default since
-    # 2026-12-03) or a process (and JVM) each
+    # the four jobs in one driver (one JVM and one Python process, the default) or a process
+    # (and JVM) each
     "one_driver": {"SPARK_DRIVER_GC": "Serial", "JOBS_IN_ONE_DRIVER": "true"},
     "one_driver_fifo": {
         "SPARK_DRIVER_GC": "Serial",

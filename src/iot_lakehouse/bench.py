@@ -37,8 +37,8 @@ FRESHNESS_RATIO_TARGET = 0.5  # ours / textbook, p95 of (clock - newest silver e
 TEXTBOOK_MEMORY_NEED = 3 * 1024**3
 LATENCY_RATE = 10_000.0  # events/s of the G2 / G3 measurement
 SOAK_SENSORS = 10_000
-# events/s of the soak (10,000 sensors): 10-minute soaks kept 5,000 ev/s (2026-12-03, a process
-# per job; 2026-12-04, one driver) and not 8,000; the default leaves a fifth of margin.
+# events/s of the soak (10,000 sensors): a fifth below the rate 10-minute soaks kept
+# (docs/benchmarks.md).
 SOAK_DEFAULT_RATE = 4000.0
 
 KAFKA_LAG_BATCHES = 2  # Kafka lag may grow by this many trigger intervals' worth of input

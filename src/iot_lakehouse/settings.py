@@ -179,23 +179,22 @@ class Settings:
     spark_driver_memory: str = "1g"
     # `all` (and the bench) run the four jobs in one driver: one JVM and one Python process
     # for all of them (`run bronze silver gold alerts`), with this heap; each job keeps its
-    # checkpoint, lock, metrics and restarts. bench/bench_memory.py, 2026-12-03: peak RSS of
-    # the whole pipeline 3.86 GiB against 6.49 with a process per job (False), every job
-    # running 41 s after start against 112, the same pace and CPU.
+    # checkpoint, lock, metrics and restarts. Less memory and a faster start than a process
+    # per job (False) at the same pace (bench/bench_memory.py; docs/benchmarks.md).
     jobs_in_one_driver: bool = True
     one_driver_memory: str = "2g"
     # How the jobs of one driver share its task slots: FAIR gives each job a scheduler pool of
     # its own (a light bronze batch does not queue behind a long silver stage); FIFO is Spark's
-    # default, every job's stages in the order submitted. bench/bench_memory.py, 2026-12-04,
-    # 3,000 ev/s: bronze's batches 3.8 s against 6.0, gold's 21 against 26, same CPU.
+    # default, every job's stages in the order submitted. FAIR gave shorter batches at the
+    # same CPU (bench/bench_memory.py; docs/benchmarks.md).
     one_driver_scheduler: str = "FAIR"
     # The driver JVM's garbage collector when tuned. Serial: one thread, no concurrent marking,
-    # a heap that grows only as the old generation needs (bench/bench_memory.py, 2026-12-02:
-    # peak RSS of the whole pipeline 6.54 / 6.91 GiB against G1's 6.97 / 7.47, same pace).
+    # a heap that grows only as the old generation needs: less memory than G1 at the same pace
+    # (bench/bench_memory.py; docs/benchmarks.md).
     spark_driver_gc: str = "Serial"
     spark_shuffle_partitions: int = 2
     spark_ui_enabled: bool = False
-    spark_tuning: bool = True  # False: Spark's defaults (the benchmark's naive baseline)
+    spark_tuning: bool = True  # False: Spark's defaults (as the bench's textbook job runs)
     trigger_interval: str = "5 seconds"
     max_offsets_per_trigger: int = 200_000
     fail_on_data_loss: bool = True
