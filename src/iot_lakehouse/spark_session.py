@@ -34,9 +34,8 @@ def tuning(settings: Settings) -> dict[str, str]:
         # Delta replays its log with this many partitions (default 50): tiny on a laptop.
         "spark.databricks.delta.snapshotPartitions": str(max(1, partitions)),
         # Compiled code kept for reuse (default 100). A local driver compiles each stage twice
-        # (a test compile, then the task's, under another class loader): a gold batch's ~140
-        # classes do not fit in 100, and every batch compiled them all again (gold kill test's
-        # input, 8 batches: 1,119 compiles; 991 with stable code alone; 230 with both).
+        # (a test compile, then the task's, under another class loader): a gold batch's classes
+        # do not fit in 100, and every batch compiled them all again (docs/benchmarks.md).
         "spark.sql.codegen.cache.maxEntries": "1000",
         # Delta copies a MERGE's source before merging unless it only scans Delta tables. The
         # jobs' MERGE sources are local checkpoints already (gold, alert counts), the commands'
