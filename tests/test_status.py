@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from iot_lakehouse.status import (
     open_alerts,
     read_open_alerts,
     render_screen,
+    status_json,
     status_report,
 )
 from iot_lakehouse.stream_metrics import Latency, append_rows, progress_row
@@ -134,6 +136,13 @@ def test_status_command_prints_counts_then_each_querys_latest_batch(
     stale = progress_row("gold", {**silver, "name": "gold", "batchId": 9})
     stale["recorded_at"] = now - timedelta(hours=1)  # older than the status window: left out
     append_rows(None, settings.stream_metrics_path, [*rows, stale])
+
+    as_json = json.loads(status_json(settings))
+    assert as_json["counts"]["kafka_messages"] is not None
+    assert as_json["counts"]["bronze_rows"] is None  # no bronze table yet
+    [query] = as_json["queries"]  # the stale gold row is left out
+    assert (query["job"], query["batch_id"], query["input_rows"]) == ("silver", 2, 900)
+    assert datetime.fromisoformat(query["recorded_at"]) <= datetime.now(UTC)
 
     report = status_report(settings).splitlines()
     assert report[0].startswith("kafka=")

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="print the current counts of Kafka and every table, and each query's latest "
         "throughput, lag and end-to-end latency",
-    )
+    ).add_argument("--json", action="store_true", help="one JSON object instead of text")
     dashboard = sub.add_parser(
         "dashboard", help="the live web dashboard (Streamlit) on 127.0.0.1:DASHBOARD_PORT"
     )
@@ -284,9 +284,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_emitter_command(args)
     if args.command == "status":
-        from iot_lakehouse.status import status_report
+        from iot_lakehouse.status import status_json, status_report
 
-        print(status_report(settings))
+        print(status_json(settings) if args.json else status_report(settings))
         return 0
     if args.command == "dashboard":
         from iot_lakehouse.dashboard import run_dashboard

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -263,3 +264,29 @@ def status_report(settings: Settings, now: datetime | None = None) -> str:
     rows = read_stream_metrics(settings.stream_metrics_path, now - RECENT)
     picture = format_stream_picture(latest_per_query(rows), now)
     return "\n".join([pipeline_counts(settings).line(), *picture])
+
+
+def _plain(value: object) -> object:
+    """A metrics value as JSON has it: instants as ISO-8601 text, the rest as they are."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def status_json(settings: Settings, now: datetime | None = None) -> str:
+    """What ``iot-lakehouse status --json`` prints: the counts (and bronze's lag) and each
+    query's newest ``_ops/stream_metrics`` row, as one JSON object."""
+    from iot_lakehouse.stream_metrics import RECENT, latest_per_query, read_stream_metrics
+
+    now = now or datetime.now(UTC)
+    counts = pipeline_counts(settings)
+    rows = read_stream_metrics(settings.stream_metrics_path, now - RECENT)
+    return json.dumps(
+        {
+            "at": now.isoformat(),
+            "counts": {**asdict(counts), "bronze_lag": counts.bronze_lag},
+            "queries": [
+                {k: _plain(v) for k, v in row.items()} for row in latest_per_query(rows)
+            ],
+        },
+        default=str,
+    )
+
