@@ -16,8 +16,10 @@ from iot_lakehouse.generator import GeneratorConfig
 from iot_lakehouse.generator_api import delete_records
 from iot_lakehouse.jobs import JOBS, await_queries
 from iot_lakehouse.reconcile import (
+    Ledger,
     bronze_silver_ledger,
     kafka_bronze_ledger,
+    ledgers_json,
     reconcile,
     silver_gold_ledger,
 )
@@ -29,6 +31,20 @@ from tests.conftest import produce, write_generated_bronze
 
 INGEST = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
+def test_reconcile_json_names_each_ledger_and_what_is_unexplained() -> None:
+    ledgers = [
+        Ledger("kafka -> bronze", 10, {"bronze": 10}, 0, 0),
+        Ledger("bronze -> silver", 10, {"silver": 7, "dlq": 1}, 2, 1),
+    ]
+    doc = json.loads(ledgers_json(ledgers))
+    assert doc["ok"] is False
+    assert [(x["name"], x["parts"], x["unexplained"], x["ok"]) for x in doc["ledgers"]] == [
+        ("kafka -> bronze", {"bronze": 10}, 0, True),
+        ("bronze -> silver", {"silver": 7, "dlq": 1}, 3, False),
+    ]
+    assert json.loads(ledgers_json(ledgers[:1]))["ok"] is True
 
 
 def test_records_kafka_deleted_before_bronze_read_them_are_reported_as_never_read(

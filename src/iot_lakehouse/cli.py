@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--port", type=int, default=None, help="TCP port (default: DASHBOARD_PORT, 8501)"
     )
-    sub.add_parser("reconcile", help="ledger per layer; exit 1 on any unexplained record")
+    sub.add_parser(
+        "reconcile", help="ledger per layer; exit 1 on any unexplained record"
+    ).add_argument("--json", action="store_true", help="one JSON object instead of a table")
 
     bench = sub.add_parser(
         "bench",
@@ -293,7 +295,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_dashboard(settings, args.port)
     if args.command == "reconcile":
-        from iot_lakehouse.reconcile import format_ledgers, reconcile
+        from iot_lakehouse.reconcile import format_ledgers, ledgers_json, reconcile
         from iot_lakehouse.spark_session import build_spark
 
         spark = build_spark(settings, "iot-lakehouse-reconcile")
@@ -301,7 +303,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             ledgers = reconcile(spark, settings)
         finally:
             spark.stop()
-        print(format_ledgers(ledgers))
+        print(ledgers_json(ledgers) if args.json else format_ledgers(ledgers))
         return 0 if all(ledger.ok for ledger in ledgers) else 1
     if args.command == "bench":
         from iot_lakehouse.bench import Plan, format_table

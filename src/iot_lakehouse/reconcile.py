@@ -17,8 +17,9 @@ silver job has not reached yet shows as missing.
 from __future__ import annotations
 
 import functools
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -328,6 +329,19 @@ def reconcile(spark: SparkSession, settings: Settings) -> list[Ledger]:
     if DeltaTable.isDeltaTable(spark, settings.gold_path(ALERT_COUNTS_TABLE.name)):
         ledgers.append(alerts_counts_ledger(spark, settings))
     return ledgers
+
+
+def ledgers_json(ledgers: list[Ledger]) -> str:
+    """``reconcile --json``: every ledger with its parts, missing, extra and verdict."""
+    return json.dumps(
+        {
+            "ok": all(ledger.ok for ledger in ledgers),
+            "ledgers": [
+                {**asdict(ledger), "unexplained": ledger.unexplained, "ok": ledger.ok}
+                for ledger in ledgers
+            ],
+        }
+    )
 
 
 def format_ledgers(ledgers: list[Ledger]) -> str:
