@@ -396,9 +396,8 @@ def test_the_textbook_jobs_batch_lines_become_rows_of_its_rate() -> None:
     assert processing_rate(rows, "textbook") == (2_000.0, 10_000)  # 10,000 rows in 5 s
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_the_textbook_job_logs_each_batch_with_input_once(tmp_path: Path) -> None:
-    import logging
-
     from iot_lakehouse.bench_textbook import BATCH_MESSAGE, log_new_batches
     from iot_lakehouse.logs import configure_logging
 
@@ -413,19 +412,9 @@ def test_the_textbook_job_logs_each_batch_with_input_once(tmp_path: Path) -> Non
 
     query = SimpleNamespace(recentProgress=[progress(0, 10), progress(1, 0), progress(2, 30)])
 
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        configure_logging("textbook", "INFO", "json", tmp_path)
-        assert log_new_batches(query, -1) == 2  # batch 1 was idle
-        assert log_new_batches(query, 2) == 2  # nothing new
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
+    configure_logging("textbook", "INFO", "json", tmp_path)
+    assert log_new_batches(query, -1) == 2  # batch 1 was idle
+    assert log_new_batches(query, 2) == 2  # nothing new
     rows = progress_rows(
         (tmp_path / "textbook.log").read_text().splitlines(), BATCH_MESSAGE, "textbook"
     )
@@ -499,25 +488,16 @@ def test_stage_seconds_sum_the_timings_of_a_jobs_batch_lines() -> None:
     assert shares({}) == ""
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_stage_seconds_read_a_real_json_log_line(tmp_path: Path) -> None:
     import logging
 
     from iot_lakehouse.logs import configure_logging, kv
 
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        configure_logging("silver", "INFO", "json", tmp_path)
-        logging.getLogger("iot_lakehouse.silver").info(
-            "silver batch %s", kv(job="silver", batch_id=3, judge_s=1.5, delta_appends_s=0.5)
-        )
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
+    configure_logging("silver", "INFO", "json", tmp_path)
+    logging.getLogger("iot_lakehouse.silver").info(
+        "silver batch %s", kv(job="silver", batch_id=3, judge_s=1.5, delta_appends_s=0.5)
+    )
     lines = (tmp_path / "silver.log").read_text().splitlines()
     assert stage_seconds(lines) == {"judge": 1.5, "delta_appends": 0.5}
 

@@ -437,9 +437,7 @@ class AlertCountsWriter:
 # --- wiring ---
 def create_alert_tables(spark: SparkSession, settings: Settings) -> None:
     create_table_if_missing(spark, settings.alerts_path, GOLD_ALERTS, [])
-    create_table_if_missing(
-        spark, settings.gold_path(ALERT_COUNTS_TABLE.name), ALERT_COUNTS_TABLE.schema, []
-    )
+    ALERT_COUNTS_TABLE.create_if_missing(spark, settings)
     create_table_if_missing(spark, settings.alerts_clock_path, ALERTS_CLOCK, [])
 
 

@@ -846,6 +846,18 @@ class NewestReader(Protocol):
     def read(self) -> float | None: ...
 
 
+def refreshed(table: DeltaTable | None, path: str) -> DeltaTable | None:
+    """The Delta table at ``path`` at its newest version: opened the first time, brought up to
+    date incrementally after; None while there is no table yet."""
+    try:
+        if table is None:
+            return DeltaTable(path)
+        table.update_incremental()
+        return table
+    except TableNotFoundError:
+        return None
+
+
 class NewestEventTime:
     """The newest value of a timestamp column of a Delta table, from the file statistics only
     (no data read), refreshed incrementally."""
@@ -855,12 +867,8 @@ class NewestEventTime:
         self.table: DeltaTable | None = None
 
     def read(self) -> float | None:
-        try:
-            if self.table is None:
-                self.table = DeltaTable(self.path)
-            else:
-                self.table.update_incremental()
-        except TableNotFoundError:
+        self.table = refreshed(self.table, self.path)
+        if self.table is None:
             return None
         actions = self.table.get_add_actions(flatten=True)
         name = f"max.{self.column}"
@@ -887,12 +895,8 @@ class NewestPlausibleEventTime:
         self.newest: float | None = None
 
     def read(self) -> float | None:
-        try:
-            if self.table is None:
-                self.table = DeltaTable(self.path)
-            else:
-                self.table.update_incremental()
-        except TableNotFoundError:
+        self.table = refreshed(self.table, self.path)
+        if self.table is None:
             return None
         limit = time.time() + self.ahead_s
         for uri in self.table.file_uris():

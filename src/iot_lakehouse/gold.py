@@ -194,6 +194,17 @@ class GoldTable:
         return duration_seconds(self.window)
 
     @property
+    def stats_columns(self) -> tuple[str, ...]:
+        """The columns worth file statistics: the window and keys a MERGE matches on, and the
+        batch that last changed a row (not the measures: sketches and doubles)."""
+        return ("window_start", "window_end", *self.keys, "batch_id")
+
+    def create_if_missing(self, spark: SparkSession, settings: Settings) -> None:
+        create_table_if_missing(
+            spark, settings.gold_path(self.name), self.schema, [], self.stats_columns
+        )
+
+    @property
     def slide_seconds(self) -> int:
         """How far apart its windows start (a tumbling window: its length)."""
         return duration_seconds(self.slide or self.window)
@@ -627,13 +638,7 @@ def upsert_window_rows(
 def create_gold_tables(spark: SparkSession, settings: Settings) -> None:
     """Create every gold table, the late-readings table and the progress log if missing."""
     for table in GOLD_TABLES:
-        create_table_if_missing(
-            spark,
-            settings.gold_path(table.name),
-            table.schema,
-            [],
-            ("window_start", "window_end", *table.keys, "batch_id"),
-        )
+        table.create_if_missing(spark, settings)
     create_table_if_missing(spark, settings.gold_late_readings_path, GOLD_LATE_READINGS, [])
     create_table_if_missing(spark, settings.gold_progress_path, GOLD_PROGRESS, [])
 
