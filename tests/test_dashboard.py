@@ -336,6 +336,20 @@ def test_stall_threshold_follows_the_trigger_and_long_batches() -> None:
     assert d.query_health(caught_up, NOW + timedelta(seconds=100), 30.0).state == "idle"
 
 
+def test_each_job_is_judged_by_its_own_trigger_interval() -> None:
+    behind = [{**r, "delta_versions_behind": 2} for r in pipeline_rows(NOW)]
+    rows = [r for r in behind if r["job"] in ("silver", "gold")]
+    later = NOW + timedelta(seconds=80)
+    common = {q.job: q.state for q in d.pipeline_health(rows, later, 5.0).queries}
+    settings = Settings.from_env({"GOLD_TRIGGER_INTERVAL": "30 seconds"})
+    own = {
+        q.job: q.state for q in d.pipeline_health(rows, later, settings.trigger_seconds_of).queries
+    }
+    # 80 s without a batch: a stall at a 5-s trigger (60 s), not at gold's 30 s (90 s)
+    assert common["gold"] == own["silver"] == common["silver"] == "stalled"
+    assert own["gold"] == "running"
+
+
 def test_series_of_throughput_and_latency_per_query_over_time() -> None:
     rows = pipeline_rows(NOW)
     throughput = d.throughput_series(rows)

@@ -145,6 +145,20 @@ def test_trigger_interval_spark_refuses_is_a_config_error(text: str, message: st
     assert "'5 seconds'" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_gold_and_alerts_have_trigger_intervals_of_their_own() -> None:
+    default = Settings.from_env({"TRIGGER_INTERVAL": "2 seconds"})
+    assert [default.trigger_interval_of(j) for j in ("bronze", "silver", "gold", "alerts")] == [
+        "2 seconds",
+        "2 seconds",
+        "20 seconds",
+        "10 seconds",
+    ]
+    # Set empty, they follow TRIGGER_INTERVAL.
+    own = Settings.from_env({"GOLD_TRIGGER_INTERVAL": "15 seconds", "ALERTS_TRIGGER_INTERVAL": ""})
+    assert own.trigger_interval_of("gold") == "15 seconds"
+    assert own.trigger_interval_of("alerts") == own.trigger_interval_of("silver") == "5 seconds"
+
+
 @pytest.mark.parametrize("text", ["5", "-5 seconds", "nan"])
 def test_bad_trigger_interval_stops_the_cli_with_exit_2(tmp_path: Path, text: str) -> None:
     env = {**os.environ, "TRIGGER_INTERVAL": text, "IOT_RUNTIME_DIR": str(tmp_path / "rt")}

@@ -71,6 +71,7 @@ from iot_lakehouse.schemas import (
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
+from iot_lakehouse.spark_session import materialise
 
 logger = logging.getLogger(__name__)
 
@@ -352,8 +353,8 @@ class AlertsBatchWriter:
             require_columns(batch, ALERTS_INPUT, "silver")
             batch = static_alerts(batch, self.ruleset)
         rows = to_alert_rows(batch, self.detector, self.rule_version, batch_id)
-        rows = rows.localCheckpoint(eager=True)
-        count = rows.count()
+        rows, observed = materialise(rows, F.count("*").alias("n"))
+        count = int(observed["n"])
         if count:
             append_once(rows, self.settings.alerts_path, self.app_id, batch_id)
             publish(rows, self.settings)
@@ -394,13 +395,12 @@ class AlertCountsWriter:
     _started: bool = field(default=False, init=False)
 
     def __call__(self, alerts: DataFrame, batch_id: int) -> None:
-        fired = alerts.where(F.col("status") == FIRED).localCheckpoint(eager=True)
-        stats = fired.agg(
+        fired, stats = materialise(
+            alerts.where(F.col("status") == FIRED),
             F.count("*").alias("n"),
             F.min(F.unix_micros("event_time")).alias("lo"),
             F.max(F.unix_micros("event_time")).alias("hi"),
-        ).first()
-        assert stats is not None
+        )
         if not self._started:  # after a restart: what the table has seen so far
             self._seen_us, self._started = self._stored_max_us(), True
         if not stats["n"]:

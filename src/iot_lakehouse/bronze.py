@@ -53,15 +53,15 @@ def require_columns(df: DataFrame, columns: tuple[str, ...], what: str) -> None:
 
 
 def with_trigger(
-    writer: DataStreamWriter, settings: Settings, available_now: bool
+    writer: DataStreamWriter, settings: Settings, available_now: bool, job: str = JOB_NAME
 ) -> DataStreamWriter:
-    """``availableNow`` (drain what is there, then stop) or the configured processing time
+    """``availableNow`` (drain what is there, then stop) or ``job``'s processing time
     (with ``SPARK_TUNING=false`` Spark's default: the next batch as soon as one ends)."""
     if available_now:
         return writer.trigger(availableNow=True)
     if not settings.spark_tuning:
         return writer
-    return writer.trigger(processingTime=settings.trigger_interval)
+    return writer.trigger(processingTime=settings.trigger_interval_of(job))
 
 
 def start_foreach_batch(
@@ -72,13 +72,15 @@ def start_foreach_batch(
     settings: Settings,
     available_now: bool,
 ) -> StreamingQuery:
-    """Start ``df`` as a named query with its own checkpoint, each micro-batch to ``sink``."""
+    """Start ``df`` as a named query with its own checkpoint, each micro-batch to ``sink``
+    (the trigger interval of the job the query belongs to: ``silver``, ``alerts_counts``, …)."""
     writer = (
         df.writeStream.queryName(query_name)
         .option("checkpointLocation", settings.checkpoint_path(checkpoint))
         .foreachBatch(sink)
     )
-    return with_trigger(writer, settings, available_now).start()
+    job = query_name.split("_")[0]
+    return with_trigger(writer, settings, available_now, job).start()
 
 
 def decoded_utf8(binary: Column) -> Column:

@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -339,11 +339,16 @@ def query_health(row: Mapping[str, Any], now: datetime, trigger_s: float) -> Que
 
 
 def pipeline_health(
-    rows: list[dict[str, Any]], now: datetime, trigger_s: float, jobs: Iterable[str] = JOBS
+    rows: list[dict[str, Any]],
+    now: datetime,
+    trigger_s: float | Callable[[str], float],
+    jobs: Iterable[str] = JOBS,
 ) -> PipelineHealth:
     """Health of every query with rows (oldest first, as ``read_stream_metrics`` returns them),
-    plus a ``stopped`` entry for each job in ``jobs`` that has none."""
-    queries = [query_health(r, now, trigger_s) for r in latest_per_query(rows)]
+    plus a ``stopped`` entry for each job in ``jobs`` that has none. ``trigger_s``: the trigger
+    interval of every job, or of each (``Settings.trigger_seconds_of``)."""
+    of_job = trigger_s if callable(trigger_s) else lambda _job: trigger_s
+    queries = [query_health(r, now, of_job(r["job"])) for r in latest_per_query(rows)]
     seen = {q.job for q in queries}
     queries += [QueryHealth(job=job, query=job, state="stopped") for job in jobs if job not in seen]
     bronze = [q for q in queries if q.job == "bronze" and q.state == "running"]

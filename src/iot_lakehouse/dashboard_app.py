@@ -54,7 +54,7 @@ def health_section(now: datetime) -> None:
         minutes = int(d.METRICS_WINDOW.total_seconds() // 60)
         st.info(f"No data yet — {d.START_HINT}. (No batch finished in the last {minutes} min.)")
     else:
-        health = d.pipeline_health(rows, now, settings.trigger_interval_seconds)
+        health = d.pipeline_health(rows, now, settings.trigger_seconds_of)
         tiles = st.columns(2 + 2 * len(d.LATENCY_KINDS))
         tiles[0].metric("ingest rows/s (bronze)", d.fmt_number(health.ingest_rows_per_s, 1))
         tiles[1].metric("Kafka lag (offsets)", d.fmt_count(health.kafka_lag))
@@ -63,7 +63,7 @@ def health_section(now: datetime) -> None:
             tiles[2 + 2 * i].metric(f"{label} p50", d.fmt_ms(p50))
             tiles[3 + 2 * i].metric(f"{label} p95", d.fmt_ms(p95))
         st.table(d.health_table(health), hide_index=True)
-        stall = d.stall_after_s(settings.trigger_interval_seconds, None)
+        stall = d.stall_after_s(max(settings.trigger_seconds_of(j) for j in d.JOBS), None)
         st.caption(
             f"{health.running} of {len(health.queries)} queries running. Idle or stalled: no "
             f"batch for over {stall:.0f} s (idle: nothing left to read; stalled: input waiting, "

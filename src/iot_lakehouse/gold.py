@@ -41,7 +41,7 @@ from iot_lakehouse.schemas import (
     query_app_id,
 )
 from iot_lakehouse.settings import Settings, duration_seconds
-from iot_lakehouse.spark_session import run_side_by_side
+from iot_lakehouse.spark_session import materialise, run_side_by_side
 from iot_lakehouse.stream_metrics import kafka_time_quantiles, record_batch_latency
 
 logger = logging.getLogger(__name__)
@@ -195,9 +195,11 @@ class GoldTable:
 
     @property
     def stats_columns(self) -> tuple[str, ...]:
-        """The columns worth file statistics: the window and keys a MERGE matches on, and the
-        batch that last changed a row (not the measures: sketches and doubles)."""
-        return ("window_start", "window_end", *self.keys, "batch_id")
+        """The columns worth file statistics: the window and keys a MERGE matches on, the
+        batch that last changed a row, and the newest event time (how fresh the table is, read
+        from the log alone); not the measures (sketches and doubles)."""
+        newest = ("last_event_time",) if "last_event_time" in self.schema.fieldNames() else ()
+        return ("window_start", "window_end", *self.keys, "batch_id", *newest)
 
     def create_if_missing(self, spark: SparkSession, settings: Settings) -> None:
         create_table_if_missing(
@@ -486,22 +488,21 @@ class GoldBatchWriter:
         delay = self.settings.gold_watermark_seconds * MICROS
         watermark = None if seen is None else seen - delay
         scalars = batch_scalars(self.spark, _batch_id=batch_id, _watermark_us=watermark)
-        judged = with_lateness(
-            silver_batch.select(
-                *GOLD_INPUT, kafka_time, watermark_clock(silver_batch).alias("_clock")
+        judged, stats = materialise(
+            with_lateness(
+                silver_batch.select(
+                    *GOLD_INPUT, kafka_time, watermark_clock(silver_batch).alias("_clock")
+                ),
+                scalars,
             ),
-            scalars,
-        ).localCheckpoint(eager=True)
-        readings = judged.drop("kafka_timestamp", "_clock")
-        stats = judged.agg(
             F.count("*").alias("readings"),
             F.count_if("_late").alias("late"),
             F.min(F.unix_micros("event_time")).alias("lo"),
             F.max(F.unix_micros("event_time")).alias("hi"),
             F.max(F.unix_micros("_clock")).alias("clock_hi"),
             *kafka_time_quantiles(),
-        ).first()
-        assert stats is not None
+        )
+        readings = judged.drop("kafka_timestamp", "_clock")
         total, late_count, hi = int(stats["readings"]), int(stats["late"]), stats["hi"]
         clock_hi = stats["clock_hi"]
         if total == 0:

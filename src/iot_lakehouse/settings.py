@@ -196,6 +196,11 @@ class Settings:
     spark_ui_enabled: bool = False
     spark_tuning: bool = True  # False: Spark's defaults (as the bench's textbook job runs)
     trigger_interval: str = "5 seconds"
+    # Gold's and alerts' own trigger intervals (empty: TRIGGER_INTERVAL). Each batch pays
+    # seconds of fixed cost: fewer gold and alert batches leave the shared cores to bronze and
+    # silver, and every layer gets fresher (bench/bench_memory.py; docs/benchmarks.md).
+    gold_trigger_interval: str = "20 seconds"
+    alerts_trigger_interval: str = "10 seconds"
     max_offsets_per_trigger: int = 200_000
     fail_on_data_loss: bool = True
     silver_rules_file: Path | None = None
@@ -259,6 +264,8 @@ class Settings:
             spark_ui_enabled=_bool(e, "SPARK_UI_ENABLED", d.spark_ui_enabled),
             spark_tuning=_bool(e, "SPARK_TUNING", d.spark_tuning),
             trigger_interval=e.get("TRIGGER_INTERVAL") or d.trigger_interval,
+            gold_trigger_interval=e.get("GOLD_TRIGGER_INTERVAL", d.gold_trigger_interval),
+            alerts_trigger_interval=e.get("ALERTS_TRIGGER_INTERVAL", d.alerts_trigger_interval),
             max_offsets_per_trigger=_int(
                 e, "MAX_OFFSETS_PER_TRIGGER", d.max_offsets_per_trigger, 1
             ),
@@ -310,6 +317,8 @@ class Settings:
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"LOG_LEVEL={self.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
         interval_seconds(self.trigger_interval)
+        for job in ("gold", "alerts"):
+            interval_seconds(self.trigger_interval_of(job), f"{job.upper()}_TRIGGER_INTERVAL")
         if self.one_driver_scheduler not in ("FAIR", "FIFO"):
             raise ConfigError(
                 f"ONE_DRIVER_SCHEDULER={self.one_driver_scheduler!r}: use FAIR or FIFO"
@@ -395,6 +404,15 @@ class Settings:
     @property
     def alerts_idle_grace_seconds(self) -> int:
         return duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
+
+    def trigger_interval_of(self, job: str) -> str:
+        """The processing-time trigger interval of ``job`` (bronze, silver, gold, alerts)."""
+        own = {"gold": self.gold_trigger_interval, "alerts": self.alerts_trigger_interval}
+        return own.get(job) or self.trigger_interval
+
+    def trigger_seconds_of(self, job: str) -> float:
+        """``trigger_interval_of(job)`` in seconds."""
+        return interval_seconds(self.trigger_interval_of(job))
 
     @property
     def alerts_path(self) -> str:

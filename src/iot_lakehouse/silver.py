@@ -13,9 +13,11 @@ import logging
 import operator
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
@@ -45,7 +47,7 @@ from iot_lakehouse.schemas import (
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.spark_session import run_side_by_side
+from iot_lakehouse.spark_session import materialise, run_side_by_side
 from iot_lakehouse.stream_metrics import kafka_time_quantiles, record_batch_latency
 
 logger = logging.getLogger(__name__)
@@ -408,41 +410,36 @@ class SilverBatchWriter:
 
     def write_batch(self, bronze_batch: DataFrame, batch_id: int) -> dict[str, int]:
         """Judge and write one batch; return the counts of valid, rejected and duplicates."""
-        # Materialise the judged batch once: every later step reads it instead of re-parsing,
-        # and the truncated plan keeps planning cheap.
         clock = StageClock()
-        # The raw bytes only go to the DLQ: kept on rejected readings only, which keeps the
-        # materialised batch smaller (each reading of a record carried them).
-        judged = (
-            judge(bronze_batch, self.ruleset)
-            .withColumn("raw_value", F.when(F.size("reasons") > 0, F.col("raw_value")))
-            .localCheckpoint(eager=True)
-        )
-        clock.lap("judge")
-        valid, rejected = split_judged(judged)
-        rows = to_silver_rows(valid, self.ruleset)
-        # One pass over the judged batch: the valid readings' time range and dates (to prune
-        # the silver lookup) and the number of rejects.
         is_valid = F.size("reasons") == 0
-        bounds = judged.agg(
+        # Materialise the judged batch once: every later step reads it instead of re-parsing,
+        # and the truncated plan keeps planning cheap. The raw bytes only go to the DLQ: kept
+        # on rejected readings only, which keeps it smaller (each reading of a record carried
+        # them). In the same pass: the valid readings' time range and dates (to prune the
+        # silver lookup) and the number of rejects.
+        judged, bounds = materialise(
+            judge(bronze_batch, self.ruleset).withColumn(
+                "raw_value", F.when(~is_valid, F.col("raw_value"))
+            ),
             F.min(F.when(is_valid, F.col("event_time"))).alias("lo"),
             F.max(F.when(is_valid, F.col("event_time"))).alias("hi"),
             F.collect_set(F.when(is_valid, F.to_date("event_time"))).alias("dates"),
             F.count(F.when(~is_valid, F.lit(1))).alias("rejected"),
-        ).first()
-        classified = classify_readings(rows, self._held_keys(bounds, rows)).localCheckpoint(
-            eager=True
         )
+        clock.lap("judge")
+        valid, rejected = split_judged(judged)
+        rows = to_silver_rows(valid, self.ruleset)
         inserted = F.when(~F.col("is_duplicate"), F.col("kafka_timestamp"))
-        stats = classified.agg(
+        classified, stats = materialise(
+            classify_readings(rows, self._held_keys(bounds, rows)),
             F.count(F.when(~F.col("is_duplicate"), F.lit(1))).alias("n"),
             F.count(F.when(F.col("is_duplicate"), F.lit(1))).alias("duplicates"),
             *kafka_time_quantiles(inserted),
-        ).first()
+        )
         counts = {
-            "valid": int(stats["n"]) if stats else 0,
-            "rejected": int(bounds["rejected"]) if bounds else 0,
-            "duplicates": int(stats["duplicates"]) if stats else 0,
+            "valid": int(stats["n"]),
+            "rejected": int(bounds["rejected"]),
+            "duplicates": int(stats["duplicates"]),
         }
         clock.lap("classify")
         to_insert = classified.where(~F.col("is_duplicate")).select(*rows.columns)
@@ -495,10 +492,10 @@ class SilverBatchWriter:
         if self.validations is not None:
             self.validations.wait()
 
-    def _held_keys(self, bounds: Row | None, rows: DataFrame) -> DataFrame:
+    def _held_keys(self, bounds: Mapping[str, Any], rows: DataFrame) -> DataFrame:
         """The keys silver holds in the batch's event dates and time range, with the lineage of
         their rows (``held_keys``)."""
-        if bounds is None or bounds["lo"] is None:  # no valid reading: nothing to look up
+        if bounds["lo"] is None:  # no valid reading: nothing to look up
             return held_keys(rows).limit(0)
         # Partition pruning on event_date and data skipping on event_time keep this lookup to
         # the files that can hold the batch's keys.

@@ -7,9 +7,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pyspark import InheritableThread
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 
 from iot_lakehouse import class_archive, jvm_deps
 from iot_lakehouse.logs import kv
@@ -143,3 +144,14 @@ def run_side_by_side(*steps: Callable[[], None]) -> None:
         thread.join()
     if errors:
         raise errors[0]
+
+
+def materialise(df: DataFrame, *metrics: Column) -> tuple[DataFrame, dict[str, Any]]:
+    """``df`` computed once into an eager local checkpoint, and the aggregate ``metrics``
+    (aliased) computed in the same pass (``observe``): one Spark job where a checkpoint and
+    an ``agg(...).first()`` after it take two."""
+    if not metrics:
+        return df.localCheckpoint(eager=True), {}
+    observation = Observation()
+    checkpoint = df.observe(observation, *metrics).localCheckpoint(eager=True)
+    return checkpoint, dict(observation.get)

@@ -283,10 +283,7 @@ def status_json(settings: Settings, now: datetime | None = None) -> str:
         {
             "at": now.isoformat(),
             "counts": {**asdict(counts), "bronze_lag": counts.bronze_lag},
-            "queries": [
-                {k: _plain(v) for k, v in row.items()} for row in latest_per_query(rows)
-            ],
+            "queries": [{k: _plain(v) for k, v in row.items()} for row in latest_per_query(rows)],
         },
         default=str,
     )
-
