@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -22,7 +23,11 @@ from iot_lakehouse.errors import BrokerError, JobError, JobRefused
 from iot_lakehouse.generator import EventGenerator, GeneratorConfig
 from iot_lakehouse.jobs import job_starter, run_in_session
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
-from iot_lakehouse.reconcile import bronze_silver_ledger, kafka_bronze_ledger
+from iot_lakehouse.reconcile import (
+    bronze_silver_ledger,
+    kafka_bronze_ledger,
+    socket_bronze_ledger,
+)
 from iot_lakehouse.schemas import BRONZE_EVENTS
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
@@ -342,6 +347,75 @@ def test_bronze_refuses_a_topic_deleted_and_created_again(
         )
     assert not [r for r in caplog.records if "starting it again" in r.getMessage()]
     assert spark.read.format("delta").load(settings.bronze_events_path).count() == before
+
+
+def serve_lines(port: int, lines: list[bytes]) -> tuple[int, threading.Event]:
+    """A TCP server (port 0: a free one) that sends ``lines`` to the first client and holds the
+    connection open until the returned event is set (as ``nc -lk`` would)."""
+    server = socket.create_server(("127.0.0.1", port))
+    done = threading.Event()
+
+    def serve() -> None:
+        with server:
+            server.settimeout(120)
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"\n".join(lines) + b"\n")
+                done.wait(180)
+
+    threading.Thread(target=serve, name="test-socket-server", daemon=True).start()
+    return server.getsockname()[1], done
+
+
+def socket_lines_into_bronze(
+    spark: SparkSession, settings: Settings, port: int, lines: list[bytes], expected: int
+) -> None:
+    """Run bronze from a socket server sending ``lines`` until bronze holds ``expected`` rows."""
+    port, done = serve_lines(port, lines)
+    query = start_bronze_stream(spark, settings.with_(socket_port=port), source="socket")
+    try:
+        deadline = time.monotonic() + 180
+        while (delta_row_count(settings.bronze_events_path) or 0) < expected:
+            assert query.exception() is None and time.monotonic() < deadline, query.exception()
+            time.sleep(0.5)
+    finally:
+        query.stop()
+        done.set()
+
+
+def test_socket_source_lands_each_line_once_with_unique_coordinates(
+    spark: SparkSession, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings.with_(trigger_interval="1 second")
+    lines = [v for v in landing_lines(400, seed=5) if is_utf8(v)]
+    first, second = lines[:250], lines[250:]
+    with caplog.at_level(logging.WARNING, logger="iot_lakehouse.bronze"):
+        socket_lines_into_bronze(spark, settings, 0, [*first, b""], len(first))
+    assert "a debugging source with no replay" in caplog.text
+    bronze = spark.read.format("delta").load(settings.bronze_events_path)
+    port = int(bronze.select("topic").first()["topic"].rsplit(":", 1)[1])
+    # A restart (new server, same address): its lines get offsets of their own.
+    socket_lines_into_bronze(spark, settings, port, second, len(lines))
+    bronze = spark.read.format("delta").load(settings.bronze_events_path)
+    assert sorted(bytes(r.raw_value) for r in bronze.select("raw_value").collect()) == sorted(lines)
+    assert {r.topic for r in bronze.select("topic").distinct().collect()} == {
+        f"socket:127.0.0.1:{port}"
+    }
+    assert bronze.select("topic", "partition", "offset").distinct().count() == len(lines)
+    assert bronze.where(F.col("kafka_timestamp").isNull() | F.col("payload").isNull()).count() == 0
+
+    # Silver judges socket records like any other; reconcile counts them without a ledger.
+    query = start_silver_stream(spark, settings, available_now=True)
+    query.awaitTermination(300)
+    assert query.exception() is None
+    assert bronze_silver_ledger(spark, settings).ok
+    ledger = socket_bronze_ledger(spark, settings)
+    assert ledger is not None and ledger.source == len(lines) and ledger.status == "NO LEDGER"
+
+
+def test_socket_source_cannot_run_available_now(spark: SparkSession, settings: Settings) -> None:
+    with pytest.raises(JobError, match="--source socket cannot run --available-now"):
+        start_bronze_stream(spark, settings, available_now=True, source="socket")
 
 
 def test_file_source_needs_an_existing_landing_folder(spark: SparkSession, tmp_path: Path) -> None:

@@ -72,6 +72,10 @@ def test_environment_overrides_and_uris() -> None:
         ({"GOLD_PERCENTILE_K": "70000"}, "8 to 65535"),
         ({"SPARK_DRIVER_GC": "ZGC"}, "use one of G1, Serial, Parallel"),
         ({"ONE_DRIVER_SCHEDULER": "round-robin"}, "use FAIR or FIFO"),
+        ({"GOLD_TRIGGER_INTERVAL": "20"}, "GOLD_TRIGGER_INTERVAL='20' has no unit"),
+        ({"ALERTS_TRIGGER_INTERVAL": "-1 second"}, "ALERTS_TRIGGER_INTERVAL='-1 second' is neg"),
+        ({"SOCKET_PORT": "70000"}, "SOCKET_PORT=70000: use a TCP port"),
+        ({"SOCKET_PORT": "0"}, "at least 1"),
     ],
 )
 def test_bad_values_say_what_is_wrong(env: dict[str, str], message: str) -> None:

@@ -44,6 +44,7 @@ from pyspark.sql.streaming.stateful_processor import (
 from pyspark.sql.types import StringType, StructField, StructType
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
+from iot_lakehouse.console import echo_batch
 from iot_lakehouse.detectors import (
     FIRED,
     AlertRules,
@@ -58,6 +59,7 @@ from iot_lakehouse.gold import (
     ALERT_COUNTS_TABLE,
     MICROS,
     BatchWatermarks,
+    echo_changed_rows,
     upsert_window_rows,
     watermark_clock,
 )
@@ -358,6 +360,7 @@ class AlertsBatchWriter:
         if count:
             append_once(rows, self.settings.alerts_path, self.app_id, batch_id)
             publish(rows, self.settings)
+            echo_batch(rows, f"gold/alerts, {self.detector}", batch_id, self.settings.console_rows)
         logger.info(
             "alerts batch %s",
             kv(job=JOB_NAME, detector=self.detector, batch_id=batch_id, alerts=count),
@@ -423,6 +426,7 @@ class AlertCountsWriter:
             hi,
         )
         self._seen_us = marks.max_event_us
+        echo_changed_rows(self.spark, self.settings, ALERT_COUNTS_TABLE, batch_id)
 
     def _stored_max_us(self) -> int | None:
         row = (

@@ -12,11 +12,18 @@ name (a new delivery: silver counts its readings as duplicates); ``source_file``
 full path and ``kafka_timestamp`` the file's modification time. Empty lines are layout, not
 records, and are skipped. A file query that lost its checkpoint skips the files (path and
 modification time) its table already holds, as a Kafka query resumes after its offsets.
+
+With ``--source socket`` (a debugging source, as ``nc -lk 9999`` feeds it) a record is one
+line read from a TCP server: ``topic = "socket:<host>:<port>"``, partition 0 and ``offset`` =
+the batch's start in epoch milliseconds times a million plus the line's place in the batch,
+unique across batches and restarts. Spark's socket source keeps nothing to replay: lines sent
+while no query reads are lost, and no upstream ledger can tell (``reconcile`` says so).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,17 +36,27 @@ from iot_lakehouse.checkpoints import (
     bind_topic_identity,
     bronze_files_already_read,
     bronze_resume_offsets,
+    hadoop_fs,
 )
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
-from iot_lakehouse.schemas import BRONZE_EVENTS, BRONZE_PARTITION_COLUMNS, KAFKA_SOURCE_COLUMNS
+from iot_lakehouse.schemas import (
+    BRONZE_EVENTS,
+    BRONZE_PARTITION_COLUMNS,
+    KAFKA_SOURCE_COLUMNS,
+    append_once,
+    create_table_if_missing,
+    query_app_id,
+)
 from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 JOB_NAME = "bronze"
-SOURCES = ("kafka", "files")
+SOURCES = ("kafka", "files", "socket")
 FILE_TOPIC_PREFIX = "file:"
+SOCKET_TOPIC_PREFIX = "socket:"
+LINES_PER_MS = 1_000_000  # socket offsets: a batch's lines below the next millisecond's
 # Spark's fixed schema of format("binaryFile"); a streaming source must be given it.
 BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
 LATIN_1 = "ISO-8859-1"  # one character per byte: splits bytes without decoding them
@@ -153,6 +170,46 @@ def file_lines_to_bronze_events(files_df: DataFrame) -> DataFrame:
     )
 
 
+def socket_topic(settings: Settings) -> str:
+    """``socket:<host>:<port>``: the topic of the lines read from the socket source."""
+    return f"{SOCKET_TOPIC_PREFIX}{settings.socket_host}:{settings.socket_port}"
+
+
+def socket_lines_to_bronze_events(lines: DataFrame, topic: str, batch_start_ms: int) -> DataFrame:
+    """Map socket source rows (``value``, ``timestamp``: one line and when it arrived) of one
+    batch to bronze rows; the lines of one batch come in one partition, in order. Spark's
+    socket source decodes lines as UTF-8 (bytes that are not become U+FFFD), so unlike Kafka
+    and files, ``raw_value`` holds the decoded line's bytes."""
+    require_columns(lines, ("value", "timestamp"), "the socket source")
+    ingest_time = F.current_timestamp()
+    raw_line = F.encode(F.col("value"), "UTF-8")
+    offset = F.lit(batch_start_ms * LINES_PER_MS) + F.monotonically_increasing_id()
+    return lines.select(
+        raw_line.alias("raw_value"),
+        decoded_utf8(raw_line).alias("payload"),
+        F.lit(None).cast("string").alias("key"),
+        F.lit(topic).alias("topic"),
+        F.lit(0).alias("partition"),
+        offset.alias("offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.lit(None).cast("string").alias("source_file"),
+        ingest_time.alias("ingest_time"),
+        F.to_date(ingest_time).alias("ingest_date"),
+    ).where(F.length("raw_value") > 0)
+
+
+def read_socket(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Lines from the TCP server at SOCKET_HOST:SOCKET_PORT as a stream (one partition)."""
+    return (
+        spark.readStream.format("socket")
+        .option("host", settings.socket_host)
+        .option("port", settings.socket_port)
+        .option("includeTimestamp", True)
+        .option("numPartitions", 1)
+        .load()
+    )
+
+
 def conform(df: DataFrame) -> DataFrame:
     """Order and type the columns exactly as the bronze table declares them."""
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in BRONZE_EVENTS])
@@ -218,6 +275,53 @@ def bronze_source(
     raise JobError(f"unknown bronze source {source!r}; choose one of {list(SOURCES)}")
 
 
+def start_socket_stream(
+    spark: SparkSession, settings: Settings, available_now: bool, checkpoint: str
+) -> StreamingQuery:
+    """Lines from the socket source into bronze, a batch at a time (see the module's notes)."""
+    if available_now:
+        raise JobError(
+            "--source socket cannot run --available-now: a socket has no end to drain to. "
+            "Run it streaming and stop it with Ctrl+C."
+        )
+    topic = socket_topic(settings)
+    logger.warning(
+        "socket source: a debugging source with no replay %s",
+        kv(
+            job=JOB_NAME,
+            topic=topic,
+            note="lines sent while the job is not reading are lost and reconcile cannot tell; "
+            "use Kafka or the landing folder for data you keep",
+        ),
+    )
+    app: dict[str, str] = {}
+
+    def write(lines: DataFrame, batch_id: int) -> None:
+        if not app:
+            app["id"] = query_app_id(spark, "iot-lakehouse-bronze-socket", checkpoint)
+        start_ms = time.time_ns() // 1_000_000
+        events = conform(socket_lines_to_bronze_events(lines, topic, start_ms))
+        append_once(events, settings.bronze_events_path, app["id"], batch_id)
+
+    create_table_if_missing(
+        spark, settings.bronze_events_path, BRONZE_EVENTS, list(BRONZE_PARTITION_COLUMNS)
+    )
+    # Spark's socket source cannot resume: its offsets start again at every start and a
+    # checkpoint of an earlier run makes the query fail ("offsets committed out of order").
+    # Each run starts a new one; the time-based offsets keep the rows of every run apart.
+    fs, folder = hadoop_fs(spark, settings.checkpoint_path(checkpoint))
+    if fs.exists(folder):
+        fs.delete(folder, True)
+    query = start_foreach_batch(
+        read_socket(spark, settings), checkpoint, checkpoint, write, settings, False
+    )
+    logger.info(
+        "bronze stream started %s",
+        kv(job=JOB_NAME, source=topic, table=settings.bronze_events_path, checkpoint=checkpoint),
+    )
+    return query
+
+
 def start_bronze_stream(
     spark: SparkSession, settings: Settings, available_now: bool = False, source: str = "kafka"
 ) -> StreamingQuery:
@@ -230,6 +334,8 @@ def start_bronze_stream(
     its table and checkpoint hold records of (deleted and created again, wiped broker)."""
     checkpoint = JOB_NAME if source == "kafka" else f"{JOB_NAME}_{source}"
     path = settings.checkpoint_path(checkpoint)
+    if source == "socket":
+        return start_socket_stream(spark, settings, available_now, checkpoint)
     if source == "kafka":
         bind_topic_identity(spark, settings, path)
         resume = bronze_resume_offsets(spark, settings, path)

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from iot_lakehouse import class_archive, jvm_deps
-from iot_lakehouse.errors import DependencyError, LakehouseError
+from iot_lakehouse.errors import ConfigError, DependencyError, LakehouseError
 from iot_lakehouse.logs import configure_logging
 from iot_lakehouse.settings import START_ALL_RATE, START_ALL_SENSORS, Settings
 
@@ -62,10 +62,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--source",
-        choices=["kafka", "files"],
+        choices=["kafka", "files", "socket"],
         default="kafka",
-        help="where bronze reads from: the Kafka topic, or JSON-lines files arriving in "
-        "LANDING_PATH (default: kafka)",
+        help="where bronze reads from: the Kafka topic, JSON-lines files arriving in "
+        "LANDING_PATH, or lines from a TCP server (socket: for debugging, no replay; "
+        "default: kafka)",
+    )
+    run.add_argument(
+        "--console",
+        nargs="?",
+        type=int,
+        const=20,
+        default=0,
+        metavar="ROWS",
+        help="also print each committed batch of silver, gold and alerts to the terminal, as "
+        "Spark's console sink does (its first ROWS rows, default 20); what is written does "
+        "not change",
+    )
+    run.add_argument(
+        "--socket-host", help="--source socket: the server's host (SOCKET_HOST, 127.0.0.1)"
+    )
+    run.add_argument(
+        "--socket-port", type=int, help="--source socket: the server's port (SOCKET_PORT, 9999)"
     )
 
     evaluate = sub.add_parser(
@@ -245,6 +263,15 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         from iot_lakehouse.jobs import run_jobs
 
+        if args.console < 0:
+            raise ConfigError(f"--console {args.console}: give a number of rows, 0 or more")
+        settings = settings.with_(console_rows=args.console)
+        if args.socket_host or args.socket_port is not None:
+            settings = settings.with_(
+                socket_host=args.socket_host or settings.socket_host,
+                socket_port=settings.socket_port if args.socket_port is None else args.socket_port,
+            )
+            settings.validate()
         run_jobs(args.job, settings, available_now=args.available_now, source=args.source)
         return 0
     if args.command == "evaluate-alerts":

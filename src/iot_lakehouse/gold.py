@@ -26,9 +26,10 @@ from datetime import UTC, datetime
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
-from pyspark.sql.types import StructType, TimestampType
+from pyspark.sql.types import BinaryType, StructType, TimestampType
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
+from iot_lakehouse.console import echo_batch
 from iot_lakehouse.logs import kv
 from iot_lakehouse.schemas import (
     GOLD_ALERT_COUNTS,
@@ -562,6 +563,7 @@ class GoldBatchWriter:
         )
         self._append(progress, self.settings.gold_progress_path, batch_id)
         record_batch_latency("kafka_to_gold", JOB_NAME, batch_id, stats)
+        echo_changed_rows(self.spark, self.settings, GOLD_TABLES[0], batch_id)
         self._seen_us, self._last_batch = marks.max_event_us, batch_id
         counts = {"readings": total, "late": late_count}
         logger.info(
@@ -634,6 +636,23 @@ def upsert_window_rows(
             & (F.col("window_end") <= micros_literal(marks.next_watermark_us)),
             set={"is_final": F.lit(True)},
         )
+
+
+def echo_changed_rows(
+    spark: SparkSession, settings: Settings, table: GoldTable, batch_id: int
+) -> None:
+    """``--console``: the rows of ``table`` batch ``batch_id`` changed, without the sketches."""
+    if settings.console_rows <= 0:
+        return
+    changed = spark.read.format("delta").load(settings.gold_path(table.name))
+    shown = [f.name for f in changed.schema.fields if not isinstance(f.dataType, BinaryType)]
+    rows = changed.where(F.col("batch_id") == batch_id).select(*shown)
+    echo_batch(
+        rows.orderBy("window_start", *table.keys),
+        f"gold/{table.name}",
+        batch_id,
+        settings.console_rows,
+    )
 
 
 def create_gold_tables(spark: SparkSession, settings: Settings) -> None:

@@ -171,6 +171,11 @@ class Settings:
     dlq_path: str = str(PROJECT_ROOT / "dlq")
     landing_path: str = str(PROJECT_ROOT / "landing")
     landing_pattern: str = "*.json"
+    # `run bronze --source socket`: the TCP server whose lines bronze reads (a debugging source).
+    socket_host: str = "127.0.0.1"
+    socket_port: int = 9999
+    # `run silver|gold|alerts --console [N]`: print the first N rows of each committed batch
+    console_rows: int = 0
     landing_max_files_per_trigger: int = 50
     runtime_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".runtime")
     jars_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".runtime" / "jars")
@@ -223,6 +228,7 @@ class Settings:
     generator_api_host: str = "127.0.0.1"
     generator_api_port: int = 18000  # 0: no control API
     dashboard_port: int = 8501
+    metrics_port: int = 9108  # `iot-lakehouse metrics`: Prometheus' /metrics
     dashboard_refresh_seconds: int = 5
     # Set by `rerun silver --from DATE` only: silver reads bronze ingested on or after it.
     silver_rebuild_from: date | None = None
@@ -244,6 +250,8 @@ class Settings:
             dlq_path=data_path(e.get("DLQ_PATH") or d.dlq_path),
             landing_path=data_path(e.get("LANDING_PATH") or d.landing_path),
             landing_pattern=e.get("LANDING_PATTERN") or d.landing_pattern,
+            socket_host=e.get("SOCKET_HOST") or d.socket_host,
+            socket_port=_int(e, "SOCKET_PORT", d.socket_port, 1),
             landing_max_files_per_trigger=_int(
                 e, "LANDING_MAX_FILES_PER_TRIGGER", d.landing_max_files_per_trigger, 1
             ),
@@ -302,6 +310,7 @@ class Settings:
             generator_api_host=e.get("GENERATOR_API_HOST") or d.generator_api_host,
             generator_api_port=_int(e, "GENERATOR_API_PORT", d.generator_api_port, 0),
             dashboard_port=_int(e, "DASHBOARD_PORT", d.dashboard_port, 1),
+            metrics_port=_int(e, "METRICS_PORT", d.metrics_port, 1),
             dashboard_refresh_seconds=_int(
                 e, "DASHBOARD_REFRESH_SECONDS", d.dashboard_refresh_seconds, 1
             ),
@@ -332,9 +341,11 @@ class Settings:
         duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
         for name, port in (
             ("GENERATOR_API_PORT", self.generator_api_port),
+            ("SOCKET_PORT", self.socket_port),
             ("DASHBOARD_PORT", self.dashboard_port),
+            ("METRICS_PORT", self.metrics_port),
         ):
-            if port > 65535:
+            if not 1 <= port <= 65535:
                 raise ConfigError(f"{name}={port}: use a TCP port from 1 to 65535")
         if self.gold_percentile_k > 65535:
             raise ConfigError(f"GOLD_PERCENTILE_K={self.gold_percentile_k}: use 8 to 65535")
@@ -393,6 +404,15 @@ class Settings:
     def trigger_interval_seconds(self) -> float:
         return interval_seconds(self.trigger_interval)
 
+    def trigger_interval_of(self, job: str) -> str:
+        """The processing-time trigger interval of ``job`` (bronze, silver, gold, alerts)."""
+        own = {"gold": self.gold_trigger_interval, "alerts": self.alerts_trigger_interval}
+        return own.get(job) or self.trigger_interval
+
+    def trigger_seconds_of(self, job: str) -> float:
+        """``trigger_interval_of(job)`` in seconds."""
+        return interval_seconds(self.trigger_interval_of(job))
+
     @property
     def gold_watermark_seconds(self) -> int:
         return duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
@@ -404,15 +424,6 @@ class Settings:
     @property
     def alerts_idle_grace_seconds(self) -> int:
         return duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
-
-    def trigger_interval_of(self, job: str) -> str:
-        """The processing-time trigger interval of ``job`` (bronze, silver, gold, alerts)."""
-        own = {"gold": self.gold_trigger_interval, "alerts": self.alerts_trigger_interval}
-        return own.get(job) or self.trigger_interval
-
-    def trigger_seconds_of(self, job: str) -> float:
-        """``trigger_interval_of(job)`` in seconds."""
-        return interval_seconds(self.trigger_interval_of(job))
 
     @property
     def alerts_path(self) -> str:

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
+from iot_lakehouse.console import echo_batch
 from iot_lakehouse.logs import kv
 from iot_lakehouse.quality import (
     BackgroundValidations,
@@ -458,6 +459,8 @@ class SilverBatchWriter:
             appends.append(lambda: self._append(to_insert, s.silver_readings_path, batch_id))
         run_side_by_side(*appends)
         clock.lap("delta_appends")
+        if counts["valid"]:
+            echo_batch(to_insert, "silver/readings", batch_id, s.console_rows)
         record_batch_latency("kafka_to_silver", JOB_NAME, batch_id, stats)
         self._validate_later(judged, batch_id)
         logger.info(
