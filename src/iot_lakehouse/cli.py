@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 PACKAGE = "iot-lakehouse"  # the distribution name in pyproject.toml
 
 # Long-running commands: their log is their output.
-SERVICES = frozenset({"run", "generate", "kafka", "all", "emitter", "dashboard"})
+SERVICES = frozenset({"run", "generate", "kafka", "all", "emitter", "dashboard", "metrics"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the current counts of Kafka and every table, and each query's latest "
         "throughput, lag and end-to-end latency",
     ).add_argument("--json", action="store_true", help="one JSON object instead of text")
+    sub.add_parser(
+        "metrics",
+        help="serve the pipeline's figures in Prometheus' text format on "
+        "http://127.0.0.1:PORT/metrics (rows, lag, freshness, batches, latency, DLQ reasons, "
+        "alert types)",
+    ).add_argument("--port", type=int, default=None, help="default: METRICS_PORT (9108)")
     dashboard = sub.add_parser(
         "dashboard", help="the live web dashboard (Streamlit) on 127.0.0.1:DASHBOARD_PORT"
     )
@@ -321,6 +327,22 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from iot_lakehouse.dashboard import run_dashboard
 
         return run_dashboard(settings, args.port)
+    if args.command == "metrics":
+        from iot_lakehouse.prometheus import serve_metrics
+
+        port = settings.metrics_port if args.port is None else args.port
+        settings.with_(metrics_port=port).validate()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+        signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+        try:
+            serve_metrics(settings, port, stop)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve /metrics on 127.0.0.1:{port}: {exc.strerror or exc}. Stop what "
+                "listens there or give another --port (METRICS_PORT)."
+            ) from exc
+        return 0
     if args.command == "reconcile":
         from iot_lakehouse.reconcile import format_ledgers, ledgers_json, reconcile
         from iot_lakehouse.spark_session import build_spark
