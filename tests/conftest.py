@@ -172,6 +172,8 @@ def job_env(settings: Settings, **overrides: str) -> dict[str, str]:
             "SPARK_MASTER": "local[1]",
             "SPARK_DRIVER_MEMORY": "1g",
             "TRIGGER_INTERVAL": "1 second",
+            "GOLD_TRIGGER_INTERVAL": "",  # every job on the 1-s trigger above
+            "ALERTS_TRIGGER_INTERVAL": "",
             # Great Expectations costs a job seconds of CPU to import and is not what these
             # runs test (tests/test_quality.py and test_silver.py do)
             "QUALITY_EVERY_N_BATCHES": "0",
@@ -318,3 +320,18 @@ def small_lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactor
     from tests.lakehouse_builder import build_lakehouse
 
     return build_lakehouse(spark, tmp_path_factory.mktemp("small-lakehouse"))
+
+
+# Fixtures that start a JVM, a broker or a browser: a test using one (directly or through
+# another fixture) is an integration test. `./run_tests.sh --quick` runs the others.
+REAL_SERVICE_FIXTURES = frozenset(
+    {"spark", "kafka_settings", "settings", "small_lakehouse", "browser", "cluster"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real service ``integration`` (``-m "not integration"``:
+    the quick loop), whether its module marks it or a fixture it uses starts one."""
+    for item in items:
+        if REAL_SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

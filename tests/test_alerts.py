@@ -299,6 +299,7 @@ def test_a_gateway_outage_makes_every_sensor_silent_on_the_wall_clock(
         alerts_watermark="2 seconds",
         alerts_idle_grace="1 second",
         trigger_interval="1 second",
+        alerts_trigger_interval="",
     )
     now = datetime.now(UTC).replace(microsecond=0)
     sensors = {"g-1", "g-2", "g-3"}
