@@ -502,6 +502,7 @@ def test_stage_seconds_read_a_real_json_log_line(tmp_path: Path) -> None:
     assert stage_seconds(lines) == {"judge": 1.5, "delta_appends": 0.5}
 
 
+@pytest.mark.integration  # starts a JVM, broker, browser or kernel
 def test_the_bench_command_runs_a_part_prints_the_table_and_saves_json(tmp_path: Path) -> None:
     # The real command with its own broker (free ports, temporary folder): the cheapest part.
     import os

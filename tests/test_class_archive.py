@@ -44,6 +44,7 @@ def test_a_driver_maps_the_archive_only_when_one_was_built_for_its_jars(tmp_path
     assert "SharedArchiveFile" not in dumping
 
 
+@pytest.mark.integration  # starts a JVM, broker, browser or kernel
 def test_a_job_driver_loads_spark_and_delta_from_the_archive_deps_built(tmp_path: Path) -> None:
     """The bootstrap (`iot-lakehouse deps`) built the archive; a driver started by
     build_spark must load its classes from it, not from the jars."""

@@ -23,6 +23,7 @@ def test_min_heap() -> None:
     assert min_heap("2g") == "1g"
 
 
+@pytest.mark.integration  # starts a JVM, broker, browser or kernel
 def test_start_twice_reuses_then_stop(tmp_path: Path) -> None:
     settings = broker_settings(tmp_path).with_(kafka_topic_partitions=3)
     broker = LocalKafkaBroker(settings)
@@ -44,6 +45,7 @@ def test_start_twice_reuses_then_stop(tmp_path: Path) -> None:
     assert broker.stop() is False  # stopping a stopped broker is harmless
 
 
+@pytest.mark.integration  # starts a JVM, broker, browser or kernel
 def test_a_cluster_id_starting_with_a_dash_formats(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

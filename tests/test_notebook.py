@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import pytest
 from deltalake import DeltaTable
 from nbclient import NotebookClient
 
@@ -91,6 +92,7 @@ def exact_quantile(values: list[float], rank: float) -> float:
     return ordered[max(0, math.ceil(rank * len(ordered)) - 1)]
 
 
+@pytest.mark.integration  # starts a JVM, broker, browser or kernel
 def test_notebook_on_a_fresh_lakehouse_says_what_is_missing(tmp_path: Path) -> None:
     lakehouse, dlq = tmp_path / "lakehouse", tmp_path / "dlq"
     nb = run_notebook(str(lakehouse), str(dlq), tmp_path / "explore_gold.fresh.ipynb")

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
 from deltalake import DeltaTable
 
 from iot_lakehouse.settings import PROJECT_ROOT
@@ -33,6 +34,7 @@ def collect(stream: IO[str] | None, into: list[str]) -> None:
     into.extend(iter(stream.readline, ""))
 
 
+@pytest.mark.integration  # starts a JVM, broker, browser or kernel
 def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: Path) -> None:
     port, controller, api = free_port(), free_port(), free_port()
     env = dict(os.environ)
