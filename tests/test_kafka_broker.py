@@ -38,6 +38,12 @@ def test_start_twice_reuses_then_stop(tmp_path: Path) -> None:
             timeout=10
         )
         assert len(meta.topics["iot-sensors"].partitions) == 3
+        # log4j2 took the rolling-file configuration: the broker's log is in broker.log, and
+        # broker.out holds only what the JVM printed outside it.
+        home = tmp_path / "kafka"
+        assert "Starting broker" in (home / "broker.log").read_text()
+        assert "Starting broker" not in (home / "broker.out").read_text()
+        assert "SizeBasedTriggeringPolicy" in (home / "log4j2.yaml").read_text()
     finally:
         assert broker.stop() is True
     after = broker.status()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iot_lakehouse.logs import configure_logging, kv
+from iot_lakehouse.logs import configure_logging, kv, rotate_if_large
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -57,3 +57,36 @@ def test_default_lines_are_key_value(tmp_path: Path) -> None:
         "level=INFO component=gold logger=iot_lakehouse.test gold batch batch_id=2 late=0"
     )
     assert (tmp_path / "gold.log").read_text().strip() == line
+
+
+def test_a_component_log_rotates_at_its_size_keeping_a_few_files(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    configure_logging(
+        "bounded", logs_dir=tmp_path, stream=io.StringIO(), max_bytes=2_000, backups=2
+    )
+    for i in range(400):
+        logging.getLogger("test").info("line %s %s", i, "x" * 40)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bounded.log",
+        "bounded.log.1",
+        "bounded.log.2",
+    ]
+    assert all(p.stat().st_size <= 2_100 for p in tmp_path.iterdir())
+    assert "line 399 " in (tmp_path / "bounded.log").read_text()
+
+
+def test_a_file_another_writer_appends_to_is_rotated_in_place(tmp_path: Path) -> None:
+    out = tmp_path / "child.out"
+    with out.open("ab", buffering=0) as writer:  # the child's stdout, opened for appending
+        writer.write(b"old\n" * 100)
+        assert rotate_if_large(out, max_bytes=1_000, backups=2) is False  # 400 bytes: kept
+        writer.write(b"old\n" * 300)
+        assert rotate_if_large(out, max_bytes=1_000, backups=2) is True
+        writer.write(b"new\n")  # the writer goes on at the new end, no hole before it
+        assert out.read_bytes() == b"new\n"
+        assert (tmp_path / "child.out.1").read_bytes() == b"old\n" * 400
+        for _ in range(3):
+            writer.write(b"more\n" * 300)
+            rotate_if_large(out, max_bytes=1_000, backups=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.out", "child.out.1", "child.out.2"]

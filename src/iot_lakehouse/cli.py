@@ -389,7 +389,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # dlq list --json, …) log to stderr, so that result can be piped.
         stream = sys.stdout if args.command in SERVICES else sys.stderr
         configure_logging(
-            component, settings.log_level, settings.log_format, settings.logs_dir, stream
+            component,
+            settings.log_level,
+            settings.log_format,
+            settings.logs_dir,
+            stream,
+            settings.log_max_bytes,
+            settings.log_backups,
         )
         return dispatch(args, settings)
     except LakehouseError as exc:

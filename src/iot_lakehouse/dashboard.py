@@ -536,7 +536,13 @@ def reasons_table(reasons: pd.DataFrame) -> pd.DataFrame:
 def configure_app_logging(settings: Settings) -> None:
     """Logging of the Streamlit process, once however often the script reruns."""
     configure_logging(
-        "dashboard", settings.log_level, settings.log_format, settings.logs_dir, sys.stderr
+        "dashboard",
+        settings.log_level,
+        settings.log_format,
+        settings.logs_dir,
+        sys.stderr,
+        settings.log_max_bytes,
+        settings.log_backups,
     )
 
 

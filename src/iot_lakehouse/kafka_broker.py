@@ -8,6 +8,7 @@ sends SIGTERM (a controlled shutdown) and waits.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import shutil
@@ -33,19 +34,32 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
-LOG4J2_CONFIG = """\
+
+def log4j2_config(log_file: Path, max_bytes: int, backups: int) -> str:
+    """The broker's log4j2 configuration: its log to ``log_file``, rotated at ``max_bytes``
+    with ``backups`` older files (``broker.log.1`` the newest of them)."""
+    name, pattern = json.dumps(str(log_file)), json.dumps(f"{log_file}.%i")
+    return f"""\
 Configuration:
   name: local-broker
   Appenders:
-    Console:
-      name: STDOUT
+    RollingFile:
+      name: FILE
+      fileName: {name}
+      filePattern: {pattern}
       PatternLayout:
         pattern: "[%d] %p %m (%c)%n"
+      Policies:
+        SizeBasedTriggeringPolicy:
+          size: "{max_bytes}"
+      DefaultRolloverStrategy:
+        max: {backups}
+        fileIndex: min
   Loggers:
     Root:
       level: INFO
       AppenderRef:
-        - ref: STDOUT
+        - ref: FILE
     Logger:
       - name: kafka
         level: WARN
@@ -129,7 +143,8 @@ class LocalKafkaBroker:
         self.data_dir = self.home / "data"
         self.config_file = self.home / "server.properties"
         self.pid_file = self.home / "broker.pid"
-        self.log_file = self.home / "broker.log"
+        self.log_file = self.home / "broker.log"  # log4j2's, rotated by size
+        self.out_file = self.home / "broker.out"  # what the JVM itself prints (start-up errors)
 
     # -- inspection ---------------------------------------------------------------------------
     def _pid(self) -> int | None:
@@ -218,7 +233,11 @@ class LocalKafkaBroker:
         self.home.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(server_properties(self.settings, self.data_dir.resolve()))
         log4j = self.home / "log4j2.yaml"
-        log4j.write_text(LOG4J2_CONFIG)
+        log4j.write_text(
+            log4j2_config(
+                self.log_file.resolve(), self.settings.log_max_bytes, self.settings.log_backups
+            )
+        )
         classpath = f"{jars.directory.resolve()}/*"
         base_cmd = [java, f"-Dlog4j2.configurationFile={log4j.resolve()}", "-cp", classpath]
         if not (self.data_dir / "meta.properties").exists():
@@ -239,7 +258,7 @@ class LocalKafkaBroker:
             "starting kafka broker %s",
             kv(bootstrap=self.settings.kafka_bootstrap_servers, home=self.home, log=self.log_file),
         )
-        with open(self.log_file, "ab") as log:
+        with open(self.out_file, "ab") as log:
             proc = subprocess.Popen(
                 cmd,
                 stdout=log,
@@ -344,10 +363,14 @@ class LocalKafkaBroker:
                 time.sleep(0.1)
 
     def _log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        """The last lines of the broker's log and of what its JVM printed."""
+        tail = []
+        for path in (self.log_file, self.out_file):
+            try:
+                tail += path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+        return "\n".join(tail[-lines:]) if tail else "(no log)"
 
 
 def _reap(pid: int) -> None:

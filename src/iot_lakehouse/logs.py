@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -89,20 +91,34 @@ def kv_formatter(component: str) -> logging.Formatter:
     )
 
 
+LOG_MAX_BYTES = 20 * 1024 * 1024  # a log file is rotated at this size ...
+LOG_BACKUPS = 3  # ... keeping this many older files (<name>.1 is the newest of them)
+
+
 def configure_logging(
     component: str,
     level: str = "INFO",
     fmt: str = "kv",
     logs_dir: Path | None = None,
     stream: IO[str] | None = None,
+    max_bytes: int = LOG_MAX_BYTES,
+    backups: int = LOG_BACKUPS,
 ) -> None:
     """Send this process's logs to ``stream`` (default stdout) and, if ``logs_dir`` is given,
-    to ``<logs_dir>/<component>.log`` as well, in the same format."""
+    to ``<logs_dir>/<component>.log`` as well, in the same format, rotated at ``max_bytes``
+    with ``backups`` older files kept."""
     formatter = JsonFormatter(component) if fmt == "json" else kv_formatter(component)
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
     if logs_dir is not None:
         logs_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(logs_dir / f"{component}.log", encoding="utf-8"))
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                logs_dir / f"{component}.log",
+                maxBytes=max_bytes,
+                backupCount=backups,
+                encoding="utf-8",
+            )
+        )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -113,3 +129,25 @@ def configure_logging(
     root.setLevel(level)
     for noisy in ("py4j", "urllib3", "great_expectations", "tornado", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def rotate_if_large(path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> bool:
+    """Rotate a file another process appends to (a child's captured output) once it is larger
+    than ``max_bytes``: copy it to ``<path>.1`` (older copies shift up, ``backups`` kept), then
+    truncate it in place. The writer opened it for appending, so it goes on at the new end;
+    only what it writes between the copy and the truncation is lost. True if it rotated."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for n in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+    if backups > 0:
+        with path.open("rb") as src, path.with_name(f"{path.name}.1").open("wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    os.truncate(path, 0)
+    return True

@@ -225,6 +225,9 @@ class Settings:
     alerts_max_files_per_trigger: int = 100
     log_level: str = "INFO"
     log_format: str = "kv"
+    # Every log file is rotated at LOG_MAX_MB, with LOG_BACKUPS older files kept.
+    log_max_bytes: int = 20 * 1024 * 1024
+    log_backups: int = 3
     generator_api_host: str = "127.0.0.1"
     generator_api_port: int = 18000  # 0: no control API
     dashboard_port: int = 8501
@@ -307,6 +310,8 @@ class Settings:
             ),
             log_level=(e.get("LOG_LEVEL") or d.log_level).upper(),
             log_format=(e.get("LOG_FORMAT") or d.log_format).lower(),
+            log_max_bytes=_int(e, "LOG_MAX_MB", d.log_max_bytes // 2**20, 1) * 2**20,
+            log_backups=_int(e, "LOG_BACKUPS", d.log_backups, 1),
             generator_api_host=e.get("GENERATOR_API_HOST") or d.generator_api_host,
             generator_api_port=_int(e, "GENERATOR_API_PORT", d.generator_api_port, 0),
             dashboard_port=_int(e, "DASHBOARD_PORT", d.dashboard_port, 1),

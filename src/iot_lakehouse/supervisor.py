@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
-from iot_lakehouse.logs import kv
+from iot_lakehouse.logs import kv, rotate_if_large
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import PipelineCounts, has_committed, pipeline_counts, render_screen
 
@@ -228,6 +228,8 @@ def run_all(
         drawn = 0
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             stop.wait(status_interval)
+            for child in children:  # the children's captured output stays bounded
+                rotate_if_large(child.log, settings.log_max_bytes, settings.log_backups)
             try:
                 counts = pipeline_counts(settings)
             except Exception as exc:  # a table being rewritten, a broker restarting, …
