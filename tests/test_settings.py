@@ -76,6 +76,7 @@ def test_environment_overrides_and_uris() -> None:
         ({"ALERTS_TRIGGER_INTERVAL": "-1 second"}, "ALERTS_TRIGGER_INTERVAL='-1 second' is neg"),
         ({"SOCKET_PORT": "70000"}, "SOCKET_PORT=70000: use a TCP port"),
         ({"SOCKET_PORT": "0"}, "at least 1"),
+        ({"GENERATOR_API_PORT": "70000"}, "GENERATOR_API_PORT=70000: use a TCP port from 0 to"),
     ],
 )
 def test_bad_values_say_what_is_wrong(env: dict[str, str], message: str) -> None:
@@ -176,3 +177,9 @@ def test_bad_trigger_interval_stops_the_cli_with_exit_2(tmp_path: Path, text: st
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"error: TRIGGER_INTERVAL={text!r} ")
     assert "Traceback" not in done.stderr
+
+
+def test_a_port_given_on_the_command_line_is_checked_too() -> None:
+    with pytest.raises(ConfigError, match="SOCKET_PORT=0: use a TCP port from 1 to 65535"):
+        Settings.from_env({}).with_(socket_port=0).validate()
+    Settings.from_env({"GENERATOR_API_PORT": "0"}).validate()  # 0: no control API

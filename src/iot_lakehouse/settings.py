@@ -344,14 +344,14 @@ class Settings:
         duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
         duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
         duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
-        for name, port in (
-            ("GENERATOR_API_PORT", self.generator_api_port),
-            ("SOCKET_PORT", self.socket_port),
-            ("DASHBOARD_PORT", self.dashboard_port),
-            ("METRICS_PORT", self.metrics_port),
+        for name, port, lowest in (
+            ("GENERATOR_API_PORT", self.generator_api_port, 0),  # 0: no control API
+            ("SOCKET_PORT", self.socket_port, 1),
+            ("DASHBOARD_PORT", self.dashboard_port, 1),
+            ("METRICS_PORT", self.metrics_port, 1),
         ):
-            if not 1 <= port <= 65535:
-                raise ConfigError(f"{name}={port}: use a TCP port from 1 to 65535")
+            if not lowest <= port <= 65535:
+                raise ConfigError(f"{name}={port}: use a TCP port from {lowest} to 65535")
         if self.gold_percentile_k > 65535:
             raise ConfigError(f"GOLD_PERCENTILE_K={self.gold_percentile_k}: use 8 to 65535")
 
