@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from iot_lakehouse.generator import GeneratorConfig, run_generator
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.logs import replace_root_handlers
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.spark_session import build_spark
 
@@ -48,12 +49,7 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
+    replace_root_handlers(handlers, level)
 
 
 @pytest.fixture(scope="session")

@@ -95,6 +95,17 @@ LOG_MAX_BYTES = 20 * 1024 * 1024  # a log file is rotated at this size ...
 LOG_BACKUPS = 3  # ... keeping this many older files (<name>.1 is the newest of them)
 
 
+def replace_root_handlers(handlers: list[logging.Handler], level: str | int) -> None:
+    """Make ``handlers`` the root logger's only handlers (the old ones closed) at ``level``."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
 def configure_logging(
     component: str,
     level: str = "INFO",
@@ -119,14 +130,9 @@ def configure_logging(
                 encoding="utf-8",
             )
         )
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-        old.close()
     for handler in handlers:
         handler.setFormatter(formatter)
-        root.addHandler(handler)
-    root.setLevel(level)
+    replace_root_handlers(handlers, level)
     for noisy in ("py4j", "urllib3", "great_expectations", "tornado", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

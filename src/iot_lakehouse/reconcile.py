@@ -331,10 +331,11 @@ def socket_bronze_ledger(spark: SparkSession, settings: Settings) -> Ledger | No
     )
     if not rows:
         return None
+    records = sum(int(r["count"]) for r in rows)
     return Ledger(
         "socket -> bronze",
-        sum(int(r["count"]) for r in rows),
-        {"bronze": sum(int(r["count"]) for r in rows)},
+        records,
+        {"bronze": records},
         missing=0,
         extra=0,
         checked=False,
