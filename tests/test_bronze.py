@@ -33,7 +33,7 @@ from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.status import delta_row_count, kafka_watermarks
 from iot_lakehouse.stream_metrics import read_stream_metrics
-from tests.conftest import commits, kill_repeatedly_then_finish, produce
+from tests.conftest import kill_repeatedly_then_finish, produce
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 KAFKA_ROWS_SCHEMA = (
@@ -138,7 +138,7 @@ def test_bronze_job_killed_five_times_and_restarted_loses_and_duplicates_nothing
     kill_repeatedly_then_finish(
         "bronze",
         settings,
-        lambda: commits(settings.bronze_events_path),
+        lambda: delta_row_count(settings.bronze_events_path) or 0,
         kills=5,
         after_kill=partly_written,
         timeout=180,

@@ -18,7 +18,7 @@ Three streaming queries, each with its own checkpoint under ``_checkpoints/alert
 - ``counts``: gold/alerts -> gold/alert_counts_5m (fired alerts per 5-minute window, type and
   severity), by the same MERGE as the gold tables.
 
-Alerts are appended to gold/alerts exactly once (``txnAppId``/``txnVersion``) and then sent as
+Alerts are appended to gold/alerts exactly once (``append_once``) and then sent as
 JSON to Kafka, at least once: a replayed batch sends again, with the same ``alert_id``.
 """
 
@@ -55,6 +55,7 @@ from iot_lakehouse.detectors import (
     process_readings,
 )
 from iot_lakehouse.errors import JobError
+from iot_lakehouse.exactly_once import append_once
 from iot_lakehouse.gold import (
     ALERT_COUNTS_TABLE,
     MICROS,
@@ -68,7 +69,6 @@ from iot_lakehouse.rules import RuleSet, load_rules
 from iot_lakehouse.schemas import (
     ALERTS_CLOCK,
     GOLD_ALERTS,
-    append_once,
     create_table_if_missing,
     query_app_id,
 )

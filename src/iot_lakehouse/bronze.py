@@ -39,12 +39,12 @@ from iot_lakehouse.checkpoints import (
     hadoop_fs,
 )
 from iot_lakehouse.errors import JobError
+from iot_lakehouse.exactly_once import append_once
 from iot_lakehouse.logs import kv
 from iot_lakehouse.schemas import (
     BRONZE_EVENTS,
     BRONZE_PARTITION_COLUMNS,
     KAFKA_SOURCE_COLUMNS,
-    append_once,
     create_table_if_missing,
     query_app_id,
 )
@@ -325,7 +325,7 @@ def start_socket_stream(
 def start_bronze_stream(
     spark: SparkSession, settings: Settings, available_now: bool = False, source: str = "kafka"
 ) -> StreamingQuery:
-    """Start the source -> bronze query; its checkpoint makes the Delta sink exactly-once.
+    """Start the source -> bronze query: each micro-batch appended once (``append_once``).
 
     Each source has its own checkpoint (``bronze`` for Kafka, ``bronze_files`` for files):
     their offsets mean different things and must never be mixed. A query whose checkpoint was
@@ -336,6 +336,10 @@ def start_bronze_stream(
     path = settings.checkpoint_path(checkpoint)
     if source == "socket":
         return start_socket_stream(spark, settings, available_now, checkpoint)
+    # Before the topic's identity is recorded beside the table's files.
+    create_table_if_missing(
+        spark, settings.bronze_events_path, BRONZE_EVENTS, list(BRONZE_PARTITION_COLUMNS)
+    )
     if source == "kafka":
         bind_topic_identity(spark, settings, path)
         resume = bronze_resume_offsets(spark, settings, path)
@@ -343,15 +347,14 @@ def start_bronze_stream(
     else:
         skip = bronze_files_already_read(spark, settings, path)
         events = bronze_source(spark, settings, source, skip_files=skip)
-    writer = (
-        events.writeStream.format("delta")
-        .outputMode("append")
-        .queryName(checkpoint)
-        .option("checkpointLocation", path)
-        .partitionBy(*BRONZE_PARTITION_COLUMNS)
-    )
-    writer = with_trigger(writer, settings, available_now)
-    query = writer.start(settings.bronze_events_path)
+    app: dict[str, str] = {}
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        if not app:
+            app["id"] = query_app_id(spark, f"iot-lakehouse-{checkpoint}", checkpoint)
+        append_once(conform(batch), settings.bronze_events_path, app["id"], batch_id)
+
+    query = start_foreach_batch(events, checkpoint, checkpoint, write, settings, available_now)
     logger.info(
         "bronze stream started %s",
         kv(

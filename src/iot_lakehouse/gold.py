@@ -30,6 +30,7 @@ from pyspark.sql.types import BinaryType, StructType, TimestampType
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
 from iot_lakehouse.console import echo_batch
+from iot_lakehouse.exactly_once import append_once
 from iot_lakehouse.logs import kv
 from iot_lakehouse.schemas import (
     GOLD_ALERT_COUNTS,
@@ -37,7 +38,6 @@ from iot_lakehouse.schemas import (
     GOLD_LOCATION_METRICS,
     GOLD_PROGRESS,
     GOLD_SENSOR_METRICS,
-    append_once,
     create_table_if_missing,
     query_app_id,
 )

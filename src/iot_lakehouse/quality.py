@@ -19,9 +19,10 @@ from typing import Any
 from pyspark import InheritableThread
 from pyspark.sql import DataFrame, SparkSession
 
+from iot_lakehouse.exactly_once import append_once
 from iot_lakehouse.logs import kv
 from iot_lakehouse.rules import Check, RuleSet
-from iot_lakehouse.schemas import QUALITY_RESULTS, append_once
+from iot_lakehouse.schemas import QUALITY_RESULTS
 
 logger = logging.getLogger(__name__)
 

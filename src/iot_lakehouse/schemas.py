@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -191,18 +191,6 @@ def query_app_id(spark: SparkSession, base: str, query_name: str) -> str:
     new txnAppId instead of having its writes skipped as "already done"."""
     query = next(q for q in spark.streams.active if q.name == query_name)
     return f"{base}:{query.id}"
-
-
-def append_once(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:
-    """Append ``df`` to the Delta table at ``path`` unless batch ``batch_id`` of ``app_id``
-    already did: Delta records (txnAppId, txnVersion) and skips a repeated write."""
-    (
-        df.write.format("delta")
-        .mode("append")
-        .option("txnAppId", f"{app_id}:{path}")
-        .option("txnVersion", batch_id)
-        .save(path)
-    )
 
 
 # _ops/quality: one row per Great Expectations check per validated micro-batch.

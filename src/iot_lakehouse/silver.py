@@ -23,6 +23,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
 from iot_lakehouse.console import echo_batch
+from iot_lakehouse.exactly_once import append_once
 from iot_lakehouse.logs import kv
 from iot_lakehouse.quality import (
     BackgroundValidations,
@@ -43,7 +44,6 @@ from iot_lakehouse.schemas import (
     DLQ_STATS_COLUMNS,
     SILVER_DUPLICATES,
     SILVER_READINGS,
-    append_once,
     create_table_if_missing,
     query_app_id,
 )
@@ -381,8 +381,8 @@ class StageClock:
 class SilverBatchWriter:
     """Writes one micro-batch to silver, the DLQ and the duplicate ledger, exactly once.
 
-    Every write is an append carrying ``txnAppId``/``txnVersion`` = batch id, so Delta skips a
-    write that an earlier attempt of the same batch already committed. A reading is inserted
+    Every write is an ``append_once`` marked with the batch id, skipped if an earlier attempt
+    of the same batch already committed it. A reading is inserted
     only if its key is not in silver yet; a key already there with this very bronze lineage
     (an earlier attempt of the same batch) is not counted as a duplicate, so the classification
     and therefore every table are the same whether a batch runs once or is replayed.

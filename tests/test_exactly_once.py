@@ -1,0 +1,86 @@
+"""Idempotent appends: each batch of a writer lands once, across restarts and older tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from iot_lakehouse import exactly_once
+from iot_lakehouse.exactly_once import append_once, marked_batch, write_mark
+
+APP = "iot-lakehouse-test:0b6f3f7e-query"
+
+
+def rows(spark: SparkSession, path: str) -> list[int]:
+    return sorted(r["id"] for r in spark.read.format("delta").load(path).collect())
+
+
+def test_a_mark_names_its_writer_and_batch_and_nothing_else_reads_as_one() -> None:
+    mark = write_mark(APP, 7)
+    assert marked_batch(mark, APP) == 7
+    assert marked_batch(mark, "another:query") is None
+    assert marked_batch(None, APP) is None
+    assert marked_batch("a note someone left on a commit", APP) is None
+    assert marked_batch('{"iot_lakehouse_writer": "x"', APP) is None  # broken JSON
+    assert marked_batch(write_mark(APP, 7).replace("7", '"7"'), APP) is None  # not a batch id
+
+
+def test_a_batch_is_appended_once_in_a_run_and_after_a_restart(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "table")
+    assert append_once(spark.range(0, 3), path, APP, 0) is True
+    assert append_once(spark.range(0, 3), path, APP, 0) is False  # replayed in this run
+    assert append_once(spark.range(3, 5), path, APP, 1) is True
+    exactly_once._last_written.clear()  # a new process: it reads the table's commits
+    assert append_once(spark.range(3, 5), path, APP, 1) is False
+    assert append_once(spark.range(0, 3), path, APP, 0) is False
+    assert append_once(spark.range(5, 6), path, "iot-lakehouse-test:other-query", 1) is True
+    assert rows(spark, path) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_batch_an_older_version_recorded_as_a_delta_transaction_is_not_written_again(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "table")
+    (
+        spark.range(0, 2)
+        .write.format("delta")
+        .option("txnAppId", f"{APP}:{path}")
+        .option("txnVersion", 4)
+        .save(path)
+    )
+    exactly_once._last_written.clear()
+    assert append_once(spark.range(0, 2), path, APP, 4) is False
+    assert append_once(spark.range(2, 3), path, APP, 5) is True
+    assert rows(spark, path) == [0, 1, 2]
+
+
+def test_a_failed_append_makes_the_next_one_read_the_commits_again(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "table")
+    assert append_once(spark.range(0, 1), path, APP, 0) is True
+    with pytest.raises(Exception, match=r"(?i)schema|merge"):
+        append_once(spark.range(1, 2).selectExpr("'text' AS id"), path, APP, 1)
+    assert (APP, path) not in exactly_once._last_written
+    assert append_once(spark.range(1, 2), path, APP, 1) is True
+    assert rows(spark, path) == [0, 1]
+
+
+def test_an_append_in_a_running_query_costs_one_spark_job(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Delta's txnAppId would rebuild the table's state (three more jobs) for every write."""
+    path = str(tmp_path / "table")
+    for batch in range(3):
+        append_once(spark.range(batch, batch + 1), path, APP, batch)
+    context = spark.sparkContext
+    context.setJobGroup("exactly-once-append", "one append")
+    try:
+        append_once(spark.range(3, 4), path, APP, 3)
+    finally:
+        context.setJobGroup("", "")
+    assert len(context.statusTracker().getJobIdsForGroup("exactly-once-append")) == 1
