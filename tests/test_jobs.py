@@ -15,11 +15,13 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 from pyspark.sql import SparkSession
+from pyspark.sql.types import StringType, StructField, StructType
 
 from iot_lakehouse.checkpoints import delta_table_exists
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.jobs import JOBS, pipeline_order, run_jobs, wait_for_upstream
 from iot_lakehouse.reconcile import bronze_silver_ledger
+from iot_lakehouse.schemas import create_table_if_missing
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.spark_session import FAIR_SCHEDULER_POOLS
 from iot_lakehouse.stream_metrics import job_of_query, read_stream_metrics
@@ -50,6 +52,30 @@ def test_waits_until_another_process_creates_the_upstream_table(
     assert waiter.is_alive()  # still waiting: there is no table
     # The first commit lands (written by another writer than this Spark session).
     write_deltalake(silver, pa.table({"sensor_id": ["s1"]}))
+    waiter.join(30.0)
+    assert outcome == [True]
+
+
+def test_waits_for_the_upstream_tables_first_write_not_its_empty_creation(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A job creates its tables empty when it starts; the jobs downstream wait for data."""
+    settings = Settings.from_env({}).with_(lakehouse_path=str(tmp_path / "lakehouse"))
+    bronze = settings.bronze_events_path
+    create_table_if_missing(spark, bronze, StructType([StructField("key", StringType())]), [])
+    assert delta_table_exists(spark, bronze)
+    # --available-now on an empty table has nothing to do, and is not an error
+    assert wait_for_upstream(spark, "silver", settings, True, threading.Event()) is True
+    outcome: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: outcome.append(
+            wait_for_upstream(spark, "silver", settings, False, threading.Event(), poll_s=0.2)
+        )
+    )
+    waiter.start()
+    waiter.join(2.0)
+    assert waiter.is_alive()  # still waiting: the table holds nothing yet
+    write_deltalake(bronze, pa.table({"key": ["k1"]}), mode="append")
     waiter.join(30.0)
     assert outcome == [True]
 

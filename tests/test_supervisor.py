@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,9 +18,10 @@ from typing import IO, Any
 import pytest
 from deltalake import DeltaTable
 
+from iot_lakehouse.restarts import RestartPolicy
 from iot_lakehouse.settings import PROJECT_ROOT
 from iot_lakehouse.stream_metrics import read_stream_metrics
-from iot_lakehouse.supervisor import Child, component_health
+from iot_lakehouse.supervisor import Child, component_health, supervise
 from tests.conftest import free_port
 
 
@@ -34,8 +36,19 @@ def collect(stream: IO[str] | None, into: list[str]) -> None:
     into.extend(iter(stream.readline, ""))
 
 
+def recorded_pid(runtime: Path, match: str) -> int:
+    """The pid `all` recorded for stop_all.sh of its child whose command holds ``match``."""
+    for record in (runtime / "pids").glob("*.pid"):
+        fields = dict(line.split("=", 1) for line in record.read_text().splitlines() if "=" in line)
+        if fields.get("match") == match:
+            return int(fields["pid"])
+    raise AssertionError(f"no pid record of {match!r} under {runtime}")
+
+
 @pytest.mark.integration  # starts a JVM, broker, browser or kernel
-def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: Path) -> None:
+def test_start_all_runs_restarts_a_dead_child_and_stops_everything_at_ctrl_c(
+    tmp_path: Path,
+) -> None:
     port, controller, api = free_port(), free_port(), free_port()
     env = dict(os.environ)
     env.update(
@@ -71,15 +84,22 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
     for reader in readers:
         reader.start()
     generator_status: dict[str, Any] = {}
+    killed_generator = False
     deadline = time.monotonic() + 660
     while proc.poll() is None and time.monotonic() < deadline:
         seen = "".join(lines)
-        if re.search(r"gold_5m=[1-9]", seen) and seen.count("kafka=") >= 5:
-            # The generator it started answers on its control API.
-            with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=10) as r:
-                generator_status = json.load(r)
-            os.killpg(proc.pid, signal.SIGINT)
-            break
+        if not killed_generator and re.search(r"gold_5m=[1-9]", seen) and seen.count("kafka=") >= 5:
+            # A child dies: `all` starts it again after its backoff.
+            os.killpg(recorded_pid(tmp_path / "runtime", "iot_lakehouse generate"), signal.SIGKILL)
+            killed_generator = True
+        elif killed_generator and "generator=up,restarts=1" in seen:
+            # The generator it started again answers on its control API, and sends.
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=10) as r:
+                    generator_status = json.load(r)
+            if generator_status.get("sent"):
+                os.killpg(proc.pid, signal.SIGINT)
+                break
         time.sleep(1)
     try:
         proc.wait(timeout=240)
@@ -129,6 +149,8 @@ def test_start_all_runs_until_ctrl_c_then_stops_everything_it_started(tmp_path: 
     for job in ("bronze", "silver", "gold", "alerts"):  # each of its jobs stopped its queries
         assert f"stopping query gracefully job={job} " in jobs_log, job
     assert re.search(r"stopped component=generator exit_code=0", out), out[-3000:]
+    assert re.search(r"generator exited exit_code=-9 .*restart_in_s=5\.0", out), out[-3000:]
+    assert re.search(r"restarted component=generator pid=\d+ restarts=1", out), out[-3000:]
     assert "kafka broker stopped" in out
     assert not port_open(port)
     leftovers = subprocess.run(["pgrep", "-af", str(tmp_path)], capture_output=True, text=True)
@@ -185,3 +207,40 @@ def test_status_shows_each_job_of_a_one_driver_child_with_its_state(tmp_path: Pa
         ("alerts", "exited"),
         ("generator", "up"),
     ]
+
+
+def test_a_child_that_died_is_started_again_after_its_backoff_and_one_that_finished_is_not(
+    tmp_path: Path,
+) -> None:
+    died = subprocess.Popen(["false"])
+    finished = subprocess.Popen(["true"])
+    died.wait()
+    finished.wait()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def respawn(child: Child) -> Child:
+        proc = subprocess.Popen(["sleep", "30"])
+        started.append(proc)
+        return Child(child.name, proc, child.log, args=child.args)
+
+    children = [
+        Child("jobs", died, tmp_path / "j.out", args=("run", "bronze"), started_at=0.0),
+        Child("generator", finished, tmp_path / "g.out", args=("generate",), started_at=0.0),
+    ]
+    policy = RestartPolicy(restarts=None, healthy_s=600, first_delay_s=5)
+    try:
+        assert supervise(children, policy, 1.0, respawn) is True
+        assert component_health(children)["bronze"] == "restarting"
+        assert component_health(children)["generator"] == "exited"
+        assert supervise(children, policy, 5.9, respawn) is False  # the backoff is 5 s
+        assert not started
+        supervise(children, policy, 6.0, respawn)
+        assert len(started) == 1 and children[0].proc is started[0]
+        assert children[0].restarts == 1 and children[0].args == ("run", "bronze")
+        assert component_health(children)["silver"] == "up,restarts=1"
+        supervise(children, policy, 100.0, respawn)
+        assert len(started) == 1  # the finished generator stays ended
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()

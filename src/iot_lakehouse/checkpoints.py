@@ -70,6 +70,23 @@ def delta_table_exists(spark: SparkSession, path: str) -> bool:
     return any(n.endswith(".json") or ".checkpoint." in n for n in names)
 
 
+def delta_table_has_data(spark: SparkSession, path: str) -> bool:
+    """True once a Delta table at ``path`` has taken a write after its creation (a job creates
+    its tables empty when it starts), read from the file system like ``delta_table_exists``."""
+    folder = f"{path.rstrip('/')}/_delta_log"
+    fs, log = hadoop_fs(spark, folder)
+    if not fs.exists(log):
+        return False
+    names = [status.getPath().getName() for status in fs.listStatus(log)]
+    if any(
+        ".checkpoint." in n or (n.endswith(".json") and n[:20].isdigit() and int(n[:20]) > 0)
+        for n in names
+    ):
+        return True
+    first = read_text(spark, f"{folder}/{0:020d}.json")  # made by a write, not a CREATE
+    return first is not None and '"add":' in first
+
+
 def table_has_rows(spark: SparkSession, path: str) -> bool:
     """True if a Delta table exists at ``path`` and holds at least one row."""
     if not delta_table_exists(spark, path):

@@ -23,6 +23,7 @@ from iot_lakehouse.alerts import start_alerts_stream
 from iot_lakehouse.bronze import start_bronze_stream
 from iot_lakehouse.checkpoints import (
     delta_table_exists,
+    delta_table_has_data,
     refuse_damaged_checkpoint,
     refuse_lost_checkpoint,
 )
@@ -31,6 +32,7 @@ from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.layers import layer_table_paths
 from iot_lakehouse.logs import kv
 from iot_lakehouse.quality import wait_for_validations
+from iot_lakehouse.restarts import RestartPolicy, keep_running
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.spark_session import build_spark
@@ -38,7 +40,15 @@ from iot_lakehouse.stream_metrics import StreamMetricsRecorder, job_of_query
 
 logger = logging.getLogger(__name__)
 
-RESTART_DELAY_S = 5.0
+# A refused job (JobRefused) is not among them: starting it again would find the same.
+RETRIED_ERRORS: tuple[type[BaseException], ...] = (JobError, StreamingQueryException)
+
+
+def job_restart_policy(settings: Settings) -> RestartPolicy:
+    """``JOB_RESTARTS`` failures in a row, backoff from 5 s, a budget that refills after
+    ``JOB_HEALTHY_SECONDS`` of running."""
+    return RestartPolicy(settings.job_restarts, settings.job_healthy_seconds)
+
 
 JobStarter = Callable[[SparkSession, Settings, bool], StreamingQuery | list[StreamingQuery]]
 
@@ -107,22 +117,26 @@ def wait_for_upstream(
     stop: threading.Event,
     poll_s: float = 2.0,
 ) -> bool:
-    """Wait until the job's upstream Delta table exists; False if told to stop first.
+    """Wait until the job's upstream Delta table has data; False if told to stop first.
 
-    A streaming job started before its upstream has written anything waits for it; an
-    ``--available-now`` run has nothing to do and says so.
+    A streaming job started before its upstream has written anything waits for it (not only
+    for the table: its job creates it empty when it starts, and starting the jobs downstream
+    then would take the cores from its first batch); an ``--available-now`` run without the
+    table has nothing to do and says so.
     """
     upstream = UPSTREAM[job](settings)
     if not upstream:
         return True
     path = upstream[0]
-    waited = 0.0
-    while not delta_table_exists(spark, path):
-        if available_now:
+    if available_now:
+        if not delta_table_exists(spark, path):
             raise JobError(
                 f"job {job}: its input table {path} does not exist yet; run the "
                 "upstream job first (see docs/operations.md, 'Commands in detail')."
             )
+        return True
+    waited = 0.0
+    while not delta_table_has_data(spark, path):
         if waited % 30 == 0:
             logger.info("waiting for upstream table %s", kv(job=job, table=path))
         if stop.wait(poll_s):
@@ -344,41 +358,51 @@ def run_in_session(
         refuse_damaged_checkpoint(settings, job)
         if job != "bronze":  # bronze resumes after the offsets in its table instead
             refuse_lost_checkpoint(spark, settings, job, layer_table_paths(job, settings))
-        for attempt in range(1, settings.job_restarts + 2):
-            try:
-                started = starter(spark, settings, available_now)
-                await_queries(job, started if isinstance(started, list) else [started], stop)
-                break
-            except JobRefused:
-                raise
-            except (JobError, StreamingQueryException) as exc:
-                refuse_damaged_checkpoint(settings, job)  # a torn write while it ran
-                # A query can fail for a passing reason (e.g. a Python worker that did not
-                # connect back in time on a busy machine): every query resumes from its
-                # checkpoint, so starting again loses and repeats nothing.
-                if attempt > settings.job_restarts or stop.is_set():
-                    storage = storage_problem(str(exc))
-                    if storage is not None:
-                        raise storage_error(settings, job, storage) from exc
-                    if isinstance(exc, StreamingQueryException):
-                        raise JobError(
-                            f"job {job} failed: {str(exc).splitlines()[0]}. Fix the cause and "
-                            "start it again; it resumes from its checkpoint."
-                        ) from exc
-                    raise
-                logger.error(
-                    "job failed, starting it again from its checkpoint %s",
-                    kv(
-                        job=job,
-                        attempt=attempt,
-                        of=settings.job_restarts,
-                        error=str(exc).splitlines()[0],
-                    ),
-                )
-                for query in spark.streams.active:  # this job's only: others share the session
-                    if job_of_query(query.name) == job:
-                        query.stop()
-                if stop.wait(RESTART_DELAY_S):
-                    return
+
+        def run_once() -> None:
+            started = starter(spark, settings, available_now)
+            await_queries(job, started if isinstance(started, list) else [started], stop)
+
+        def restarting(exc: BaseException, failures: int, delay: float) -> None:
+            refuse_damaged_checkpoint(settings, job)  # a torn write while it ran
+            # A query can fail for a passing reason (e.g. a Python worker that did not
+            # connect back in time on a busy machine): every query resumes from its
+            # checkpoint, so starting again loses and repeats nothing.
+            logger.error(
+                "job failed, starting it again from its checkpoint %s",
+                kv(
+                    job=job,
+                    attempt=failures,
+                    of=settings.job_restarts,
+                    retry_in_s=delay,
+                    error=str(exc).splitlines()[0] if str(exc) else repr(exc),
+                ),
+            )
+            for query in spark.streams.active:  # this job's only: others share the session
+                if job_of_query(query.name) == job:
+                    query.stop()
+
+        try:
+            keep_running(
+                run_once,
+                job_restart_policy(settings),
+                stop,
+                RETRIED_ERRORS,
+                restarting,
+                never_retry=(JobRefused,),
+            )
+        except JobRefused:
+            raise
+        except RETRIED_ERRORS as exc:
+            refuse_damaged_checkpoint(settings, job)
+            storage = storage_problem(str(exc))
+            if storage is not None:
+                raise storage_error(settings, job, storage) from exc
+            if isinstance(exc, StreamingQueryException):
+                raise JobError(
+                    f"job {job} failed: {str(exc).splitlines()[0]}. Fix the cause and "
+                    "start it again; it resumes from its checkpoint."
+                ) from exc
+            raise
     finally:
         metrics.close()

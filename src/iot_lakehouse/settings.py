@@ -214,6 +214,8 @@ class Settings:
     silver_max_bytes_per_trigger: str = "32m"
     quality_every_n_batches: int = 10
     job_restarts: int = 3  # a failed query is started again this many times before the job exits
+    # a job (or a child of `all`) that ran this long before it failed starts its restarts afresh
+    job_healthy_seconds: int = 600
     gold_watermark: str = "10 minutes"
     gold_percentile_k: int = 200
     gold_max_files_per_trigger: int = 100
@@ -294,6 +296,7 @@ class Settings:
                 e.get("SILVER_MAX_BYTES_PER_TRIGGER") or d.silver_max_bytes_per_trigger
             ),
             job_restarts=_int(e, "JOB_RESTARTS", d.job_restarts, 0),
+            job_healthy_seconds=_int(e, "JOB_HEALTHY_SECONDS", d.job_healthy_seconds, 1),
             quality_every_n_batches=_int(
                 e, "QUALITY_EVERY_N_BATCHES", d.quality_every_n_batches, 0
             ),

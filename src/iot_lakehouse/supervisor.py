@@ -1,4 +1,5 @@
-"""``iot-lakehouse all``: broker, generator and jobs as child processes, with a live status line."""
+"""``iot-lakehouse all``: broker, generator and jobs as child processes, with a live status line;
+a child that dies is started again after a backoff (``restarts``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.logs import kv, rotate_if_large
+from iot_lakehouse.restarts import RestartPolicy
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import PipelineCounts, has_committed, pipeline_counts, render_screen
 
@@ -58,13 +60,26 @@ def record_pid(pids_dir: Path, pid: int, match: str, role: str) -> Path | None:
 
 @dataclass
 class Child:
-    """A process this supervisor started, with the file its output goes to and its pid record."""
+    """A process this supervisor started, with the file its output goes to, its pid record,
+    the arguments it was started with and how often it was started again."""
 
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
     exited_reported: bool = field(default=False)
     record: Path | None = None
+    args: tuple[str, ...] = ()
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    failures: int = 0  # exits in a row, each before it had run JOB_HEALTHY_SECONDS
+    restart_at: float | None = None  # when it starts again (monotonic), once it died
+
+    @property
+    def state(self) -> str:
+        """``up`` (with its restarts, if any), ``restarting`` or ``exited``."""
+        if self.proc.poll() is None:
+            return f"up,restarts={self.restarts}" if self.restarts else "up"
+        return "restarting" if self.restart_at is not None else "exited"
 
 
 def spawn(
@@ -92,7 +107,7 @@ def spawn(
         record_pid(pids_dir, proc.pid, f"iot_lakehouse {args[0]}", "child") if pids_dir else None
     )
     logger.info("started %s", kv(component=name, pid=proc.pid, log=log))
-    return Child(name, proc, log, record=record)
+    return Child(name, proc, log, record=record, args=tuple(args))
 
 
 def stop_children(children: list[Child], timeout: float = GRACEFUL_STOP_S) -> None:
@@ -127,10 +142,50 @@ def component_health(children: list[Child]) -> dict[str, str]:
     rank = {name: i for i, name in enumerate(STATUS_ORDER)}
     health: dict[str, str] = {}
     for child in children:
-        state = "up" if child.proc.poll() is None else "exited"
+        state = child.state
         for name in PIPELINE_JOBS if child.name == ONE_DRIVER else (child.name,):
             health[name] = state
     return dict(sorted(health.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+
+def supervise(
+    children: list[Child], policy: RestartPolicy, now: float, respawn: Callable[[Child], Child]
+) -> bool:
+    """Start again (``respawn``) every child that died, after the policy's backoff; a child
+    that ended with exit status 0 finished its work and stays ended. Replaces restarted
+    children in ``children``; True if a child was found dead this time."""
+    died = False
+    for i, child in enumerate(children):
+        code = child.proc.poll()
+        if code is None:
+            continue
+        if child.restart_at is None:
+            if child.exited_reported:
+                continue
+            child.exited_reported = True
+            if child.record is not None:
+                child.record.unlink(missing_ok=True)
+            if code == 0:
+                logger.info("%s finished %s", child.name, kv(exit_code=0, log=child.log))
+                continue
+            died = True
+            child.failures = policy.failures_after(child.failures, now - child.started_at)
+            delay = policy.delay(child.failures)
+            child.restart_at = now + delay
+            logger.error(
+                "%s exited %s",
+                child.name,
+                kv(exit_code=code, log=child.log, restart_in_s=delay, restarts=child.restarts),
+            )
+        elif now >= child.restart_at:
+            fresh = respawn(child)
+            fresh.restarts, fresh.failures = child.restarts + 1, child.failures
+            children[i] = fresh
+            logger.warning(
+                "restarted %s",
+                kv(component=child.name, pid=fresh.proc.pid, restarts=fresh.restarts),
+            )
+    return died
 
 
 def start_downstream_jobs(
@@ -221,6 +276,11 @@ def run_all(
                 "generator control API and dashboard %s",
                 kv(generator_api=api, dashboard="./start_dashboard.sh"),
             )
+        policy = RestartPolicy(None, settings.job_healthy_seconds)  # retries for good, backoff
+
+        def respawn(child: Child) -> Child:
+            return spawn(child.name, list(child.args), settings.logs_dir, pids_dir=pids_dir)
+
         deadline = time.monotonic() + duration if duration else None
         tty = sys.stdout.isatty()
         started = last_at = time.monotonic()
@@ -230,6 +290,8 @@ def run_all(
             stop.wait(status_interval)
             for child in children:  # the children's captured output stays bounded
                 rotate_if_large(child.log, settings.log_max_bytes, settings.log_backups)
+            if not stop.is_set():
+                supervise(children, policy, time.monotonic(), respawn)
             try:
                 counts = pipeline_counts(settings)
             except Exception as exc:  # a table being rewritten, a broker restarting, …
@@ -255,15 +317,9 @@ def run_all(
                 jobs = " ".join(f"{name}={state}" for name, state in health.items())
                 parts = (time.strftime("%H:%M:%S"), counts.line(), per_s, jobs)
                 print(" ".join(part for part in parts if part), flush=True)
-            for child in children:
-                if child.proc.poll() is not None and not child.exited_reported:
-                    child.exited_reported = True
-                    failed = failed or child.proc.returncode != 0
-                    logger.error(
-                        "%s exited %s",
-                        child.name,
-                        kv(exit_code=child.proc.returncode, log=child.log),
-                    )
+        # Ctrl-C or the end of --duration: a failure is a child found dead then, not one that
+        # died earlier and was started again.
+        failed = any(child.proc.poll() not in (None, 0) for child in children)
     finally:
         stop_children(children)
         if started_broker:

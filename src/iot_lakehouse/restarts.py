@@ -1,0 +1,70 @@
+"""When to start a failed thing again: exponential backoff and a budget that refills.
+
+Used by a job for its failed queries (``jobs.run_in_session``) and by ``iot-lakehouse all`` for
+its children that died (``supervisor``). A run that lasted ``healthy_s`` before it failed was
+healthy: the count of failures in a row starts again from zero, and so does the backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+FIRST_DELAY_S = 5.0
+MAX_DELAY_S = 300.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """``restarts``: failures in a row started again before giving up (None: never give up);
+    the wait before the n-th restart in a row is ``first_delay_s * 2**(n-1)``, at most
+    ``max_delay_s``."""
+
+    restarts: int | None
+    healthy_s: float
+    first_delay_s: float = FIRST_DELAY_S
+    max_delay_s: float = MAX_DELAY_S
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait before the restart after ``failures`` failures in a row (≥ 1)."""
+        return float(min(self.first_delay_s * 2 ** max(0, failures - 1), self.max_delay_s))
+
+    def failures_after(self, failures: int, ran_s: float) -> int:
+        """Failures in a row once a run of ``ran_s`` seconds failed, ``failures`` before it."""
+        return 1 if ran_s >= self.healthy_s else failures + 1
+
+    def gives_up(self, failures: int) -> bool:
+        return self.restarts is not None and failures > self.restarts
+
+
+def keep_running(
+    run_once: Callable[[], None],
+    policy: RestartPolicy,
+    stop: threading.Event,
+    retry_on: tuple[type[BaseException], ...],
+    on_failure: Callable[[BaseException, int, float], None],
+    never_retry: tuple[type[BaseException], ...] = (),
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Call ``run_once`` until it returns, ``stop`` is set or it has failed (with one of
+    ``retry_on`` that is none of ``never_retry``) more often in a row than ``policy`` allows,
+    then re-raise the last error. Before each restart: ``on_failure(error, failures in a row,
+    seconds to wait)``."""
+    failures = 0
+    while not stop.is_set():
+        began = clock()
+        try:
+            run_once()
+            return
+        except never_retry:
+            raise
+        except retry_on as exc:
+            failures = policy.failures_after(failures, clock() - began)
+            if policy.gives_up(failures) or stop.is_set():
+                raise
+            delay = policy.delay(failures)
+            on_failure(exc, failures, delay)
+            if stop.wait(delay):
+                return
