@@ -57,6 +57,10 @@ VARIANTS = {
         {"spark.databricks.delta.merge.materializeSource": "none"},
         about="MERGE reads its (checkpointed) source without copying it first",
     ),
+    "maxfields": Variant(
+        {"spark.sql.codegen.maxFields": "1000"},
+        about="whole-stage code generation also for plans of many (nested) fields: Delta's log",
+    ),
     "files-in-crc": Variant(
         {"spark.databricks.delta.allFilesInCrc.enabled": "true"},
         about="Delta keeps the file list of small tables in the .crc file",

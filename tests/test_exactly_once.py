@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql.types import LongType, StructField, StructType
 
 from iot_lakehouse import exactly_once
 from iot_lakehouse.exactly_once import append_once, marked_batch, write_mark
+from iot_lakehouse.schemas import create_table_if_missing
 
 APP = "iot-lakehouse-test:0b6f3f7e-query"
 
@@ -84,3 +86,19 @@ def test_an_append_in_a_running_query_costs_one_spark_job(
     finally:
         context.setJobGroup("", "")
     assert len(context.statusTracker().getJobIdsForGroup("exactly-once-append")) == 1
+
+
+def test_a_first_append_to_a_new_table_does_not_rebuild_its_state(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """No older version wrote it: Delta's recorded transactions are not read (three jobs)."""
+    path = str(tmp_path / "table")
+    create_table_if_missing(spark, path, StructType([StructField("id", LongType())]), [])
+    exactly_once._last_written.clear()
+    context = spark.sparkContext
+    context.setJobGroup("exactly-once-first", "first append")
+    try:
+        assert append_once(spark.range(0, 1), path, APP, 0) is True
+    finally:
+        context.setJobGroup("", "")
+    assert len(context.statusTracker().getJobIdsForGroup("exactly-once-first")) <= 2

@@ -159,6 +159,10 @@ def test_every_lakehouse_table_is_listed_and_selectable(tmp_path: Path) -> None:
     assert [t.name for t in chosen] == ["bronze/sensor_events", "silver/readings"]
     with pytest.raises(ConfigError, match="not a lakehouse table"):
         select_tables(tables, ["nope"])
+    ops = select_tables(tables, ["_ops/"])  # a folder: every table in it (`all` compacts these)
+    assert [t.name for t in ops] == [n for n in names if n.startswith("_ops/")]
+    with pytest.raises(ConfigError, match="not a lakehouse table"):
+        select_tables(tables, ["nope/"])
 
 
 def test_options_are_checked_before_anything_starts(tmp_path: Path) -> None:

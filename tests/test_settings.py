@@ -77,6 +77,8 @@ def test_environment_overrides_and_uris() -> None:
         ({"SOCKET_PORT": "70000"}, "SOCKET_PORT=70000: use a TCP port"),
         ({"SOCKET_PORT": "0"}, "at least 1"),
         ({"GENERATOR_API_PORT": "70000"}, "GENERATOR_API_PORT=70000: use a TCP port from 0 to"),
+        ({"OPS_COMPACT_INTERVAL": "hourly"}, "OPS_COMPACT_INTERVAL='hourly' is not a duration"),
+        ({"JOB_HEALTHY_SECONDS": "0"}, "JOB_HEALTHY_SECONDS=0 must be at least 1"),
     ],
 )
 def test_bad_values_say_what_is_wrong(env: dict[str, str], message: str) -> None:

@@ -62,6 +62,7 @@ def test_start_all_runs_restarts_a_dead_child_and_stops_everything_at_ctrl_c(
             "SPARK_DRIVER_MEMORY": "1g",
             "KAFKA_HEAP": "384m",
             "GENERATOR_API_PORT": str(api),
+            "OPS_COMPACT_INTERVAL": "30 seconds",  # compacts the _ops tables while it runs
         }
     )
     # Like a user: run it, watch the status lines, press Ctrl-C (SIGINT to its process group)
@@ -97,7 +98,10 @@ def test_start_all_runs_restarts_a_dead_child_and_stops_everything_at_ctrl_c(
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=10) as r:
                     generator_status = json.load(r)
-            if generator_status.get("sent"):
+            maintain_out = tmp_path / "runtime" / "logs" / "maintain.out"
+            maintained = maintain_out.read_text() if maintain_out.exists() else ""
+            # and the compaction beside the jobs has done a table
+            if generator_status.get("sent") and "maintained table=_ops/" in maintained:
                 os.killpg(proc.pid, signal.SIGINT)
                 break
         time.sleep(1)
@@ -151,6 +155,10 @@ def test_start_all_runs_restarts_a_dead_child_and_stops_everything_at_ctrl_c(
     assert re.search(r"stopped component=generator exit_code=0", out), out[-3000:]
     assert re.search(r"generator exited exit_code=-9 .*restart_in_s=5\.0", out), out[-3000:]
     assert re.search(r"restarted component=generator pid=\d+ restarts=1", out), out[-3000:]
+    # `maintain --table _ops/` ran beside the jobs, which went on (every status line says up)
+    assert "started component=maintain" in out, out[-3000:]
+    maintained = (logs / "maintain.out").read_text()
+    assert re.search(r"maintained table=_ops/\w+ files_before=", maintained), maintained[-3000:]
     assert "kafka broker stopped" in out
     assert not port_open(port)
     leftovers = subprocess.run(["pgrep", "-af", str(tmp_path)], capture_output=True, text=True)

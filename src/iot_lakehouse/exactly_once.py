@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 # a job's last write would make the job write its next batch again if it was a replay.
 MARK_SEARCH_COMMITS = 1000
 MARK_KEY = "iot_lakehouse_writer"
+# The operations of appends older versions made with Delta transactions (DataFrame writes,
+# the Delta streaming sink).
+UNMARKED_WRITES = frozenset({"WRITE", "STREAMING UPDATE"})
 
 _last_written: dict[tuple[str, str], int] = {}
 _lock = threading.Lock()
@@ -80,11 +83,16 @@ def last_written_batch(spark: SparkSession, path: str, app_id: str) -> int:
     if not DeltaTable.isDeltaTable(spark, path):
         return -1
     history = DeltaTable.forPath(spark, path).history(MARK_SEARCH_COMMITS)
-    for row in history.select("userMetadata").collect():  # newest first
+    commits = history.select("operation", "userMetadata").collect()  # newest first
+    for row in commits:
         batch = marked_batch(row["userMetadata"], app_id)
         if batch is not None:
             return batch
-    return recorded_transaction(spark, path, transaction_app_ids(app_id, path))
+    # Reading Delta's transactions rebuilds the table's state: only where an older version
+    # of the project may have written (an append without a mark).
+    if any(row["operation"] in UNMARKED_WRITES and not row["userMetadata"] for row in commits):
+        return recorded_transaction(spark, path, transaction_app_ids(app_id, path))
+    return -1
 
 
 def append_once(df: DataFrame, path: str, app_id: str, batch_id: int) -> bool:

@@ -111,13 +111,19 @@ def lakehouse_tables(settings: Settings) -> tuple[LakehouseTable, ...]:
 def select_tables(
     tables: Sequence[LakehouseTable], names: Sequence[str]
 ) -> tuple[LakehouseTable, ...]:
-    """The tables named (``silver/readings`` or just ``readings``), in pipeline order; all of
-    them if ``names`` is empty."""
+    """The tables named (``silver/readings`` or just ``readings``; a folder such as ``_ops/``:
+    every table in it), in pipeline order; all of them if ``names`` is empty."""
     if not names:
         return tuple(tables)
     chosen: set[str] = set()
     for name in names:
-        matches = [t.name for t in tables if name in (t.name, t.name.rsplit("/", 1)[-1])]
+        if name.endswith("/"):
+            matches = [t.name for t in tables if t.name.startswith(name)]
+            if matches:
+                chosen.update(matches)
+                continue
+        else:
+            matches = [t.name for t in tables if name in (t.name, t.name.rsplit("/", 1)[-1])]
         if len(matches) != 1:
             raise ConfigError(
                 f"--table {name!r} is not a lakehouse table; use one of: "
@@ -424,7 +430,8 @@ def add_maintain_arguments(parser: argparse.ArgumentParser) -> None:
         dest="tables",
         default=[],
         metavar="NAME",
-        help="restrict to this table, e.g. silver/readings (repeatable; default: all)",
+        help="restrict to this table, e.g. silver/readings, or the tables of a folder, e.g. "
+        "_ops/ (repeatable; default: all)",
     )
     add(
         "--retention-hours",

@@ -216,6 +216,9 @@ class Settings:
     job_restarts: int = 3  # a failed query is started again this many times before the job exits
     # a job (or a child of `all`) that ran this long before it failed starts its restarts afresh
     job_healthy_seconds: int = 600
+    # how often `all` compacts the _ops tables (a small file per batch or flush) while the jobs
+    # run: `maintain --table _ops/`; empty or 0: never
+    ops_compact_interval: str = "1 hour"
     gold_watermark: str = "10 minutes"
     gold_percentile_k: int = 200
     gold_max_files_per_trigger: int = 100
@@ -297,6 +300,7 @@ class Settings:
             ),
             job_restarts=_int(e, "JOB_RESTARTS", d.job_restarts, 0),
             job_healthy_seconds=_int(e, "JOB_HEALTHY_SECONDS", d.job_healthy_seconds, 1),
+            ops_compact_interval=e.get("OPS_COMPACT_INTERVAL", d.ops_compact_interval),
             quality_every_n_batches=_int(
                 e, "QUALITY_EVERY_N_BATCHES", d.quality_every_n_batches, 0
             ),
@@ -347,6 +351,7 @@ class Settings:
         duration_seconds(self.gold_watermark, "GOLD_WATERMARK")
         duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
         duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
+        _ = self.ops_compact_seconds
         for name, port, lowest in (
             ("GENERATOR_API_PORT", self.generator_api_port, 0),  # 0: no control API
             ("SOCKET_PORT", self.socket_port, 1),
@@ -420,6 +425,14 @@ class Settings:
     def trigger_seconds_of(self, job: str) -> float:
         """``trigger_interval_of(job)`` in seconds."""
         return interval_seconds(self.trigger_interval_of(job))
+
+    @property
+    def ops_compact_seconds(self) -> int:
+        """Seconds between two compactions of the _ops tables by `all` (0: never)."""
+        text = self.ops_compact_interval.strip()
+        if text in ("", "0"):
+            return 0
+        return duration_seconds(text, "OPS_COMPACT_INTERVAL")
 
     @property
     def gold_watermark_seconds(self) -> int:

@@ -26,6 +26,7 @@ GRACEFUL_STOP_S = 60.0
 PIDS_DIR = "pids"  # under the runtime folder: the pid records stop_all.sh acts on
 BRONZE_HEAD_START_S = 60.0  # the other jobs start at bronze's first commit or after this
 STATUS_ORDER = ("bronze", "silver", "gold", "alerts", "generator")  # pipeline order on screen
+OPS_FOLDER = "_ops/"  # `maintain --table _ops/`: the tables that gain a small file per batch
 
 
 def process_started(pid: int) -> str | None:
@@ -188,6 +189,29 @@ def supervise(
     return died
 
 
+@dataclass
+class Compaction:
+    """``maintain --table _ops/`` as a child every ``every_s`` seconds while ``all`` runs
+    (OPTIMIZE of append-only tables, then VACUUM: the jobs go on writing meanwhile)."""
+
+    every_s: float
+    next_at: float
+    child: Child | None = None
+
+    def due(self, now: float) -> bool:
+        running = self.child is not None and self.child.proc.poll() is None
+        return self.every_s > 0 and now >= self.next_at and not running
+
+    def start(self, now: float, run: Callable[[list[str]], Child]) -> None:
+        if self.child is not None:
+            logger.info(
+                "ops compaction ended %s",
+                kv(exit_code=self.child.proc.returncode, log=self.child.log),
+            )
+        self.child = run(["maintain", "--table", OPS_FOLDER])
+        self.next_at = now + self.every_s
+
+
 def start_downstream_jobs(
     settings: Settings,
     run_job: Callable[[str], Child],
@@ -232,6 +256,7 @@ def run_all(
     started_broker = not broker.status().reachable
     broker.start()
     children: list[Child] = []
+    compaction: Compaction | None = None
     pids_dir = settings.runtime_dir / PIDS_DIR  # stop_all.sh stops recorded children only
     failed = False
     try:
@@ -281,6 +306,13 @@ def run_all(
         def respawn(child: Child) -> Child:
             return spawn(child.name, list(child.args), settings.logs_dir, pids_dir=pids_dir)
 
+        compaction = Compaction(
+            settings.ops_compact_seconds, time.monotonic() + settings.ops_compact_seconds
+        )
+
+        def run_maintain(args: list[str]) -> Child:
+            return spawn("maintain", args, settings.logs_dir, pids_dir=pids_dir)
+
         deadline = time.monotonic() + duration if duration else None
         tty = sys.stdout.isatty()
         started = last_at = time.monotonic()
@@ -292,6 +324,8 @@ def run_all(
                 rotate_if_large(child.log, settings.log_max_bytes, settings.log_backups)
             if not stop.is_set():
                 supervise(children, policy, time.monotonic(), respawn)
+                if compaction.due(time.monotonic()):
+                    compaction.start(time.monotonic(), run_maintain)
             try:
                 counts = pipeline_counts(settings)
             except Exception as exc:  # a table being rewritten, a broker restarting, …
@@ -321,7 +355,7 @@ def run_all(
         # died earlier and was started again.
         failed = any(child.proc.poll() not in (None, 0) for child in children)
     finally:
-        stop_children(children)
+        stop_children(children + ([compaction.child] if compaction and compaction.child else []))
         if started_broker:
             broker.stop()
     return 1 if failed else 0
