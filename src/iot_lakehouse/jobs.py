@@ -27,6 +27,7 @@ from iot_lakehouse.checkpoints import (
     refuse_damaged_checkpoint,
     refuse_lost_checkpoint,
 )
+from iot_lakehouse.consumer_group import ConsumerGroupPublisher
 from iot_lakehouse.errors import JobError, JobRefused
 from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.layers import layer_table_paths
@@ -349,7 +350,11 @@ def run_in_session(
     """Run one job on ``spark`` (other jobs may share it) until done, told to stop or failed
     for good: start its queries again from their checkpoint after a passing failure."""
     metrics = StreamMetricsRecorder(
-        spark, job, settings.stream_metrics_path, UPSTREAM[job](settings)
+        spark,
+        job,
+        settings.stream_metrics_path,
+        UPSTREAM[job](settings),
+        ConsumerGroupPublisher(settings) if job == "bronze" else None,
     )
     try:
         metrics.start()

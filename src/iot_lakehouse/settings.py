@@ -208,6 +208,8 @@ class Settings:
     alerts_trigger_interval: str = "10 seconds"
     max_offsets_per_trigger: int = 200_000
     fail_on_data_loss: bool = True
+    # bronze's progress committed as this Kafka consumer group's offsets (empty: not at all)
+    kafka_consumer_group: str = "iot-lakehouse-bronze"
     silver_rules_file: Path | None = None
     silver_max_future_seconds: int | None = None
     silver_max_files_per_trigger: int = 50
@@ -301,6 +303,7 @@ class Settings:
             job_restarts=_int(e, "JOB_RESTARTS", d.job_restarts, 0),
             job_healthy_seconds=_int(e, "JOB_HEALTHY_SECONDS", d.job_healthy_seconds, 1),
             ops_compact_interval=e.get("OPS_COMPACT_INTERVAL", d.ops_compact_interval),
+            kafka_consumer_group=e.get("KAFKA_CONSUMER_GROUP", d.kafka_consumer_group).strip(),
             quality_every_n_batches=_int(
                 e, "QUALITY_EVERY_N_BATCHES", d.quality_every_n_batches, 0
             ),

@@ -24,6 +24,7 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
+from iot_lakehouse.consumer_group import ConsumerGroupPublisher
 from iot_lakehouse.logs import kv
 
 logger = logging.getLogger(__name__)
@@ -210,9 +211,15 @@ class StreamMetricsRecorder:
     the session) and appends them to the table."""
 
     def __init__(
-        self, spark: SparkSession, job: str, path: str, upstream: tuple[str, ...] = ()
+        self,
+        spark: SparkSession,
+        job: str,
+        path: str,
+        upstream: tuple[str, ...] = (),
+        group: ConsumerGroupPublisher | None = None,
     ) -> None:
         self.spark, self.job, self.path = spark, job, path
+        self.group = group  # bronze: its Kafka offsets committed for a consumer group
         self.upstream = tuple(p for p in upstream if is_local(p))  # read with deltalake
         self._tables: dict[str, Any] = {}  # path -> DeltaTable, kept up to date incrementally
         self._rows: list[dict[str, Any]] = []
@@ -250,6 +257,8 @@ class StreamMetricsRecorder:
         with self._lock:
             latency = self._latency.pop(key, None)
             self._rows.append(progress_row(self.job, progress, latency, versions))
+        if self.group is not None:
+            self.group.note(progress)
 
     def upstream_versions(self) -> dict[str, int]:
         """Newest version of each upstream table that exists, by table id (its reservoirId)."""
@@ -296,10 +305,14 @@ class StreamMetricsRecorder:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.flush()
+        if self.group is not None:
+            self.group.publish()
 
     def _loop(self) -> None:
         while not self._stop.wait(FLUSH_EVERY_S):
             self.flush()
+            if self.group is not None:
+                self.group.publish()
 
     def flush(self) -> int:
         """Append the collected rows; return how many. A failed write keeps them for the next
