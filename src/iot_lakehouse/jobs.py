@@ -41,7 +41,8 @@ from iot_lakehouse.stream_metrics import StreamMetricsRecorder, job_of_query
 
 logger = logging.getLogger(__name__)
 
-# A refused job (JobRefused) is not among them: starting it again would find the same.
+# The errors a job starts its queries again after; never a refusal (JobRefused, a JobError
+# too): starting again would find the same.
 RETRIED_ERRORS: tuple[type[BaseException], ...] = (JobError, StreamingQueryException)
 
 

@@ -208,6 +208,8 @@ class Compaction:
                 "ops compaction ended %s",
                 kv(exit_code=self.child.proc.returncode, log=self.child.log),
             )
+            if self.child.record is not None:
+                self.child.record.unlink(missing_ok=True)
         self.child = run(["maintain", "--table", OPS_FOLDER])
         self.next_at = now + self.every_s
 
