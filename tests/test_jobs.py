@@ -28,6 +28,20 @@ from iot_lakehouse.stream_metrics import job_of_query, read_stream_metrics
 from tests.conftest import checkpoint_commits, job_env, produce
 
 
+def start_waiting(
+    spark: SparkSession, job: str, settings: Settings
+) -> tuple[threading.Thread, list[bool]]:
+    """``wait_for_upstream`` of ``job`` in a thread; its outcome lands in the list."""
+    outcome: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: outcome.append(
+            wait_for_upstream(spark, job, settings, False, threading.Event(), poll_s=0.2)
+        )
+    )
+    waiter.start()
+    return waiter, outcome
+
+
 def test_waits_until_another_process_creates_the_upstream_table(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -41,13 +55,7 @@ def test_waits_until_another_process_creates_the_upstream_table(
     # (Delta's own check caches "no table" at this point and never looks again.)
     (Path(silver) / "_delta_log").mkdir(parents=True)
     assert not delta_table_exists(spark, silver)
-    outcome: list[bool] = []
-    waiter = threading.Thread(
-        target=lambda: outcome.append(
-            wait_for_upstream(spark, "gold", settings, False, threading.Event(), poll_s=0.2)
-        )
-    )
-    waiter.start()
+    waiter, outcome = start_waiting(spark, "gold", settings)
     waiter.join(2.0)
     assert waiter.is_alive()  # still waiting: there is no table
     # The first commit lands (written by another writer than this Spark session).
@@ -66,13 +74,7 @@ def test_waits_for_the_upstream_tables_first_write_not_its_empty_creation(
     assert delta_table_exists(spark, bronze)
     # --available-now on an empty table has nothing to do, and is not an error
     assert wait_for_upstream(spark, "silver", settings, True, threading.Event()) is True
-    outcome: list[bool] = []
-    waiter = threading.Thread(
-        target=lambda: outcome.append(
-            wait_for_upstream(spark, "silver", settings, False, threading.Event(), poll_s=0.2)
-        )
-    )
-    waiter.start()
+    waiter, outcome = start_waiting(spark, "silver", settings)
     waiter.join(2.0)
     assert waiter.is_alive()  # still waiting: the table holds nothing yet
     write_deltalake(bronze, pa.table({"key": ["k1"]}), mode="append")

@@ -63,27 +63,31 @@ def delta_table_exists(spark: SparkSession, path: str) -> bool:
     Reads the file system rather than asking Delta: Delta caches a table's log per process, and
     a cached "no table here" does not notice another process creating it.
     """
+    return any(n.endswith(".json") or ".checkpoint." in n for n in delta_log_files(spark, path))
+
+
+def delta_log_files(spark: SparkSession, path: str) -> list[str]:
+    """Names of the files in the Delta log of the table at ``path`` (none if it has no log)."""
     fs, log = hadoop_fs(spark, f"{path.rstrip('/')}/_delta_log")
     if not fs.exists(log):
-        return False
-    names = [status.getPath().getName() for status in fs.listStatus(log)]
-    return any(n.endswith(".json") or ".checkpoint." in n for n in names)
+        return []
+    return [status.getPath().getName() for status in fs.listStatus(log)]
 
 
 def delta_table_has_data(spark: SparkSession, path: str) -> bool:
     """True once a Delta table at ``path`` has taken a write after its creation (a job creates
     its tables empty when it starts), read from the file system like ``delta_table_exists``."""
-    folder = f"{path.rstrip('/')}/_delta_log"
-    fs, log = hadoop_fs(spark, folder)
-    if not fs.exists(log):
+    names = delta_log_files(spark, path)
+    if not names:
         return False
-    names = [status.getPath().getName() for status in fs.listStatus(log)]
     if any(
         ".checkpoint." in n or (n.endswith(".json") and n[:20].isdigit() and int(n[:20]) > 0)
         for n in names
     ):
         return True
-    first = read_text(spark, f"{folder}/{0:020d}.json")  # made by a write, not a CREATE
+    first = read_text(
+        spark, f"{path.rstrip('/')}/_delta_log/{0:020d}.json"
+    )  # a write, not a CREATE
     return first is not None and '"add":' in first
 
 
