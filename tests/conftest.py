@@ -331,3 +331,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs of its own (root only), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write one file until ``disk`` has no space left, not even a page; return it."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        for chunk in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    out.write(b"\0" * chunk)
+            except OSError:
+                pass
+    return filler

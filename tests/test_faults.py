@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from iot_lakehouse.reconcile import reconcile
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.status import kafka_watermarks
-from tests.conftest import broker_settings, commits, job_env
+from tests.conftest import broker_settings, commits, fill, job_env
 
 SILVER = "silver"
 
@@ -484,31 +483,6 @@ def test_a_damaged_checkpoint_stops_the_job_with_what_to_do_and_moving_it_aside_
 
 
 # --- 7: storage that becomes full or read-only --------------------------------------------------
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB tmpfs of its own (root only), unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write one file until ``disk`` has no space left; return it."""
-    filler = disk / "filler"
-    with open(filler, "wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * (1 << 20))
-                out.flush()
-        except OSError:
-            pass
-    return filler
-
-
 def test_a_full_disk_stops_the_job_clearly_and_a_restart_after_the_fix_loses_nothing(
     spark: SparkSession, settings: Settings, small_disk: Path
 ) -> None:

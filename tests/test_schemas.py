@@ -14,6 +14,7 @@ from iot_lakehouse.schemas import (
     DLQ_STATS_COLUMNS,
     SILVER_DUPLICATES,
     create_table_if_missing,
+    discard_unfinished_creation,
 )
 
 
@@ -33,3 +34,20 @@ def test_a_new_table_gets_its_properties_and_maintain_finds_nothing_to_set(
     version = DeltaTable(dlq).version()
     create_table_if_missing(spark, dlq, DLQ_REJECTS, ["rejected_date"], DLQ_STATS_COLUMNS)
     assert DeltaTable(dlq).version() == version
+
+
+def test_a_creation_that_never_committed_does_not_block_the_next_one(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    # What a full disk leaves when it stops the first commit: empty hidden temporary files
+    # and an empty folder
+    log = tmp_path / "dlq" / "_delta_log"
+    (log / "_staged_commits").mkdir(parents=True)
+    (log / ".00000000000000000000.json.5e1c.tmp").write_bytes(b"")
+    (log / "..00000000000000000000.json.5e1c.tmp.crc").write_bytes(b"")
+    create_table_if_missing(spark, str(tmp_path / "dlq"), DLQ_REJECTS, ["rejected_date"])
+    assert DeltaTable(str(tmp_path / "dlq")).version() == 0
+    assert [f.name for f in DeltaTable(str(tmp_path / "dlq")).schema().fields] == DLQ_REJECTS.names
+    # a table with commits is never touched
+    assert discard_unfinished_creation(str(tmp_path / "dlq")) is False
+    assert DeltaTable(str(tmp_path / "dlq")).version() == 0

@@ -18,7 +18,7 @@ from typing import IO, Any
 import pytest
 from deltalake import DeltaTable
 
-from iot_lakehouse.restarts import RestartPolicy
+from iot_lakehouse.restarts import JOB_STATES_FILE, JobStates, RestartPolicy, read_job_states
 from iot_lakehouse.settings import PROJECT_ROOT
 from iot_lakehouse.stream_metrics import read_stream_metrics
 from iot_lakehouse.supervisor import Child, component_health, supervise
@@ -231,6 +231,29 @@ def test_status_shows_each_job_of_a_one_driver_child_with_its_state(tmp_path: Pa
         ("alerts", "exited"),
         ("generator", "up"),
     ]
+
+
+def test_each_job_of_a_running_one_driver_child_shows_the_state_it_wrote(
+    tmp_path: Path,
+) -> None:
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        JobStates(tmp_path / "states" / JOB_STATES_FILE, {}).set("bronze", "up")  # another pid
+        assert (
+            component_health([Child("jobs", running, tmp_path / "j.out")], tmp_path)["silver"]
+            == "up"
+        )
+        (tmp_path / JOB_STATES_FILE).write_text(
+            json.dumps({"pid": running.pid, "jobs": {"silver": "restarting", "gold": "refused"}})
+        )
+        health = component_health([Child("jobs", running, tmp_path / "j.out")], tmp_path)
+        other = read_job_states(tmp_path / "states" / JOB_STATES_FILE, running.pid)
+    finally:
+        running.kill()
+        running.wait()
+    assert health == {"bronze": "up", "silver": "restarting", "gold": "refused", "alerts": "up"}
+    assert other == {}  # the states another process wrote are not this child's
+    assert read_job_states(tmp_path / "states" / JOB_STATES_FILE, os.getpid()) == {"bronze": "up"}
 
 
 def test_a_child_that_died_is_started_again_after_its_backoff_and_one_that_finished_is_not(

@@ -28,5 +28,10 @@ class JobRefused(JobError):
     it again would find the same, so the job stops at once instead of restarting."""
 
 
+class DriverBroken(JobError):
+    """The Spark driver that runs several jobs stopped: none of them can go on in it, so the
+    process ends and ``all`` starts it again."""
+
+
 class ClusterError(LakehouseError):
     """The local Spark standalone cluster could not be started, reached or stopped."""

@@ -28,12 +28,18 @@ from iot_lakehouse.checkpoints import (
     refuse_lost_checkpoint,
 )
 from iot_lakehouse.consumer_group import ConsumerGroupPublisher
-from iot_lakehouse.errors import JobError, JobRefused
+from iot_lakehouse.errors import DriverBroken, JobError, JobRefused
 from iot_lakehouse.gold import start_gold_stream
 from iot_lakehouse.layers import layer_table_paths
 from iot_lakehouse.logs import kv
 from iot_lakehouse.quality import wait_for_validations
-from iot_lakehouse.restarts import RestartPolicy, keep_running
+from iot_lakehouse.restarts import (
+    JOB_STATES_FILE,
+    JobStates,
+    RestartPolicy,
+    keep_running,
+    up_state,
+)
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.spark_session import build_spark
@@ -266,8 +272,9 @@ def run_jobs(
 
     Each job keeps what it has when it runs alone: its checkpoint and its lock, its metrics
     and its restarts. Streaming, they run side by side (a job waits for its upstream table as
-    usual) and the first one to fail for good stops the others; with ``available_now`` they
-    run one after the other, upstream first, so each drains what the one before wrote.
+    usual) and one that fails for good is started again alone (``run_side_by_side``); with
+    ``available_now`` they run one after the other, upstream first, so each drains what the
+    one before wrote.
     """
     ordered = pipeline_order(jobs)
     if source != "kafka" and "bronze" not in ordered:
@@ -309,25 +316,77 @@ def run_jobs(
     logger.info("job finished %s", kv(job=",".join(ordered), available_now=available_now))
 
 
+def driver_alive(spark: SparkSession) -> bool:
+    """True while the session's JVM answers and its SparkContext is not stopped."""
+    try:
+        return not spark.sparkContext._jsc.sc().isStopped()
+    except Exception:  # the JVM is gone (Py4J cannot reach it)
+        return False
+
+
+def stop_queries_of(spark: SparkSession, job: str) -> None:
+    """Stop the queries of ``job`` still running on ``spark`` (other jobs may share it)."""
+    for query in spark.streams.active:
+        if job_of_query(query.name) == job:
+            with contextlib.suppress(Exception):  # it may end by itself meanwhile
+                query.stop()
+
+
 def run_side_by_side(
     spark: SparkSession, starters: dict[str, JobStarter], settings: Settings, stop: threading.Event
 ) -> None:
-    """Run each job in a thread of its own on one session; when one fails for good, stop the
-    others gracefully and raise its error."""
+    """Run each job in a thread of its own on one session, the way ``all`` runs its children:
+    a job that fails for good (its queries' restart budget spent, or any other error) is
+    stopped alone and started again after a backoff while the others go on; a refused job
+    stays stopped, the others go on, and its error is raised once they end. Only a broken
+    driver (its SparkContext stopped, its JVM gone) stops them all and raises at once. Each
+    job's state goes to ``JOB_STATES_FILE`` for ``all``'s status line."""
     errors: list[BaseException] = []
+    states = JobStates(settings.runtime_dir / JOB_STATES_FILE, {})
+    policy = RestartPolicy(None, settings.job_healthy_seconds)  # as `all`: for good, backoff
 
     def run(job: str) -> None:
         # The job's Spark jobs, its queries' included (their threads inherit it), go to a pool
         # of its own: under the FAIR scheduler the pools share the task slots in turn.
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", job)
-        try:
+        restarts = 0
+
+        def run_once() -> None:
+            states.set(job, up_state(restarts))
             run_in_session(spark, job, starters[job], settings, False, stop)
+
+        def again(exc: BaseException, failures: int, delay: float) -> None:
+            nonlocal restarts
+            stop_queries_of(spark, job)
+            if not driver_alive(spark):
+                raise DriverBroken(f"the Spark driver stopped while job {job} ran") from exc
+            restarts += 1
+            states.set(job, "restarting")
+            storage = storage_problem(str(exc))
+            told = exc if storage is None else storage_error(settings, job, storage)
+            logger.error(
+                "job failed for good, the jobs beside it go on; starting it again %s",
+                kv(job=job, restarts=restarts, retry_in_s=delay, error=first_line(told)),
+            )
+
+        try:
+            keep_running(run_once, policy, stop, (Exception,), again, never_retry=(JobRefused,))
+        except JobRefused as exc:
+            states.set(job, "refused")
+            logger.error(
+                "job refused to run, the jobs beside it go on %s",
+                kv(job=job, error=first_line(exc)),
+            )
+            errors.append(exc)
         except BaseException as exc:  # handed to the main thread, raised there
             logger.error(
-                "job failed, stopping the jobs beside it %s", kv(job=job, error=str(exc)[:300])
+                "job failed, stopping the jobs beside it %s", kv(job=job, error=first_line(exc))
             )
             errors.append(exc)
             stop.set()
+        else:
+            if not stop.is_set():
+                states.set(job, "exited")
 
     # InheritableThread: each Python thread gets a JVM thread of its own (pinned thread mode)
     threads = [InheritableThread(target=run, args=(job,), name=f"job-{job}") for job in starters]
@@ -338,6 +397,12 @@ def run_side_by_side(
             thread.join(1.0)
     if errors:
         raise errors[0]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type if it has none), at most 300 chars."""
+    text = str(exc)
+    return (text.splitlines()[0] if text else repr(exc))[:300]
 
 
 def run_in_session(
@@ -381,7 +446,7 @@ def run_in_session(
                     attempt=failures,
                     of=settings.job_restarts,
                     retry_in_s=delay,
-                    error=str(exc).splitlines()[0] if str(exc) else repr(exc),
+                    error=first_line(exc),
                 ),
             )
             for query in spark.streams.active:  # this job's only: others share the session

@@ -1,16 +1,20 @@
 """When to start a failed thing again: exponential backoff and a budget that refills.
 
-Used by a job for its failed queries (``jobs.run_in_session``) and by ``iot-lakehouse all`` for
+Used by a job for its failed queries (``jobs.run_in_session``), by a driver running several
+jobs for a job that failed for good (``jobs.run_side_by_side``) and by ``iot-lakehouse all`` for
 its children that died (``supervisor``). A run that lasted ``healthy_s`` before it failed was
 healthy: the count of failures in a row starts again from zero, and so does the backoff.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 FIRST_DELAY_S = 5.0
 MAX_DELAY_S = 300.0
@@ -68,3 +72,43 @@ def keep_running(
             on_failure(exc, failures, delay)
             if stop.wait(delay):
                 return
+
+
+JOB_STATES_FILE = "job_states.json"  # under the runtime folder, written by a one-driver process
+
+
+def up_state(restarts: int) -> str:
+    """The state of a running thing started again ``restarts`` times, as the status shows it."""
+    return f"up,restarts={restarts}" if restarts else "up"
+
+
+@dataclass
+class JobStates:
+    """The state of each job a driver runs beside others (``up``, ``up,restarts=N``,
+    ``restarting``, ``refused``), kept in a small JSON file with the driver's pid, where
+    ``all`` reads it for its status line."""
+
+    path: Path
+    states: dict[str, str]
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def set(self, job: str, state: str) -> None:
+        with self._lock:
+            self.states[job] = state
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "jobs": self.states}))
+            os.replace(tmp, self.path)
+
+
+def read_job_states(path: Path, pid: int) -> dict[str, str]:
+    """The job states process ``pid`` wrote to ``path``; {} if it wrote none (or the file is
+    another process's, or unreadable)."""
+    try:
+        written = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(written, dict) or written.get("pid") != pid:
+        return {}
+    jobs = written.get("jobs")
+    return {str(k): str(v) for k, v in jobs.items()} if isinstance(jobs, dict) else {}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql.types import (
@@ -18,6 +21,10 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+from iot_lakehouse.logs import kv
+
+logger = logging.getLogger(__name__)
 
 # bronze/sensor_events: the record exactly as received, plus where and when it came from.
 BRONZE_EVENTS = StructType(
@@ -171,6 +178,7 @@ def create_table_if_missing(
     version) lacks."""
     from delta.tables import DeltaTable
 
+    discard_unfinished_creation(path)
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
@@ -182,6 +190,22 @@ def create_table_if_missing(
     if missing:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
         spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+
+
+def discard_unfinished_creation(path: str) -> bool:
+    """Remove the log of a creation of the local table at ``path`` that never committed (a
+    ``_delta_log`` holding nothing but hidden temporary files and empty folders, e.g. left
+    by a full disk):
+    Delta would otherwise take it for a table and refuse every later creation. True if one
+    was removed."""
+    if "://" in path and not path.startswith("file://"):
+        return False
+    log = Path(path.removeprefix("file://")) / "_delta_log"
+    if not log.is_dir() or any(not f.name.startswith(".") for f in log.rglob("*") if f.is_file()):
+        return False
+    shutil.rmtree(log)
+    logger.warning("removed the log of a table creation that never committed %s", kv(table=path))
+    return True
 
 
 def query_app_id(spark: SparkSession, base: str, query_name: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.logs import kv, rotate_if_large
-from iot_lakehouse.restarts import RestartPolicy
+from iot_lakehouse.restarts import JOB_STATES_FILE, RestartPolicy, read_job_states
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.status import PipelineCounts, has_committed, pipeline_counts, render_screen
 
@@ -137,15 +137,24 @@ ONE_DRIVER = "jobs"  # the child that runs every job in one driver (JOBS_IN_ONE_
 PIPELINE_JOBS = ("bronze", "silver", "gold", "alerts")
 
 
-def component_health(children: list[Child]) -> dict[str, str]:
+def component_health(children: list[Child], runtime_dir: Path | None = None) -> dict[str, str]:
     """``up`` or ``exited`` per component, in pipeline order (whatever order they started in);
-    each job of a one-driver child shows that child's state."""
+    each job of a one-driver child shows the state that child wrote for it under
+    ``runtime_dir`` (``JOB_STATES_FILE``) while it runs, else the child's own state."""
     rank = {name: i for i, name in enumerate(STATUS_ORDER)}
     health: dict[str, str] = {}
     for child in children:
         state = child.state
-        for name in PIPELINE_JOBS if child.name == ONE_DRIVER else (child.name,):
-            health[name] = state
+        if child.name != ONE_DRIVER:
+            health[child.name] = state
+            continue
+        jobs = (
+            read_job_states(runtime_dir / JOB_STATES_FILE, child.proc.pid)
+            if child.proc.poll() is None and runtime_dir is not None
+            else {}
+        )
+        for name in PIPELINE_JOBS:
+            health[name] = jobs.get(name, state)
     return dict(sorted(health.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
@@ -336,7 +345,7 @@ def run_all(
             now = time.monotonic()
             rates = counts.rates(last, now - last_at)
             last, last_at = counts, now
-            health = component_health(children)
+            health = component_health(children, settings.runtime_dir)
             if tty:  # redraw the screen in place
                 screen = render_screen(
                     counts, rates, health, time.strftime("%H:%M:%S"), now - started
