@@ -15,10 +15,12 @@ from iot_lakehouse.gold import (
     ALERT_COUNTS_TABLE,
     GOLD_TABLES,
     MICROS,
+    ROLLUPS,
     GoldTable,
     batch_partials,
     inserted_values,
     merge_source,
+    rollup_rows,
     side,
 )
 from iot_lakehouse.rules import load_rules, split_judged
@@ -36,10 +38,10 @@ def write_delta(df: DataFrame, path: str, *partition_by: str) -> None:
 def build_lakehouse(spark: SparkSession, root: Path) -> Settings:
     """A small real lakehouse under ``root``, made by the project's own transforms: bronze of
     generated events (some malformed or invalid), silver and the DLQ as judged by the silver
-    rules, gold/sensor_metrics_5m, the static alerts of silver in gold/alerts and
-    gold/alert_counts_5m. Every table is new, so a plain append of the rows the gold MERGE
-    would insert gives the same table at a fraction of the cost on a busy machine. Static
-    alert thresholds are lowered so ordinary readings raise some alerts."""
+    rules, gold/sensor_metrics_5m with its hourly and daily rollups, the static alerts of
+    silver in gold/alerts and gold/alert_counts_5m. Every table is new, so a plain append of
+    the rows the gold MERGE would insert gives the same table at a fraction of the cost on a
+    busy machine. Static alert thresholds are lowered so ordinary readings raise some alerts."""
     rules = (PROJECT_ROOT / "src/iot_lakehouse/rules/silver_rules.yml").read_text()
     rules = rules.replace("metric: temperature, above: 30", "metric: temperature, above: 24")
     rules = rules.replace("metric: humidity,    above: 80", "metric: humidity,    above: 60")
@@ -49,6 +51,7 @@ def build_lakehouse(spark: SparkSession, root: Path) -> Settings:
         lakehouse_path=str(root / "lakehouse"),
         dlq_path=str(root / "dlq"),
         silver_rules_file=rules_file,
+        gold_watermark="5 minutes",  # the two older of the three windows are final
     )
     config = GeneratorConfig(
         sensors=6,  # at most ~150 readings per sensor and metric: every KLL sketch is exact
@@ -72,16 +75,23 @@ def build_lakehouse(spark: SparkSession, root: Path) -> Settings:
     final_until_us = latest_us - settings.gold_watermark_seconds * MICROS
     k = settings.gold_percentile_k
 
-    def write_window_rows(table: GoldTable, rows: DataFrame) -> None:
+    def write_partials(table: GoldTable, partials: DataFrame) -> None:
         values = inserted_values(table, k, side("s"))
-        partials = merge_source(spark, batch_partials(rows, table, k), 0, final_until_us)
-        partials = partials.alias("s")
+        source = merge_source(spark, partials, 0, final_until_us).alias("s")
         write_delta(
-            partials.select(*[values[f.name].alias(f.name) for f in table.schema]),
+            source.select(*[values[f.name].alias(f.name) for f in table.schema]),
             settings.gold_path(table.name),
         )
 
+    def write_window_rows(table: GoldTable, rows: DataFrame) -> None:
+        write_partials(table, batch_partials(rows, table, k))
+
     write_window_rows(next(t for t in GOLD_TABLES if t.name == "sensor_metrics_5m"), silver)
+    five_minutes = spark.read.format("delta").load(settings.gold_path("sensor_metrics_5m"))
+    for rollup in ROLLUPS:  # the hourly and daily rows per sensor
+        if rollup.source.name == "sensor_metrics_5m":
+            final = five_minutes.where(F.col("is_final"))
+            write_partials(rollup.table, rollup_rows(final, rollup, k))
     alerts = to_alert_rows(static_alerts(silver, ruleset), "static", ruleset.version, 0)
     write_delta(alerts, settings.alerts_path)
     write_window_rows(ALERT_COUNTS_TABLE, spark.read.format("delta").load(settings.alerts_path))

@@ -609,6 +609,22 @@ def test_the_dashboard_shows_the_numbers_of_a_real_lakehouse(
             f"{window['p95']:.2f}",
         )
 
+    for period, name in d.SENSOR_ROLLUPS.items():  # and its newest hour and day
+        rolled = DeltaTable(settings.gold_path(name)).to_pandas()
+        rolled = rolled[rolled["metric"] == "temperature"]
+        assert len(rolled) == 6, name  # 15 minutes of readings: one hour, one day
+        checks[f"newest {period} caption"] = shows(
+            f"Newest {period} of every sensor, its final 5-minute windows: temperature"
+        )
+        for _, window in rolled.iterrows():
+            checks[f"newest {period} of {window['sensor_id']}"] = shows(
+                window["sensor_id"],
+                window["window_start"].strftime("%Y-%m-%d %H:%M:%S"),
+                window["count"],
+                f"{window['avg']:.2f}",
+                f"{window['p95']:.2f}",
+            )
+
     alerts = DeltaTable(settings.alerts_path).to_pandas()
     assert len(alerts) > 0  # the builder's lowered thresholds raise some
     checks["alerts in all"] = shows("alerts (all)", f"{len(alerts):,}")

@@ -16,6 +16,7 @@ from iot_lakehouse.generator import GeneratorConfig
 from iot_lakehouse.gold import (
     GOLD_TABLES,
     QUANTILES,
+    ROLLUPS,
     BatchWatermarks,
     GoldBatchWriter,
     GoldTable,
@@ -390,6 +391,45 @@ def test_gold_equals_a_batch_recomputation_from_silver(
         assert wrong.count() == 0, name
         assert DeltaTable(settings.gold_path(name)).to_pyarrow_table().num_rows == df.count()
 
+    # The hourly and daily rollups hold the readings of the final 5-minute windows.
+    five_minutes = with_window(readings, TABLES["sensor_metrics_5m"])
+    final_readings = five_minutes.where(F.col("window_end") <= F.lit(watermark)).drop(
+        "window_start", "window_end"
+    )
+    for rollup in ROLLUPS:
+        table = rollup.table
+        rolled = spark.read.format("delta").load(settings.gold_path(table.name))
+        wrong = rolled.where(F.col("is_final") != (F.col("window_end") <= F.lit(watermark)))
+        assert wrong.count() == 0, table.name
+        if "stddev" in rolled.columns:  # per sensor
+            reference = recomputed(
+                final_readings,
+                table,
+                F.count(value).alias("count"),
+                F.avg(value).alias("avg"),
+                F.min(value).alias("min"),
+                F.max(value).alias("max"),
+                F.stddev(value).alias("stddev"),
+                F.min("event_time").alias("first_event_time"),
+                F.max("event_time").alias("last_event_time"),
+            )
+            errors = rank_errors(final_readings, rolled, table)
+            bound = percentile_rank_error(settings.gold_percentile_k)
+            within = errors.where(F.col("error") <= bound).count() / errors.count()
+            worst = errors.agg(F.max("error")).first()[0]
+            assert within >= 0.99 and worst <= 2 * bound, (table.name, within, worst, bound)
+        else:  # per location
+            reference = recomputed(
+                final_readings,
+                table,
+                F.count(value).alias("count"),
+                F.avg(value).alias("avg"),
+                F.min(value).alias("min"),
+                F.max(value).alias("max"),
+                F.count_distinct("sensor_id").alias("active_sensors"),
+            )
+        assert_measures_equal(rolled, reference, table)
+
 
 def test_gold_job_killed_five_times_gives_the_same_tables(
     spark: SparkSession, settings: Settings, tmp_path: Path
@@ -427,7 +467,10 @@ def test_gold_job_killed_five_times_gives_the_same_tables(
     query = start_gold_stream(spark, reference, available_now=True)
     query.awaitTermination(600)
     assert query.exception() is None
-    paths = {t.name: (settings.gold_path(t.name), reference.gold_path(t.name)) for t in GOLD_TABLES}
+    paths = {
+        t.name: (settings.gold_path(t.name), reference.gold_path(t.name))
+        for t in (*GOLD_TABLES, *(r.table for r in ROLLUPS))
+    }
     paths["late"] = (settings.gold_late_readings_path, reference.gold_late_readings_path)
     paths["progress"] = (settings.gold_progress_path, reference.gold_progress_path)
     volatile = ("updated_at", "detected_at", "committed_at", *STATE_COLUMNS)

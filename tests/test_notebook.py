@@ -102,6 +102,8 @@ def test_notebook_on_a_fresh_lakehouse_says_what_is_missing(tmp_path: Path) -> N
         ("alerts", lakehouse / "gold/alert_counts_5m"),
         ("alerts", lakehouse / "gold/alerts"),
         ("dlq-reasons", dlq / "silver_rejects"),
+        ("rollups", lakehouse / "gold/sensor_metrics_1h"),
+        ("rollups", lakehouse / "gold/sensor_metrics_1d"),
     ]:
         assert f"no table at {path} yet" in cell_text(nb, tag)
     assert "no temperature windows to plot yet" in cell_text(nb, "plot")
@@ -140,6 +142,11 @@ def test_notebook_shows_the_gold_tables_of_a_real_lakehouse(
 
     assert sys.executable in cell_text(nb, "setup")  # the kernel ran in this venv
     assert f"{readings} readings" in cell_text(nb, "latest-windows")
+    final_readings = int(gold.loc[gold["is_final"], "count"].sum())
+    assert 0 < final_readings < readings  # some windows are final, the newest is not
+    for name in ("sensor_metrics_1h", "sensor_metrics_1d"):
+        shown = f"{name}: {final_readings} readings of final 5-minute windows"
+        assert shown in cell_text(nb, "rollups"), cell_text(nb, "rollups")
     percentiles = cell_text(nb, "percentiles")
     for sensor_id, row in latest.iterrows():
         # one row per sensor; temperature, the last metric, ends it: p50 p95 p99

@@ -56,6 +56,9 @@ CHART_SPANS: dict[str, timedelta | None] = {
     "last 24 hours": timedelta(hours=24),
     "everything": None,
 }
+# The rollups of gold/sensor_metrics_5m the sensors section shows each sensor's newest row of.
+SENSOR_ROLLUPS = {"hour": "sensor_metrics_1h", "UTC day": "sensor_metrics_1d"}
+ROLLUP_SPAN = timedelta(days=2)  # enough rows for every sensor's newest hour and day
 ALERT_COLUMNS = [
     "detected_at", "event_time", "sensor_id", "metric", "location", "alert_type", "severity",
     "status", "value", "threshold", "detector",

@@ -105,6 +105,11 @@ def sensors_section(now: datetime) -> None:
         st.line_chart(series, x_label="window start (UTC)", y_label=y_label, height=320)
     st.caption(f"Newest 5-minute window of every sensor: {metric}")
     st.table(d.windows_table(d.latest_windows(metrics, metric)), hide_index=True)
+    for period, name in d.SENSOR_ROLLUPS.items():  # rolled up from the final 5-minute windows
+        rolled = d.load_sensor_metrics(settings.gold_path(name), d.ROLLUP_SPAN)
+        if rolled is not None and not rolled[rolled["metric"] == metric].empty:
+            st.caption(f"Newest {period} of every sensor, its final 5-minute windows: {metric}")
+            st.table(d.windows_table(d.latest_windows(rolled, metric)), hide_index=True)
 
 
 def alerts_section(now: datetime, latest: DeltaGenerator) -> None:

@@ -7,7 +7,9 @@ the watermark has passed is final. The other readings are aggregated per gold ta
 mergeable partials (count, mean, sum of squared deviations, min, max, a KLL quantile sketch,
 a theta sketch of sensor ids), combined with the stored row of the same window and key, and
 upserted with one MERGE per table. A row remembers the batch that last changed it and the MERGE
-only updates rows changed by an earlier batch, so replaying a batch changes nothing.
+only updates rows changed by an earlier batch, so replaying a batch changes nothing. When
+5-minute windows become final, the hourly and daily rollups that hold them (``ROLLUPS``) are
+computed again from the final 5-minute rows and upserted whole.
 
 Pure transforms (``with_lateness``, ``split_late``, ``batch_partials``) are
 ``DataFrame -> DataFrame`` and ``merged_values`` gives a MERGE's columns;
@@ -16,6 +18,7 @@ Pure transforms (``with_lateness``, ``split_late``, ``batch_partials``) are
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.types import BinaryType, StructType, TimestampType
@@ -79,22 +82,48 @@ class Measure:
     name: str
     aggregate: Callable[[], Column]
     combine: Callable[[Side, Side], Column]
+    rollup: Callable[[], Column]  # its value over a group of stored rows (``rollup_rows``)
 
 
 def additive(name: str, aggregate: Callable[[], Column]) -> Measure:
-    return Measure(name, aggregate, lambda old, new: old(name) + new(name))
+    return Measure(name, aggregate, lambda old, new: old(name) + new(name), lambda: F.sum(name))
 
 
 def smallest(name: str, aggregate: Callable[[], Column]) -> Measure:
-    return Measure(name, aggregate, lambda old, new: F.least(old(name), new(name)))
+    return Measure(
+        name, aggregate, lambda old, new: F.least(old(name), new(name)), lambda: F.min(name)
+    )
 
 
 def largest(name: str, aggregate: Callable[[], Column]) -> Measure:
-    return Measure(name, aggregate, lambda old, new: F.greatest(old(name), new(name)))
+    return Measure(
+        name, aggregate, lambda old, new: F.greatest(old(name), new(name)), lambda: F.max(name)
+    )
 
 
 def latest(name: str, aggregate: Callable[[], Column]) -> Measure:
-    return Measure(name, aggregate, lambda old, new: F.coalesce(new(name), old(name)))
+    return Measure(
+        name,
+        aggregate,
+        lambda old, new: F.coalesce(new(name), old(name)),
+        lambda: F.max_by(name, "window_start"),
+    )
+
+
+ROLLUP_MEAN = "_rollup_avg"  # the mean over a whole group of rows, beside each row of it
+
+
+def rolled_up_mean() -> Column:
+    """Mean over a group of rows from their counts and means."""
+    return F.sum(F.col("count") * F.col("avg")) / F.sum("count")
+
+
+def rolled_up_m2() -> Column:
+    """Sum of squared deviations over a group of rows: each row's own plus its count times its
+    mean's squared distance from the group's mean (``ROLLUP_MEAN``), which stays exact where
+    sums of squares would cancel."""
+    spread = F.col("avg") - F.col(ROLLUP_MEAN)
+    return F.sum(F.col("m2") + F.col("count") * spread * spread)
 
 
 def combined_mean(old: Side, new: Side) -> Column:
@@ -118,6 +147,7 @@ def sensor_sketch() -> Measure:
         lambda old, new: F.theta_union(
             old("sensor_sketch"), new("sensor_sketch"), THETA_LG_NOM_ENTRIES
         ),
+        lambda: F.theta_union_agg("sensor_sketch", THETA_LG_NOM_ENTRIES),
     )
 
 
@@ -125,8 +155,8 @@ def value_measures(percentile_k: int) -> tuple[Measure, ...]:
     """count, mean, m2, min, max, unit, event-time range and a KLL sketch of the values."""
     return (
         additive("count", lambda: F.count("value")),
-        Measure("avg", lambda: F.avg("value"), combined_mean),
-        Measure("m2", lambda: F.var_pop("value") * F.count("value"), combined_m2),
+        Measure("avg", lambda: F.avg("value"), combined_mean, rolled_up_mean),
+        Measure("m2", lambda: F.var_pop("value") * F.count("value"), combined_m2, rolled_up_m2),
         smallest("min", lambda: F.min("value")),
         largest("max", lambda: F.max("value")),
         latest("unit", lambda: F.max("unit")),
@@ -136,6 +166,7 @@ def value_measures(percentile_k: int) -> tuple[Measure, ...]:
             "value_sketch",
             lambda: F.kll_sketch_agg_double("value", percentile_k),
             lambda old, new: F.kll_sketch_merge_double(old("value_sketch"), new("value_sketch")),
+            lambda: F.kll_merge_agg_double("value_sketch"),
         ),
     )
 
@@ -144,7 +175,7 @@ def location_measures(_percentile_k: int) -> tuple[Measure, ...]:
     """count, mean, min, max, unit and the sensors seen."""
     return (
         additive("count", lambda: F.count("value")),
-        Measure("avg", lambda: F.avg("value"), combined_mean),
+        Measure("avg", lambda: F.avg("value"), combined_mean, rolled_up_mean),
         smallest("min", lambda: F.min("value")),
         largest("max", lambda: F.max("value")),
         latest("unit", lambda: F.max("unit")),
@@ -253,6 +284,28 @@ ALERT_COUNTS_TABLE = GoldTable(
     distinct_sensors("affected_sensors"),
     GOLD_ALERT_COUNTS,
     counts=lambda: F.col("status") == "fired",
+)
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A gold table of longer windows (an hour, a UTC day) built from the final rows of a
+    5-minute table: every stored measure merges, so its counts, means, deviations, extremes and
+    distinct sensors are exact and its percentiles keep the sketches' bound, without reading
+    silver again. A row holds the final 5-minute windows so far and is final with its last."""
+
+    table: GoldTable
+    source: GoldTable
+
+
+def rolled_up(source: GoldTable, name: str, window: str) -> Rollup:
+    return Rollup(dataclasses.replace(source, name=name, window=window, slide=None), source)
+
+
+ROLLUPS: tuple[Rollup, ...] = tuple(
+    rolled_up(source, f"{source.name.removesuffix('_5m')}_{suffix}", window)
+    for source in (GOLD_TABLES[0], GOLD_TABLES[2])  # per sensor, per location
+    for suffix, window in (("1h", "1 hour"), ("1d", "1 day"))
 )
 
 
@@ -378,6 +431,24 @@ def batch_partials(readings: DataFrame, table: GoldTable, percentile_k: int) -> 
         .groupBy("window_start", "window_end", *table.keys)
         .agg(*[m.aggregate().alias(m.name) for m in table.measures(percentile_k)])
     )
+
+
+def rollup_rows(final_rows: DataFrame, rollup: Rollup, percentile_k: int) -> DataFrame:
+    """The rollup's windows over ``final_rows`` (final rows of its source table), each with
+    every stored measure merged over the 5-minute rows it holds (``Measure.rollup``)."""
+    table = rollup.table
+    measures = table.measures(percentile_k)
+    names = [m.name for m in measures]
+    longer = F.window("window_start", table.window)
+    rows = final_rows.select(
+        longer.start.alias("window_start"), longer.end.alias("window_end"), *table.keys, *names
+    )
+    group = ("window_start", *table.keys)
+    if "avg" in names:  # what rolled_up_m2 measures deviations from
+        whole = Window.partitionBy(*group)
+        mean = F.sum(F.col("count") * F.col("avg")).over(whole) / F.sum("count").over(whole)
+        rows = rows.withColumn(ROLLUP_MEAN, mean)
+    return rows.groupBy(*group, "window_end").agg(*[m.rollup().alias(m.name) for m in measures])
 
 
 def key_match(table: GoldTable, left: str, right: str) -> Column:
@@ -538,6 +609,22 @@ class GoldBatchWriter:
                     for table in GOLD_TABLES
                 ]
             )
+            if marks.passed_window_end() and marks.next_watermark_us is not None:
+                # 5-minute windows became final: the hours and days that hold them again
+                run_side_by_side(
+                    *[
+                        functools.partial(
+                            upsert_rollup,
+                            self.spark,
+                            self.settings,
+                            rollup,
+                            batch_id,
+                            marks.next_watermark_us,
+                            marks.watermark_us,
+                        )
+                        for rollup in ROLLUPS
+                    ]
+                )
         # Every column as epoch microseconds (values as data, not literals: the same code every
         # batch, see batch_scalars), the timestamps converted back.
         progress = self.spark.createDataFrame(
@@ -638,6 +725,45 @@ def upsert_window_rows(
         )
 
 
+def upsert_rollup(
+    spark: SparkSession,
+    settings: Settings,
+    rollup: Rollup,
+    batch_id: int,
+    final_until_us: int,
+    since_us: int | None,
+) -> None:
+    """Compute again, from its source's final rows, every window of ``rollup`` that holds a
+    5-minute window final since ``since_us`` (all of them if None), and upsert them whole: a
+    replay computes the same rows from the same final rows."""
+    from delta.tables import DeltaTable
+
+    table = rollup.table
+    final = spark.read.format("delta").load(settings.gold_path(rollup.source.name))
+    final = final.where(F.col("is_final"))
+    in_range = F.lit(True)
+    if since_us is not None:  # the windows final since then start after since - 5 minutes
+        period = table.window_seconds * MICROS
+        first = (since_us - rollup.source.window_seconds * MICROS) // period * period
+        final = final.where(F.col("window_start") >= micros_literal(first))
+        in_range = F.col("t.window_start") >= micros_literal(first)
+    rows = rollup_rows(final, rollup, settings.gold_percentile_k).localCheckpoint(eager=True)
+    if rows.isEmpty():
+        return
+    source = merge_source(spark, rows, batch_id, final_until_us)
+    values: dict[str, str | Column] = {
+        **inserted_values(table, settings.gold_percentile_k, side("s"))
+    }
+    (
+        DeltaTable.forPath(spark, settings.gold_path(table.name))
+        .alias("t")
+        .merge(source.alias("s"), key_match(table, "t", "s") & in_range)
+        .whenMatchedUpdate(set=values)
+        .whenNotMatchedInsert(values=values)
+        .execute()
+    )
+
+
 def echo_changed_rows(
     spark: SparkSession, settings: Settings, table: GoldTable, batch_id: int
 ) -> None:
@@ -657,7 +783,7 @@ def echo_changed_rows(
 
 def create_gold_tables(spark: SparkSession, settings: Settings) -> None:
     """Create every gold table, the late-readings table and the progress log if missing."""
-    for table in GOLD_TABLES:
+    for table in (*GOLD_TABLES, *(r.table for r in ROLLUPS)):
         table.create_if_missing(spark, settings)
     create_table_if_missing(spark, settings.gold_late_readings_path, GOLD_LATE_READINGS, [])
     create_table_if_missing(spark, settings.gold_progress_path, GOLD_PROGRESS, [])
@@ -681,7 +807,7 @@ def start_gold_stream(
         kv(
             job=JOB_NAME,
             source=settings.silver_readings_path,
-            tables=",".join(t.name for t in GOLD_TABLES),
+            tables=",".join(t.name for t in (*GOLD_TABLES, *(r.table for r in ROLLUPS))),
             watermark=settings.gold_watermark,
             percentile_k=settings.gold_percentile_k,
             available_now=available_now,

@@ -14,7 +14,7 @@ from datetime import date
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
+from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES, ROLLUPS
 from iot_lakehouse.settings import Settings
 
 # Which rows of a table a rebuild deletes: None = all of them.
@@ -78,6 +78,7 @@ LAYERS: dict[str, Layer] = {
         ("gold",),
         (
             *(LayerTable(_gold_table(t.name)) for t in GOLD_TABLES),
+            *(LayerTable(_gold_table(r.table.name)) for r in ROLLUPS),
             LayerTable(lambda s: s.gold_late_readings_path),
             LayerTable(lambda s: s.gold_progress_path),
         ),
