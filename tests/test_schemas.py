@@ -5,17 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from delta.tables import DeltaTable as DeltaTableJvm
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
+from iot_lakehouse.gold import GOLD_TABLES, ROLLUPS, create_gold_tables
 from iot_lakehouse.maintain import properties_to_set
 from iot_lakehouse.schemas import (
+    CHANGE_FEED,
     DLQ_REJECTS,
     DLQ_STATS_COLUMNS,
     SILVER_DUPLICATES,
     create_table_if_missing,
     discard_unfinished_creation,
 )
+from iot_lakehouse.settings import Settings
 
 
 def test_a_new_table_gets_its_properties_and_maintain_finds_nothing_to_set(
@@ -51,3 +57,40 @@ def test_a_creation_that_never_committed_does_not_block_the_next_one(
     # a table with commits is never touched
     assert discard_unfinished_creation(str(tmp_path / "dlq")) is False
     assert DeltaTable(str(tmp_path / "dlq")).version() == 0
+
+
+def test_gold_tables_keep_a_change_data_feed_also_when_an_older_version_made_them(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    settings = Settings.from_env({}).with_(lakehouse_path=str(tmp_path / "lake"))
+    create_gold_tables(spark, settings)
+    for table in (*GOLD_TABLES, *(r.table for r in ROLLUPS)):
+        configuration = DeltaTable(settings.gold_path(table.name)).metadata().configuration
+        assert configuration.get("delta.enableChangeDataFeed") == "true", table.name
+
+    # A table an older version made without the feed gets it at the next start.
+    path = str(tmp_path / "older")
+    schema = StructType([StructField("id", LongType()), StructField("v", StringType())])
+    create_table_if_missing(spark, path, schema, [])
+    assert "delta.enableChangeDataFeed" not in DeltaTable(path).metadata().configuration
+    create_table_if_missing(spark, path, schema, [], properties=CHANGE_FEED)
+    assert DeltaTable(path).metadata().configuration["delta.enableChangeDataFeed"] == "true"
+    since = DeltaTable(path).version() + 1
+    spark.createDataFrame([(1, "a"), (2, "b")], schema).write.format("delta").mode("append").save(
+        path
+    )
+    DeltaTableJvm.forPath(spark, path).update(F.col("id") == 2, {"v": F.lit("c")})
+    changes = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", since)
+        .load(path)
+        .select("id", "v", "_change_type")
+        .collect()
+    )
+    assert sorted(tuple(r) for r in changes) == [
+        (1, "a", "insert"),
+        (2, "b", "insert"),
+        (2, "b", "update_preimage"),
+        (2, "c", "update_postimage"),
+    ]

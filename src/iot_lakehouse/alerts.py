@@ -68,6 +68,7 @@ from iot_lakehouse.logs import kv
 from iot_lakehouse.rules import RuleSet, load_rules
 from iot_lakehouse.schemas import (
     ALERTS_CLOCK,
+    CHANGE_FEED,
     GOLD_ALERTS,
     create_table_if_missing,
     query_app_id,
@@ -440,7 +441,7 @@ class AlertCountsWriter:
 
 # --- wiring ---
 def create_alert_tables(spark: SparkSession, settings: Settings) -> None:
-    create_table_if_missing(spark, settings.alerts_path, GOLD_ALERTS, [])
+    create_table_if_missing(spark, settings.alerts_path, GOLD_ALERTS, [], properties=CHANGE_FEED)
     ALERT_COUNTS_TABLE.create_if_missing(spark, settings)
     create_table_if_missing(spark, settings.alerts_clock_path, ALERTS_CLOCK, [])
 

@@ -36,6 +36,7 @@ from iot_lakehouse.console import echo_batch
 from iot_lakehouse.exactly_once import append_once
 from iot_lakehouse.logs import kv
 from iot_lakehouse.schemas import (
+    CHANGE_FEED,
     GOLD_ALERT_COUNTS,
     GOLD_LATE_READINGS,
     GOLD_LOCATION_METRICS,
@@ -235,7 +236,7 @@ class GoldTable:
 
     def create_if_missing(self, spark: SparkSession, settings: Settings) -> None:
         create_table_if_missing(
-            spark, settings.gold_path(self.name), self.schema, [], self.stats_columns
+            spark, settings.gold_path(self.name), self.schema, [], self.stats_columns, CHANGE_FEED
         )
 
     @property

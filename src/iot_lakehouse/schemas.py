@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -157,6 +157,11 @@ TABLE_PROPERTIES = {
 }
 
 
+# The gold tables also keep their change data feed: a downstream job can stream the rows each
+# MERGE inserted or updated (``readChangeFeed``) instead of re-reading the table.
+CHANGE_FEED = {"delta.enableChangeDataFeed": "true"}
+
+
 def table_properties(stats_columns: Sequence[str] = ()) -> dict[str, str]:
     """The properties a table is created with: ``TABLE_PROPERTIES``, and the columns Delta
     collects file statistics on (data skipping) where not every column is worth it (long raw
@@ -172,24 +177,33 @@ def create_table_if_missing(
     schema: StructType,
     partition_by: list[str],
     stats_columns: Sequence[str] = (),
+    properties: Mapping[str, str] | None = None,
 ) -> None:
-    """Create an empty Delta table at ``path`` with ``schema`` and ``table_properties`` unless
-    one exists; add the columns of ``schema`` that an existing table (made by an older
-    version) lacks."""
+    """Create an empty Delta table at ``path`` with ``schema``, ``table_properties`` and
+    ``properties`` unless one exists; give an existing table (made by an older version) the
+    columns of ``schema`` and the ``properties`` it lacks."""
     from delta.tables import DeltaTable
 
     discard_unfinished_creation(path)
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
-    for key, value in table_properties(stats_columns).items():
+    for key, value in {**table_properties(stats_columns), **(properties or {})}.items():
         builder = builder.property(key, value)
     builder.execute()
+    table = f"delta.`{path.replace('`', '``')}`"
+    if properties:
+        rows = spark.sql(f"SHOW TBLPROPERTIES {table}").collect()
+        current = {str(r["key"]): str(r["value"]) for r in rows}
+        unset = {k: v for k, v in properties.items() if current.get(k, "").lower() != v.lower()}
+        if unset:
+            pairs = ", ".join(f"'{k}' = '{v}'" for k, v in unset.items())
+            spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
     have = {f.name for f in spark.read.format("delta").load(path).schema}
     missing = [f for f in schema if f.name not in have]
     if missing:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+        spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
 
 
 def discard_unfinished_creation(path: str) -> bool:
