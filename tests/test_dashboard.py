@@ -570,6 +570,17 @@ def test_a_fresh_lakehouse_page_says_how_to_start_the_pipeline(
             page.close()
 
 
+def shows_window(window: pd.Series) -> Check:
+    """The row of a sensor's window: sensor, start, readings, avg and p95 as displayed."""
+    return shows(
+        window["sensor_id"],
+        window["window_start"].strftime("%Y-%m-%d %H:%M:%S"),
+        window["count"],
+        f"{window['avg']:.2f}",
+        f"{window['p95']:.2f}",
+    )
+
+
 def test_the_dashboard_shows_the_numbers_of_a_real_lakehouse(
     browser: Browser, small_lakehouse: Settings, tmp_path: Path
 ) -> None:
@@ -601,13 +612,7 @@ def test_the_dashboard_shows_the_numbers_of_a_real_lakehouse(
     newest = temperature.groupby("sensor_id").tail(1)
     assert len(newest) == 6
     for _, window in newest.iterrows():  # every sensor's newest temperature window
-        checks[f"newest window of {window['sensor_id']}"] = shows(
-            window["sensor_id"],
-            window["window_start"].strftime("%Y-%m-%d %H:%M:%S"),
-            window["count"],
-            f"{window['avg']:.2f}",
-            f"{window['p95']:.2f}",
-        )
+        checks[f"newest window of {window['sensor_id']}"] = shows_window(window)
 
     for period, name in d.SENSOR_ROLLUPS.items():  # and its newest hour and day
         rolled = DeltaTable(settings.gold_path(name)).to_pandas()
@@ -617,13 +622,7 @@ def test_the_dashboard_shows_the_numbers_of_a_real_lakehouse(
             f"Newest {period} of every sensor, its final 5-minute windows: temperature"
         )
         for _, window in rolled.iterrows():
-            checks[f"newest {period} of {window['sensor_id']}"] = shows(
-                window["sensor_id"],
-                window["window_start"].strftime("%Y-%m-%d %H:%M:%S"),
-                window["count"],
-                f"{window['avg']:.2f}",
-                f"{window['p95']:.2f}",
-            )
+            checks[f"newest {period} of {window['sensor_id']}"] = shows_window(window)
 
     alerts = DeltaTable(settings.alerts_path).to_pandas()
     assert len(alerts) > 0  # the builder's lowered thresholds raise some

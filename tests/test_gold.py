@@ -17,6 +17,7 @@ from iot_lakehouse.gold import (
     GOLD_TABLES,
     QUANTILES,
     ROLLUPS,
+    WINDOW_TABLES,
     BatchWatermarks,
     GoldBatchWriter,
     GoldTable,
@@ -311,6 +312,40 @@ def rank_errors(readings: DataFrame, gold: DataFrame, table: GoldTable) -> DataF
     return result
 
 
+def sensor_measures() -> list[Column]:
+    """A per-sensor gold table's measures, recomputed from readings."""
+    value = F.col("value")
+    return [
+        F.count(value).alias("count"),
+        F.avg(value).alias("avg"),
+        F.min(value).alias("min"),
+        F.max(value).alias("max"),
+        F.stddev(value).alias("stddev"),
+        F.min("event_time").alias("first_event_time"),
+        F.max("event_time").alias("last_event_time"),
+    ]
+
+
+def location_measures() -> list[Column]:
+    """A per-location gold table's measures, recomputed from readings."""
+    value = F.col("value")
+    return [
+        F.count(value).alias("count"),
+        F.avg(value).alias("avg"),
+        F.min(value).alias("min"),
+        F.max(value).alias("max"),
+        F.count_distinct("sensor_id").alias("active_sensors"),
+    ]
+
+
+def assert_within_rank_bound(errors: DataFrame, bound: float, table: str) -> None:
+    """At least 99 % of the sketched quantiles within ``bound`` of their rank, all within
+    twice it."""
+    within = errors.where(F.col("error") <= bound).count() / errors.count()
+    worst = errors.agg(F.max("error")).first()[0]
+    assert within >= 0.99 and worst <= 2 * bound, (table, within, worst, bound)
+
+
 def test_gold_equals_a_batch_recomputation_from_silver(
     spark: SparkSession, settings: Settings, tmp_path: Path
 ) -> None:
@@ -341,20 +376,9 @@ def test_gold_equals_a_batch_recomputation_from_silver(
     gold = {
         t.name: spark.read.format("delta").load(settings.gold_path(t.name)) for t in GOLD_TABLES
     }
-    value = F.col("value")
     for name in ("sensor_metrics_5m", "sensor_metrics_10m_sliding"):
         table = TABLES[name]
-        reference = recomputed(
-            readings,
-            table,
-            F.count(value).alias("count"),
-            F.avg(value).alias("avg"),
-            F.min(value).alias("min"),
-            F.max(value).alias("max"),
-            F.stddev(value).alias("stddev"),
-            F.min("event_time").alias("first_event_time"),
-            F.max("event_time").alias("last_event_time"),
-        )
+        reference = recomputed(readings, table, *sensor_measures())
         assert_measures_equal(gold[name], reference, table)
 
         errors = rank_errors(readings, gold[name], table)
@@ -364,19 +388,9 @@ def test_gold_equals_a_batch_recomputation_from_silver(
         sketched = errors.where(F.col("count") > k)
         assert exact.count() > 0 and sketched.count() > 0  # both regimes are exercised
         assert exact.where(F.col("error") > 0).count() == 0  # at most k values: exact
-        within = sketched.where(F.col("error") <= bound).count() / sketched.count()
-        worst = sketched.agg(F.max("error")).first()[0]
-        assert within >= 0.99 and worst <= 2 * bound, (within, worst, bound)
+        assert_within_rank_bound(sketched, bound, name)
 
-    reference = recomputed(
-        readings,
-        TABLES["location_metrics_5m"],
-        F.count(value).alias("count"),
-        F.avg(value).alias("avg"),
-        F.min(value).alias("min"),
-        F.max(value).alias("max"),
-        F.count_distinct("sensor_id").alias("active_sensors"),
-    )
+    reference = recomputed(readings, TABLES["location_metrics_5m"], *location_measures())
     assert_measures_equal(gold["location_metrics_5m"], reference, TABLES["location_metrics_5m"])
     # (gold/alert_counts_5m is the alerts job's: tests/test_alerts.py)
 
@@ -402,32 +416,12 @@ def test_gold_equals_a_batch_recomputation_from_silver(
         wrong = rolled.where(F.col("is_final") != (F.col("window_end") <= F.lit(watermark)))
         assert wrong.count() == 0, table.name
         if "stddev" in rolled.columns:  # per sensor
-            reference = recomputed(
-                final_readings,
-                table,
-                F.count(value).alias("count"),
-                F.avg(value).alias("avg"),
-                F.min(value).alias("min"),
-                F.max(value).alias("max"),
-                F.stddev(value).alias("stddev"),
-                F.min("event_time").alias("first_event_time"),
-                F.max("event_time").alias("last_event_time"),
-            )
+            reference = recomputed(final_readings, table, *sensor_measures())
             errors = rank_errors(final_readings, rolled, table)
             bound = percentile_rank_error(settings.gold_percentile_k)
-            within = errors.where(F.col("error") <= bound).count() / errors.count()
-            worst = errors.agg(F.max("error")).first()[0]
-            assert within >= 0.99 and worst <= 2 * bound, (table.name, within, worst, bound)
+            assert_within_rank_bound(errors, bound, table.name)
         else:  # per location
-            reference = recomputed(
-                final_readings,
-                table,
-                F.count(value).alias("count"),
-                F.avg(value).alias("avg"),
-                F.min(value).alias("min"),
-                F.max(value).alias("max"),
-                F.count_distinct("sensor_id").alias("active_sensors"),
-            )
+            reference = recomputed(final_readings, table, *location_measures())
         assert_measures_equal(rolled, reference, table)
 
 
@@ -468,8 +462,7 @@ def test_gold_job_killed_five_times_gives_the_same_tables(
     query.awaitTermination(600)
     assert query.exception() is None
     paths = {
-        t.name: (settings.gold_path(t.name), reference.gold_path(t.name))
-        for t in (*GOLD_TABLES, *(r.table for r in ROLLUPS))
+        t.name: (settings.gold_path(t.name), reference.gold_path(t.name)) for t in WINDOW_TABLES
     }
     paths["late"] = (settings.gold_late_readings_path, reference.gold_late_readings_path)
     paths["progress"] = (settings.gold_progress_path, reference.gold_progress_path)

@@ -122,14 +122,10 @@ def test_a_query_belongs_to_the_job_its_name_starts_with() -> None:
     ]
 
 
-def test_four_jobs_in_one_driver_each_commit_record_their_metrics_and_stop_cleanly(
-    spark: SparkSession, settings: Settings, tmp_path: Path
-) -> None:
-    produce(settings, 3000, seed=21, sensors=50)
-    runtime = tmp_path / "runtime"
-    env = job_env(settings, IOT_RUNTIME_DIR=str(runtime), ONE_DRIVER_MEMORY="1g")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "iot_lakehouse", "run", "alerts", "gold", "silver", "bronze"],
+def start_jobs(env: dict[str, str], *jobs: str) -> subprocess.Popen[str]:
+    """``iot-lakehouse run <jobs>`` in one driver, in a session of its own, stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "iot_lakehouse", "run", *jobs],
         env=env,
         cwd=PROJECT_ROOT,
         stdout=subprocess.DEVNULL,
@@ -137,6 +133,15 @@ def test_four_jobs_in_one_driver_each_commit_record_their_metrics_and_stop_clean
         text=True,
         start_new_session=True,
     )
+
+
+def test_four_jobs_in_one_driver_each_commit_record_their_metrics_and_stop_cleanly(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    produce(settings, 3000, seed=21, sensors=50)
+    runtime = tmp_path / "runtime"
+    env = job_env(settings, IOT_RUNTIME_DIR=str(runtime), ONE_DRIVER_MEMORY="1g")
+    proc = start_jobs(env, "alerts", "gold", "silver", "bronze")
     jobs = ("bronze", "silver", "gold", "alerts")
     try:
         deadline = time.monotonic() + 300
@@ -190,15 +195,7 @@ def test_in_one_driver_a_job_that_fails_for_good_is_restarted_alone_while_the_ot
     produce(settings, 500, seed=5, sensors=10)
     runtime = tmp_path / "runtime"
     env = job_env(settings, IOT_RUNTIME_DIR=str(runtime), ONE_DRIVER_MEMORY="1g")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "iot_lakehouse", "run", "bronze", "silver"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_jobs(env, "bronze", "silver")
     seen: list[dict[str, str]] = []
 
     def wait_until(what: str, done: Callable[[], bool]) -> None:

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from iot_lakehouse.gold import GOLD_TABLES, ROLLUPS, create_gold_tables
+from iot_lakehouse.gold import WINDOW_TABLES, create_gold_tables
 from iot_lakehouse.maintain import properties_to_set
 from iot_lakehouse.schemas import (
     CHANGE_FEED,
@@ -64,7 +64,7 @@ def test_gold_tables_keep_a_change_data_feed_also_when_an_older_version_made_the
 ) -> None:
     settings = Settings.from_env({}).with_(lakehouse_path=str(tmp_path / "lake"))
     create_gold_tables(spark, settings)
-    for table in (*GOLD_TABLES, *(r.table for r in ROLLUPS)):
+    for table in WINDOW_TABLES:
         configuration = DeltaTable(settings.gold_path(table.name)).metadata().configuration
         assert configuration.get("delta.enableChangeDataFeed") == "true", table.name
 

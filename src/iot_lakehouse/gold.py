@@ -310,6 +310,10 @@ ROLLUPS: tuple[Rollup, ...] = tuple(
 )
 
 
+# Every table the gold job keeps windows in.
+WINDOW_TABLES: tuple[GoldTable, ...] = (*GOLD_TABLES, *(r.table for r in ROLLUPS))
+
+
 def percentile_rank_error(k: int) -> float:
     """Rank error bound of a KLL sketch with parameter ``k``: with 99 % confidence every
     quantile it returns has a true rank within this much of the one asked for (DataSketches'
@@ -784,7 +788,7 @@ def echo_changed_rows(
 
 def create_gold_tables(spark: SparkSession, settings: Settings) -> None:
     """Create every gold table, the late-readings table and the progress log if missing."""
-    for table in (*GOLD_TABLES, *(r.table for r in ROLLUPS)):
+    for table in WINDOW_TABLES:
         table.create_if_missing(spark, settings)
     create_table_if_missing(spark, settings.gold_late_readings_path, GOLD_LATE_READINGS, [])
     create_table_if_missing(spark, settings.gold_progress_path, GOLD_PROGRESS, [])
@@ -808,7 +812,7 @@ def start_gold_stream(
         kv(
             job=JOB_NAME,
             source=settings.silver_readings_path,
-            tables=",".join(t.name for t in (*GOLD_TABLES, *(r.table for r in ROLLUPS))),
+            tables=",".join(t.name for t in WINDOW_TABLES),
             watermark=settings.gold_watermark,
             percentile_k=settings.gold_percentile_k,
             available_now=available_now,

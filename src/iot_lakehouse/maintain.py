@@ -87,11 +87,11 @@ class LakehouseTable:
 def lakehouse_tables(settings: Settings) -> tuple[LakehouseTable, ...]:
     """Every Delta table the jobs write, in pipeline order (ARCHITECTURE.md, docs/pipeline.md)."""
     from iot_lakehouse.dlq import history_path
-    from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES, ROLLUPS
+    from iot_lakehouse.gold import ALERT_COUNTS_TABLE, WINDOW_TABLES
 
     gold = [
         LakehouseTable(f"gold/{t.name}", settings.gold_path(t.name))
-        for t in (*GOLD_TABLES, *(r.table for r in ROLLUPS), ALERT_COUNTS_TABLE)
+        for t in (*WINDOW_TABLES, ALERT_COUNTS_TABLE)
     ]
     return (
         LakehouseTable("bronze/sensor_events", settings.bronze_events_path),
