@@ -240,6 +240,11 @@ class Settings:
     dashboard_port: int = 8501
     metrics_port: int = 9108  # `iot-lakehouse metrics`: Prometheus' /metrics
     dashboard_refresh_seconds: int = 5
+    # The serving job (`run serve`) writes to this MongoDB; empty: the local MongoDB-protocol
+    # server `iot-lakehouse mongo start` runs on MONGO_PORT.
+    serving_mongo_uri: str = ""
+    serving_mongo_database: str = "iot_serving"
+    mongo_port: int = 27017
     # Set by `rerun silver --from DATE` only: silver reads bronze ingested on or after it.
     silver_rebuild_from: date | None = None
 
@@ -329,6 +334,9 @@ class Settings:
             dashboard_refresh_seconds=_int(
                 e, "DASHBOARD_REFRESH_SECONDS", d.dashboard_refresh_seconds, 1
             ),
+            serving_mongo_uri=(e.get("SERVING_MONGO_URI") or d.serving_mongo_uri).strip(),
+            serving_mongo_database=e.get("SERVING_MONGO_DATABASE") or d.serving_mongo_database,
+            mongo_port=_int(e, "MONGO_PORT", d.mongo_port, 1),
         )
         settings.validate()
         return settings
@@ -360,6 +368,7 @@ class Settings:
             ("SOCKET_PORT", self.socket_port, 1),
             ("DASHBOARD_PORT", self.dashboard_port, 1),
             ("METRICS_PORT", self.metrics_port, 1),
+            ("MONGO_PORT", self.mongo_port, 1),
         ):
             if not lowest <= port <= 65535:
                 raise ConfigError(f"{name}={port}: use a TCP port from {lowest} to 65535")
@@ -477,6 +486,16 @@ class Settings:
     @property
     def kafka_dir(self) -> Path:
         return self.runtime_dir / "kafka"
+
+    @property
+    def mongo_dir(self) -> Path:
+        """The local MongoDB-protocol server's binary, data and log (``iot-lakehouse mongo``)."""
+        return self.runtime_dir / "mongo"
+
+    @property
+    def serving_uri(self) -> str:
+        """Where the serving job writes: SERVING_MONGO_URI, else the local server's URI."""
+        return self.serving_mongo_uri or f"mongodb://127.0.0.1:{self.mongo_port}/"
 
     @property
     def logs_dir(self) -> Path:
