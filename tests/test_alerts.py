@@ -127,7 +127,7 @@ def alerts_of(spark: SparkSession, settings: Settings) -> list[dict]:
 def test_each_alert_type_fires_on_its_pattern_and_clean_sensors_stay_quiet(
     spark: SparkSession, settings: Settings
 ) -> None:
-    settings = settings.with_(alerts_max_files_per_trigger=1)
+    settings = settings.with_(alerts_max_files_per_trigger=1, snapshot_in_first_batch=False)
     write_silver(spark, settings, scenario(), parts=8)
     run_alerts(spark, settings)
     alerts = alerts_of(spark, settings)
@@ -238,7 +238,7 @@ def test_five_sigkills_mid_stream_neither_lose_nor_repeat_alerts(
     run_alerts(spark, reference)
     # the backlog case: each commit in three files, read one per batch (18 batches, for five
     # kills), its later files behind the watermark the first one moved
-    settings = settings.with_(alerts_max_files_per_trigger=1)
+    settings = settings.with_(alerts_max_files_per_trigger=1, snapshot_in_first_batch=False)
     write_silver(spark, settings, rows, parts=6, files=3)
     kill_repeatedly_then_finish(
         "alerts",
@@ -247,6 +247,7 @@ def test_five_sigkills_mid_stream_neither_lose_nor_repeat_alerts(
         kills=5,
         seed=20,
         ALERTS_MAX_FILES_PER_TRIGGER="1",
+        SNAPSHOT_IN_FIRST_BATCH="false",
         KAFKA_ALERTS_TOPIC=settings.kafka_alerts_topic,
     )
     key = ("alert_id", "alert_type", "status", "event_time", "value", "threshold", "evidence")
@@ -277,7 +278,7 @@ def test_a_silver_commit_split_over_batches_gives_the_alerts_of_one_batch(
     whole = settings.with_(lakehouse_path=str(tmp_path / "whole"))
     write_silver(spark, whole, rows, parts=2)
     run_alerts(spark, whole)
-    split = settings.with_(alerts_max_files_per_trigger=1)
+    split = settings.with_(alerts_max_files_per_trigger=1, snapshot_in_first_batch=False)
     write_silver(spark, split, rows, parts=2, files=3)
     run_alerts(spark, split)
     assert len(list(Path(split.silver_readings_path).glob("*.parquet"))) > 2

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from delta.tables import DeltaTable as SparkDeltaTable
 from deltalake import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -228,6 +229,7 @@ def gold_settings(settings: Settings) -> Settings:
         quality_every_n_batches=0,
         silver_max_files_per_trigger=1,
         gold_max_files_per_trigger=2,  # silver writes 2 files per batch: ~4 gold batches
+        snapshot_in_first_batch=False,  # so from the start: late readings, state across batches
     )
 
 
@@ -425,6 +427,47 @@ def test_gold_equals_a_batch_recomputation_from_silver(
         assert_measures_equal(rolled, reference, table)
 
 
+def test_a_rebuild_after_maintain_files_no_compacted_reading_as_late(
+    spark: SparkSession, settings: Settings
+) -> None:
+    """OPTIMIZE gives the old readings of a day new files, newer than the next day's; Delta
+    orders a snapshot's files by modification time, so a gold query starting afresh that read
+    the snapshot a file a batch would pass the next day first and file the old day as late."""
+    settings = gold_settings(settings).with_(
+        gold_max_files_per_trigger=1,
+        snapshot_in_first_batch=True,  # the default
+    )
+    midnight = datetime(2026, 1, 5, tzinfo=UTC)
+    config = GeneratorConfig(
+        sensors=5,
+        rate=5.0,
+        count=6_000,
+        seed=6,
+        format="long",
+        start_time=midnight - timedelta(minutes=10),
+    )  # 23:50 to 00:10: two event dates, three silver files each
+    build_silver(spark, settings, config, parts=6)
+    compacted = (
+        SparkDeltaTable.forPath(spark, settings.silver_readings_path)
+        .optimize()
+        .where("event_date = '2026-01-04'")
+        .executeCompaction()
+        .first()["metrics"]
+    )
+    assert compacted["numFilesRemoved"] >= 2 and compacted["numFilesAdded"] == 1, compacted
+
+    query = start_gold_stream(spark, settings, available_now=True)
+    query.awaitTermination(600)
+    assert query.exception() is None
+
+    silver = spark.read.format("delta").load(settings.silver_readings_path)
+    late = spark.read.format("delta").load(settings.gold_late_readings_path)
+    assert late.count() == 0, late.groupBy(F.to_date("event_time")).count().collect()
+    five = spark.read.format("delta").load(settings.gold_path("sensor_metrics_5m"))
+    assert five.agg(F.sum("count")).first()[0] == silver.count() > 0
+    assert silver_gold_ledger(spark, settings).ok
+
+
 def test_gold_job_killed_five_times_gives_the_same_tables(
     spark: SparkSession, settings: Settings, tmp_path: Path
 ) -> None:
@@ -450,6 +493,7 @@ def test_gold_job_killed_five_times_gives_the_same_tables(
             ],
         ),
         GOLD_MAX_FILES_PER_TRIGGER="1",
+        SNAPSHOT_IN_FIRST_BATCH="false",
     )
 
     # The job process recorded its batches with their Kafka -> gold latency.

@@ -44,6 +44,7 @@ from pyspark.sql.streaming.stateful_processor import (
 from pyspark.sql.types import StringType, StructField, StructType
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
+from iot_lakehouse.checkpoints import delta_source_options
 from iot_lakehouse.console import echo_batch
 from iot_lakehouse.detectors import (
     FIRED,
@@ -446,10 +447,15 @@ def create_alert_tables(spark: SparkSession, settings: Settings) -> None:
     create_table_if_missing(spark, settings.alerts_clock_path, ALERTS_CLOCK, [])
 
 
-def _silver_stream(spark: SparkSession, settings: Settings) -> DataFrame:
+def _silver_stream(spark: SparkSession, settings: Settings, part: str) -> DataFrame:
+    """Silver as the source of the detector query ``part`` (its whole snapshot first when
+    the query starts afresh: ``checkpoints.delta_source_options``)."""
+    limit = settings.alerts_max_files_per_trigger
     return (
         spark.readStream.format("delta")
-        .options(**settings.source_limits(maxFilesPerTrigger=settings.alerts_max_files_per_trigger))
+        .options(
+            **delta_source_options(spark, settings, f"{JOB_NAME}/{part}", maxFilesPerTrigger=limit)
+        )
         .load(settings.silver_readings_path)
     )
 
@@ -475,7 +481,7 @@ def start_alerts_stream(
     detectors = [
         _start(
             detect_stateful(
-                _silver_stream(spark, settings), rules, settings.alerts_watermark, ticks
+                _silver_stream(spark, settings, STATEFUL), rules, settings.alerts_watermark, ticks
             ),
             STATEFUL,
             AlertsBatchWriter(spark, settings, STATEFUL, rules.version),
@@ -483,7 +489,7 @@ def start_alerts_stream(
             available_now,
         ),
         _start(
-            _silver_stream(spark, settings),
+            _silver_stream(spark, settings, STATIC),
             STATIC,
             AlertsBatchWriter(spark, settings, STATIC, ruleset.version, ruleset),
             settings,
@@ -495,7 +501,11 @@ def start_alerts_stream(
             query.awaitTermination()
     else:
         WallClock(spark, settings, detectors[0]).start()
-    counts_source = spark.readStream.format("delta").load(settings.alerts_path)
+    counts_source = (
+        spark.readStream.format("delta")
+        .options(**delta_source_options(spark, settings, f"{JOB_NAME}/{COUNTS}"))
+        .load(settings.alerts_path)
+    )
     counts = _start(
         counts_source, COUNTS, AlertCountsWriter(spark, settings), settings, available_now
     )

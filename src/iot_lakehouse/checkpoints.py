@@ -47,6 +47,28 @@ def has_progress(spark: SparkSession, checkpoint: str) -> bool:
     )
 
 
+# Delta's file limit per trigger high enough for any table: one batch reads it whole.
+WHOLE_SNAPSHOT = str(2**31 - 1)
+
+
+def delta_source_options(
+    spark: SparkSession, settings: Settings, checkpoint: str, **limits: int | str
+) -> dict[str, str]:
+    """Reader options of a Delta source whose query keeps event-time state (gold, alerts).
+
+    A query starting afresh (no offsets in ``checkpoint``, the name under ``_checkpoints/``)
+    reads the table's whole current snapshot in its first batch (SNAPSHOT_IN_FIRST_BATCH):
+    Delta orders a snapshot's files by modification time, which ``maintain``'s OPTIMIZE (or a
+    copy of the lakehouse) resets, so a snapshot read over several batches could pass old
+    readings after newer ones, behind a watermark those moved. Once the query has progress,
+    the per-trigger ``limits`` apply (new commits come in version order).
+    """
+    fresh = not has_progress(spark, settings.checkpoint_path(checkpoint))
+    if settings.snapshot_in_first_batch and fresh:
+        return {"maxFilesPerTrigger": WHOLE_SNAPSHOT}
+    return settings.source_limits(**limits)
+
+
 def query_checkpoints(settings: Settings, job: str) -> list[str]:
     """The checkpoint folder of each query of ``job``: one for most jobs, one per query for
     the alerts job (``_checkpoints/alerts/<query>``)."""
@@ -54,6 +76,10 @@ def query_checkpoints(settings: Settings, job: str) -> list[str]:
         from iot_lakehouse.alerts import QUERY_PARTS
 
         return [settings.checkpoint_path(f"{job}/{part}") for part in QUERY_PARTS]
+    if job == "serve":
+        from iot_lakehouse.serving import QUERY_PARTS as SERVING_PARTS
+
+        return [settings.checkpoint_path(f"{job}/{part}") for part in SERVING_PARTS]
     return [settings.checkpoint_path(job)]
 
 

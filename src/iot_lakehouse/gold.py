@@ -32,6 +32,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.types import BinaryType, StructType, TimestampType
 
 from iot_lakehouse.bronze import require_columns, start_foreach_batch
+from iot_lakehouse.checkpoints import delta_source_options
 from iot_lakehouse.console import echo_batch
 from iot_lakehouse.exactly_once import append_once
 from iot_lakehouse.logs import kv
@@ -801,7 +802,11 @@ def start_gold_stream(
     create_gold_tables(spark, settings)
     source = (
         spark.readStream.format("delta")
-        .options(**settings.source_limits(maxFilesPerTrigger=settings.gold_max_files_per_trigger))
+        .options(
+            **delta_source_options(
+                spark, settings, JOB_NAME, maxFilesPerTrigger=settings.gold_max_files_per_trigger
+            )
+        )
         .load(settings.silver_readings_path)
     )
     query = start_foreach_batch(

@@ -230,6 +230,10 @@ class Settings:
     alerts_idle_grace: str = "60 seconds"
     alert_rules_file: Path | None = None
     alerts_max_files_per_trigger: int = 100
+    # A gold or alerts query starting without a checkpoint (a rebuild) reads silver's current
+    # rows in its first batch, so its result does not depend on the order of silver's files
+    # (OPTIMIZE rewrites old rows into new files); false: in batches of *_MAX_FILES_PER_TRIGGER.
+    snapshot_in_first_batch: bool = True
     log_level: str = "INFO"
     log_format: str = "kv"
     # Every log file is rotated at LOG_MAX_MB, with LOG_BACKUPS older files kept.
@@ -245,6 +249,7 @@ class Settings:
     serving_mongo_uri: str = ""
     serving_mongo_database: str = "iot_serving"
     mongo_port: int = 27017
+    serving_max_files_per_trigger: int = 100
     # Set by `rerun silver --from DATE` only: silver reads bronze ingested on or after it.
     silver_rebuild_from: date | None = None
 
@@ -323,6 +328,7 @@ class Settings:
             alerts_max_files_per_trigger=_int(
                 e, "ALERTS_MAX_FILES_PER_TRIGGER", d.alerts_max_files_per_trigger, 1
             ),
+            snapshot_in_first_batch=_bool(e, "SNAPSHOT_IN_FIRST_BATCH", d.snapshot_in_first_batch),
             log_level=(e.get("LOG_LEVEL") or d.log_level).upper(),
             log_format=(e.get("LOG_FORMAT") or d.log_format).lower(),
             log_max_bytes=_int(e, "LOG_MAX_MB", d.log_max_bytes // 2**20, 1) * 2**20,
@@ -337,6 +343,9 @@ class Settings:
             serving_mongo_uri=(e.get("SERVING_MONGO_URI") or d.serving_mongo_uri).strip(),
             serving_mongo_database=e.get("SERVING_MONGO_DATABASE") or d.serving_mongo_database,
             mongo_port=_int(e, "MONGO_PORT", d.mongo_port, 1),
+            serving_max_files_per_trigger=_int(
+                e, "SERVING_MAX_FILES_PER_TRIGGER", d.serving_max_files_per_trigger, 1
+            ),
         )
         settings.validate()
         return settings
