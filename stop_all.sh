@@ -60,6 +60,7 @@ stop_recorded() {  # stop_recorded main|child: SIGTERM the live records of that 
 status=0
 stop_recorded main || status=1
 stop_recorded child || status=1  # jobs whose `all` died without stopping them
+stop_recorded service || status=1  # the local MongoDB server, after the jobs that write to it
 
 # The broker: its pid file is this checkout's; act on it only if that pid runs this broker.
 RUNTIME="$(dirname "$PIDS_DIR")"

@@ -65,6 +65,15 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 
 
 @pytest.fixture(scope="session")
+def ferretdb_bin_dir() -> Path:
+    """The local MongoDB-protocol server's binary, in the project's cache
+    (``.runtime/mongo/bin``), built there once if missing (Go, about 1.5 minutes)."""
+    from iot_lakehouse.mongo_server import install_ferretdb
+
+    return install_ferretdb(Settings.from_env({})).parent
+
+
+@pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     """One local Spark session (Delta + Kafka connector) shared by every test."""
     settings = Settings.from_env({}).with_(spark_master="local[2]", spark_driver_memory="2g")

@@ -233,6 +233,17 @@ def test_status_shows_each_job_of_a_one_driver_child_with_its_state(tmp_path: Pa
     ]
 
 
+def test_a_one_driver_child_shows_the_jobs_it_was_started_with(tmp_path: Path) -> None:
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        jobs = ("run", "bronze", "silver", "gold", "alerts", "serve")  # `all --with-mongo`
+        health = component_health([Child("jobs", running, tmp_path / "j.out", args=jobs)])
+    finally:
+        running.kill()
+        running.wait()
+    assert list(health) == ["bronze", "silver", "gold", "alerts", "serve"]
+
+
 def test_each_job_of_a_running_one_driver_child_shows_the_state_it_wrote(
     tmp_path: Path,
 ) -> None:
@@ -271,7 +282,7 @@ def test_a_child_that_died_is_started_again_after_its_backoff_and_one_that_finis
         return Child(child.name, proc, child.log, args=child.args)
 
     children = [
-        Child("jobs", died, tmp_path / "j.out", args=("run", "bronze"), started_at=0.0),
+        Child("jobs", died, tmp_path / "j.out", args=("run", "bronze", "silver"), started_at=0.0),
         Child("generator", finished, tmp_path / "g.out", args=("generate",), started_at=0.0),
     ]
     policy = RestartPolicy(restarts=None, healthy_s=600, first_delay_s=5)
@@ -283,7 +294,7 @@ def test_a_child_that_died_is_started_again_after_its_backoff_and_one_that_finis
         assert not started
         supervise(children, policy, 6.0, respawn)
         assert len(started) == 1 and children[0].proc is started[0]
-        assert children[0].restarts == 1 and children[0].args == ("run", "bronze")
+        assert children[0].restarts == 1 and children[0].args == ("run", "bronze", "silver")
         assert component_health(children)["silver"] == "up,restarts=1"
         supervise(children, policy, 100.0, respawn)
         assert len(started) == 1  # the finished generator stays ended

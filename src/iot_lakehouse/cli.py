@@ -50,13 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="the local Kafka broker (KRaft, no Docker)")
     kafka.add_argument("action", choices=["start", "stop", "status"])
 
+    mongo = sub.add_parser(
+        "mongo",
+        help="the local MongoDB-protocol server of the serving job (FerretDB on SQLite, built "
+        "with Go on first use; no Docker)",
+    )
+    mongo.add_argument("action", choices=["start", "stop", "status"])
+
     generate = sub.add_parser("generate", help="produce sensor readings to Kafka")
     add_generate_arguments(generate)
 
     run = sub.add_parser(
         "run", help="run a streaming job (several: side by side in one driver, one JVM)"
     )
-    run.add_argument("job", nargs="+", choices=["bronze", "silver", "gold", "alerts"])
+    run.add_argument("job", nargs="+", choices=["bronze", "silver", "gold", "alerts", "serve"])
     run.add_argument(
         "--available-now", action="store_true", help="process what is available now, then exit"
     )
@@ -220,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=START_ALL_SENSORS,
         help="number of simulated sensors (default %(default)s)",
     )
+    all_.add_argument(
+        "--with-mongo",
+        action="store_true",
+        help="also run the serving job into MongoDB: the local server (iot-lakehouse mongo "
+        "start) unless SERVING_MONGO_URI names one; with SERVING_MONGO_URI set it runs anyway",
+    )
     return parser
 
 
@@ -251,6 +264,19 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             status = broker.status()
             print(status.describe())
             return 0 if status.reachable else 3
+        return 0
+    if args.command == "mongo":
+        from iot_lakehouse.mongo_server import LocalMongoServer
+
+        server = LocalMongoServer(settings)
+        if args.action == "start":
+            print(server.start().describe())
+        elif args.action == "stop":
+            print("stopped" if server.stop() else "not running")
+        else:
+            mongo_status = server.status()
+            print(mongo_status.describe())
+            return 0 if mongo_status.running else 3
         return 0
     if args.command == "generate":
         from iot_lakehouse.generator import config_from_args, run_generator
@@ -373,7 +399,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "all":
         from iot_lakehouse.supervisor import run_all
 
-        return run_all(settings, args.duration, args.rate, args.sensors)
+        return run_all(settings, args.duration, args.rate, args.sensors, args.with_mongo)
     raise AssertionError(args.command)
 
 

@@ -19,6 +19,10 @@ class BrokerError(LakehouseError):
     """The local Kafka broker could not be started, reached or stopped."""
 
 
+class MongoError(LakehouseError):
+    """The local MongoDB-protocol server (FerretDB) could not be started, reached or stopped."""
+
+
 class JobError(LakehouseError):
     """A streaming job could not start or stopped with an error."""
 

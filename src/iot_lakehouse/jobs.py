@@ -30,7 +30,7 @@ from iot_lakehouse.checkpoints import (
 from iot_lakehouse.consumer_group import ConsumerGroupPublisher
 from iot_lakehouse.errors import DriverBroken, JobError, JobRefused
 from iot_lakehouse.gold import start_gold_stream
-from iot_lakehouse.layers import layer_table_paths
+from iot_lakehouse.layers import LAYERS, layer_table_paths
 from iot_lakehouse.logs import kv
 from iot_lakehouse.quality import wait_for_validations
 from iot_lakehouse.restarts import (
@@ -40,6 +40,7 @@ from iot_lakehouse.restarts import (
     keep_running,
     up_state,
 )
+from iot_lakehouse.serving import start_serving_stream
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.silver import start_silver_stream
 from iot_lakehouse.spark_session import build_spark
@@ -65,6 +66,7 @@ JOBS: dict[str, JobStarter] = {
     "silver": start_silver_stream,
     "gold": start_gold_stream,
     "alerts": start_alerts_stream,
+    "serve": start_serving_stream,
 }
 
 # The Delta tables each job's queries stream from, the one it waits for first (none: Kafka or
@@ -74,6 +76,7 @@ UPSTREAM: dict[str, Callable[[Settings], tuple[str, ...]]] = {
     "silver": lambda s: (s.bronze_events_path,),
     "gold": lambda s: (s.silver_readings_path,),
     "alerts": lambda s: (s.silver_readings_path, s.alerts_path),  # counts read gold/alerts
+    "serve": lambda s: (s.silver_readings_path, s.alerts_path),
 }
 
 
@@ -427,7 +430,9 @@ def run_in_session(
         if not wait_for_upstream(spark, job, settings, available_now, stop):
             return
         refuse_damaged_checkpoint(settings, job)
-        if job != "bronze":  # bronze resumes after the offsets in its table instead
+        # bronze resumes after the offsets in its table instead; serve's upserts keep the
+        # newer value, so reading its input again changes nothing
+        if job in LAYERS and job != "bronze":
             refuse_lost_checkpoint(spark, settings, job, layer_table_paths(job, settings))
 
         def run_once() -> None:

@@ -25,7 +25,14 @@ logger = logging.getLogger(__name__)
 GRACEFUL_STOP_S = 60.0
 PIDS_DIR = "pids"  # under the runtime folder: the pid records stop_all.sh acts on
 BRONZE_HEAD_START_S = 60.0  # the other jobs start at bronze's first commit or after this
-STATUS_ORDER = ("bronze", "silver", "gold", "alerts", "generator")  # pipeline order on screen
+STATUS_ORDER = (
+    "bronze",
+    "silver",
+    "gold",
+    "alerts",
+    "serve",
+    "generator",
+)  # pipeline order on screen
 OPS_FOLDER = "_ops/"  # `maintain --table _ops/`: the tables that gain a small file per batch
 
 
@@ -153,7 +160,7 @@ def component_health(children: list[Child], runtime_dir: Path | None = None) -> 
             if child.proc.poll() is None and runtime_dir is not None
             else {}
         )
-        for name in PIPELINE_JOBS:
+        for name in child.args[1:] or PIPELINE_JOBS:  # its args: run <job> <job> …
             health[name] = jobs.get(name, state)
     return dict(sorted(health.items(), key=lambda item: rank.get(item[0], len(rank))))
 
@@ -229,6 +236,7 @@ def start_downstream_jobs(
     bronze: Child,
     stop: threading.Event,
     head_start: float = BRONZE_HEAD_START_S,
+    jobs: tuple[str, ...] = PIPELINE_JOBS,
 ) -> None:
     """Start silver, gold and alerts once bronze has committed its first micro-batch (or after
     ``head_start`` seconds, or when bronze exits). Four JVMs starting at once share the cores:
@@ -244,8 +252,9 @@ def start_downstream_jobs(
         pass
     if stop.is_set():  # Ctrl-C while bronze was starting: start nothing more
         return
-    for job in ("silver", "gold", "alerts"):
-        run_job(job)
+    for job in jobs:
+        if job != "bronze":
+            run_job(job)
 
 
 def run_all(
@@ -253,9 +262,14 @@ def run_all(
     duration: float | None,
     rate: float,
     sensors: int,
+    with_mongo: bool = False,
     status_interval: float = 5.0,
 ) -> int:
-    """Run broker + generator + jobs until Ctrl-C, SIGTERM or ``duration`` seconds; 0 if clean."""
+    """Run broker + generator + jobs until Ctrl-C, SIGTERM or ``duration`` seconds; 0 if clean.
+
+    The serving job runs too when SERVING_MONGO_URI is set or ``with_mongo`` is given; with
+    ``with_mongo`` and no SERVING_MONGO_URI, the local MongoDB server is started first (and
+    stopped at the end if this run started it)."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -266,6 +280,21 @@ def run_all(
     broker = LocalKafkaBroker(settings)
     started_broker = not broker.status().reachable
     broker.start()
+    serve = with_mongo or bool(settings.serving_mongo_uri)
+    jobs: tuple[str, ...] = (*PIPELINE_JOBS, "serve") if serve else PIPELINE_JOBS
+    mongo = None
+    if with_mongo and not settings.serving_mongo_uri:
+        from iot_lakehouse.mongo_server import LocalMongoServer
+
+        mongo = LocalMongoServer(settings)
+        if mongo.status().running:
+            mongo = None  # someone else's start: theirs to stop
+        try:
+            (mongo or LocalMongoServer(settings)).start()
+        except Exception:
+            if started_broker:
+                broker.stop()
+            raise
     children: list[Child] = []
     compaction: Compaction | None = None
     pids_dir = settings.runtime_dir / PIDS_DIR  # stop_all.sh stops recorded children only
@@ -278,9 +307,7 @@ def run_all(
             return child
 
         if settings.jobs_in_one_driver:  # one JVM: its jobs wait for their upstream tables
-            children.append(
-                spawn(ONE_DRIVER, ["run", *PIPELINE_JOBS], settings.logs_dir, pids_dir=pids_dir)
-            )
+            children.append(spawn(ONE_DRIVER, ["run", *jobs], settings.logs_dir, pids_dir=pids_dir))
         else:
             run_job("bronze")
         children.append(
@@ -305,7 +332,7 @@ def run_all(
             )
         )
         if not settings.jobs_in_one_driver:
-            start_downstream_jobs(settings, run_job, children[0], stop)
+            start_downstream_jobs(settings, run_job, children[0], stop, jobs=jobs)
         if settings.generator_api_port:
             api = f"http://{settings.generator_api_host}:{settings.generator_api_port}/docs"
             logger.info(
@@ -359,8 +386,8 @@ def run_all(
                     for name, value in rates.items()
                     if value is not None
                 )
-                jobs = " ".join(f"{name}={state}" for name, state in health.items())
-                parts = (time.strftime("%H:%M:%S"), counts.line(), per_s, jobs)
+                states = " ".join(f"{name}={state}" for name, state in health.items())
+                parts = (time.strftime("%H:%M:%S"), counts.line(), per_s, states)
                 print(" ".join(part for part in parts if part), flush=True)
         # Ctrl-C or the end of --duration: a failure is a child found dead then, not one that
         # died earlier and was started again.
@@ -369,4 +396,6 @@ def run_all(
         stop_children(children + ([compaction.child] if compaction and compaction.child else []))
         if started_broker:
             broker.stop()
+        if mongo is not None:
+            mongo.stop()
     return 1 if failed else 0
