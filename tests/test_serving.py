@@ -93,6 +93,11 @@ def test_latest_readings_keep_the_newer_value_per_metric() -> None:
     updates = {u._filter["_id"]: u._doc["$set"] for u in latest_updates(batch, stored)}
     assert set(updates["s1"]) == {"readings.humidity", "last_event_time", "location"}
     assert updates["s2"]["readings.temperature"]["value"] == 21.0
+    moved = {**reading("s3", "temperature", 7, 1.0), "location": "building-B/floor-2"}
+    older = reading("s3", "humidity", 5, 2.0)  # after the newer one in the batch
+    fields = latest_updates([moved, older], {})[0]._doc["$set"]
+    assert fields["location"] == "building-B/floor-2"
+    assert fields["last_event_time"] == T0 + timedelta(minutes=7)
     again = {"s2": {"readings": {"temperature": {"event_time": T0 + timedelta(minutes=6)}}}}
     replayed = latest_updates([batch[2]], again)  # the same reading again: the same value
     assert replayed[0]._doc["$set"]["readings.temperature"]["value"] == 21.0

@@ -142,9 +142,9 @@ def latest_updates(
             "alert_type": r["alert_type"],
             "severity": r["severity"],
         }
-        newest = max(at, fields.get("last_event_time") or at)
-        if _newer(newest, _field(doc, "last_event_time")):
-            fields["last_event_time"] = newest
+        previous = fields.get("last_event_time")
+        if (previous is None or at >= previous) and _newer(at, _field(doc, "last_event_time")):
+            fields["last_event_time"] = at  # and the location of the sensor's newest reading
             fields["location"] = r["location"]
     return [UpdateOne({"_id": s}, {"$set": f}, upsert=True) for s, f in sets.items()]
 
@@ -157,7 +157,6 @@ def open_alert_updates(
     state: dict[str, dict[str, Any]] = {
         s: dict(_field(doc, "open_alerts") or {}) for s, doc in stored.items()
     }
-    cleared: dict[str, dict[str, datetime]] = {}
     touched: dict[str, set[str]] = {}
     for a in sorted(alerts, key=lambda a: (a["event_time"], a["status"] == CLEARED)):
         if not a["sensor_id"]:
@@ -178,7 +177,6 @@ def open_alert_updates(
             touched.setdefault(sensor, set()).add(key)
         elif a["status"] == CLEARED and current is not None and _newer(at, current["event_time"]):
             del state[sensor][key]
-            cleared.setdefault(sensor, {})[key] = at
             touched.setdefault(sensor, set()).add(key)
     updates = []
     for sensor, keys in touched.items():
