@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -192,6 +193,13 @@ def test_the_documents_are_gold_alerts_and_the_newest_silver_readings(
 
     # Read again from the start (a lost checkpoint): the same documents.
     shutil.rmtree(served.checkpoint_path("serve"))
+    run_serve(spark, served)
+    assert collections(served) == served_now
+
+    # A rebuild (`rerun alerts`) deletes the rows, then appends them again: the same documents.
+    rows = spark.read.format("delta").load(served.alerts_path).localCheckpoint()
+    DeltaTable.forPath(spark, served.alerts_path).delete()
+    rows.write.format("delta").mode("append").save(served.alerts_path)
     run_serve(spark, served)
     assert collections(served) == served_now
 

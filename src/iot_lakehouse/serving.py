@@ -351,8 +351,12 @@ def wait_for_alerts_table(spark: SparkSession, settings: Settings, available_now
 
 
 def _source(spark: SparkSession, settings: Settings, path: str, part: str) -> DataFrame:
+    """``path`` as the stream of query ``part``. ``rerun`` deletes a layer's rows before it
+    rebuilds them: such a commit is skipped (``skipChangeCommits``), and the rebuilt rows,
+    appended again, are upserted by their ``_id`` again."""
     return (
         spark.readStream.format("delta")
+        .option("skipChangeCommits", "true")
         .options(
             **delta_source_options(
                 spark,
