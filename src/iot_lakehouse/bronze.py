@@ -49,6 +49,8 @@ from iot_lakehouse.schemas import (
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
+from iot_lakehouse.spark_session import expression_mode, use_expression_mode
+from iot_lakehouse.stream_metrics import LATEST_INPUT_ROWS
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,28 @@ def with_trigger(
     return writer.trigger(processingTime=settings.trigger_interval_of(job))
 
 
+def sized(
+    sink: Callable[[DataFrame, int], None],
+    driver: SparkSession,
+    settings: Settings,
+    query_name: str,
+) -> Callable[[DataFrame, int], None]:
+    """``sink``, run with interpreted expressions while batches are small
+    (``INTERPRETED_BELOW_ROWS``, ``spark_session.expression_mode``): on the query's own
+    session (the batch's: its parsing, judging, appends) by the query's newest batch, on the
+    driver's (MERGEs, table reads), which the jobs of a driver share, by all of theirs."""
+    below = settings.interpreted_below_rows if settings.spark_tuning else 0
+
+    def run(batch: DataFrame, batch_id: int) -> None:
+        rows = LATEST_INPUT_ROWS.get(query_name)
+        own = {} if rows is None else {query_name: rows}
+        use_expression_mode([batch.sparkSession], expression_mode(own, below))
+        use_expression_mode([driver], expression_mode(LATEST_INPUT_ROWS, below))
+        sink(batch, batch_id)
+
+    return run
+
+
 def start_foreach_batch(
     df: DataFrame,
     query_name: str,
@@ -94,7 +118,7 @@ def start_foreach_batch(
     writer = (
         df.writeStream.queryName(query_name)
         .option("checkpointLocation", settings.checkpoint_path(checkpoint))
-        .foreachBatch(sink)
+        .foreachBatch(sized(sink, df.sparkSession, settings, query_name))
     )
     job = query_name.split("_")[0]
     return with_trigger(writer, settings, available_now, job).start()

@@ -200,6 +200,9 @@ class Settings:
     spark_shuffle_partitions: int = 2
     spark_ui_enabled: bool = False
     spark_tuning: bool = True  # False: Spark's defaults (as the bench's textbook job runs)
+    # A query whose newest batch had fewer input rows than this runs its next one with
+    # interpreted expressions instead of generated code (0: always generated code).
+    interpreted_below_rows: int = 20_000
     trigger_interval: str = "5 seconds"
     # Gold's and alerts' own trigger intervals (empty: TRIGGER_INTERVAL). Each batch pays
     # seconds of fixed cost: fewer gold and alert batches leave the shared cores to bronze and
@@ -291,6 +294,7 @@ class Settings:
             ),
             spark_ui_enabled=_bool(e, "SPARK_UI_ENABLED", d.spark_ui_enabled),
             spark_tuning=_bool(e, "SPARK_TUNING", d.spark_tuning),
+            interpreted_below_rows=_int(e, "INTERPRETED_BELOW_ROWS", d.interpreted_below_rows, 0),
             trigger_interval=e.get("TRIGGER_INTERVAL") or d.trigger_interval,
             gold_trigger_interval=e.get("GOLD_TRIGGER_INTERVAL", d.gold_trigger_interval),
             alerts_trigger_interval=e.get("ALERTS_TRIGGER_INTERVAL", d.alerts_trigger_interval),

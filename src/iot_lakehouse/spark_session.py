@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,30 @@ def tuning(settings: Settings) -> dict[str, str]:
         # Delta scans pinned to a version: a second copy is a Spark job per MERGE for nothing.
         "spark.databricks.delta.merge.materializeSource": "none",
     }
+
+
+# Spark's switch between generated code and interpreted expressions for projections,
+# predicates and orderings outside whole-stage code generation (an internal SQL setting).
+EXPRESSION_MODE = "spark.sql.codegen.factoryMode"
+INTERPRETED, GENERATED = "NO_CODEGEN", "FALLBACK"
+
+
+def expression_mode(latest_rows: Mapping[str, int], below: int) -> str:
+    """INTERPRETED while every query's newest batch held fewer than ``below`` input rows (and
+    one has been seen), else GENERATED (Spark's default). Generated code costs each task and
+    each plan the same whatever its rows (Spark builds the code's text again to find the
+    compiled class in its cache); interpreted expressions cost per row: small batches gain,
+    a backlog's large ones would lose (docs/benchmarks.md)."""
+    if below <= 0 or not latest_rows or max(latest_rows.values()) >= below:
+        return GENERATED
+    return INTERPRETED
+
+
+def use_expression_mode(sessions: Sequence[SparkSession], mode: str) -> None:
+    """Set ``mode`` on ``sessions`` (a query's own session and the driver's), where it differs."""
+    for session in sessions:
+        if session.conf.get(EXPRESSION_MODE, GENERATED) != mode:
+            session.conf.set(EXPRESSION_MODE, mode)
 
 
 def driver_java_options(

@@ -36,6 +36,9 @@ FLUSH_EVERY_S = 10.0  # one small file per job and flush: `iot-lakehouse maintai
 
 _ACTIVE: dict[str, StreamMetricsRecorder] = {}  # job -> this process's recorder, while it runs
 _ACTIVE_LOCK = threading.Lock()
+# query name -> input rows of its newest finished batch in this process (every query, recorded
+# or not): how large the driver's batches are now (``spark_session.expression_mode``)
+LATEST_INPUT_ROWS: dict[str, int] = {}
 # The one listener of the process: PySpark turns every progress event into Python objects
 # once per registered listener, over many Py4J calls, so the jobs of one driver share it.
 _LISTENER: list[StreamMetricsListener] = []  # at most one, while a recorder is active
@@ -356,6 +359,7 @@ class StreamMetricsListener(StreamingQueryListener):
         logger.info("query started %s", kv(job=recorder.job, query=event.name, query_id=event.id))
 
     def onQueryProgress(self, event: Any) -> None:
+        LATEST_INPUT_ROWS[event.progress.name or ""] = int(event.progress.numInputRows or 0)
         recorder = _ACTIVE.get(job_of_query(event.progress.name))
         if recorder is None:
             return
