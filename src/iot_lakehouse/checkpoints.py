@@ -54,7 +54,7 @@ WHOLE_SNAPSHOT = str(2**31 - 1)
 def delta_source_options(
     spark: SparkSession, settings: Settings, checkpoint: str, **limits: int | str
 ) -> dict[str, str]:
-    """Reader options of a Delta source whose query keeps event-time state (gold, alerts).
+    """Reader options of a Delta source of gold, the alerts or the serving job.
 
     A query starting afresh (no offsets in ``checkpoint``, the name under ``_checkpoints/``)
     reads the table's whole current snapshot in its first batch (SNAPSHOT_IN_FIRST_BATCH):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ SOCKET_TIMEOUT_MS = 30_000
 ALERTS_TABLE_WAIT_S = 120.0
 
 T = TypeVar("T")
+# The two queries of the job both read and upsert sensor_latest documents: one at a time, so
+# two upserts of a new sensor's document never race (a duplicate-key failure; FerretDB then
+# answers without the counts pymongo reads).
+_LATEST_LOCK = threading.Lock()
 
 
 # --- documents (pure) ---
@@ -297,8 +302,9 @@ class ServingWriter:
         written = with_retries(self.settings, "alerts", lambda: bulk(alerts, upserts))
 
         def open_alerts() -> int:
-            stored = stored_sensors(latest, [r["sensor_id"] for r in rows], "open_alerts")
-            return bulk(latest, open_alert_updates(rows, stored))
+            with _LATEST_LOCK:
+                stored = stored_sensors(latest, [r["sensor_id"] for r in rows], "open_alerts")
+                return bulk(latest, open_alert_updates(rows, stored))
 
         return written + with_retries(self.settings, "open alerts", open_alerts)
 
@@ -317,8 +323,9 @@ class ServingWriter:
         latest = self.db[LATEST_COLLECTION]
 
         def write() -> int:
-            stored = stored_sensors(latest, [r["sensor_id"] for r in rows], "readings")
-            return bulk(latest, latest_updates(rows, stored))
+            with _LATEST_LOCK:
+                stored = stored_sensors(latest, [r["sensor_id"] for r in rows], "readings")
+                return bulk(latest, latest_updates(rows, stored))
 
         return with_retries(self.settings, "latest readings", write)
 

@@ -352,6 +352,7 @@ class StreamMetricsListener(StreamingQueryListener):
     job records in this process: one listener for all the jobs of a driver."""
 
     def onQueryStarted(self, event: Any) -> None:
+        LATEST_INPUT_ROWS.pop(event.name or "", None)  # restarted: its backlog may be large
         recorder = _ACTIVE.get(job_of_query(event.name))
         if recorder is None:
             return
