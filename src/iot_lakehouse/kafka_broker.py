@@ -27,6 +27,7 @@ from confluent_kafka.cimpl import NewTopic
 from iot_lakehouse import jvm_deps
 from iot_lakehouse.errors import BrokerError, DependencyError
 from iot_lakehouse.logs import kv
+from iot_lakehouse.processes import alive, read_pid, reap
 from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -148,26 +149,11 @@ class LocalKafkaBroker:
 
     # -- inspection ---------------------------------------------------------------------------
     def _pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.pid_file)
 
     @staticmethod
     def _alive(pid: int | None) -> bool:
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:  # a zombie child is not alive
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return True
+        return alive(pid)
 
     def _admin(self) -> AdminClient:
         return AdminClient(
@@ -341,13 +327,13 @@ class LocalKafkaBroker:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while self._alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
+            reap(pid)
             time.sleep(0.2)
         if self._alive(pid):
             logger.warning("kafka broker did not stop in time, killing it %s", kv(pid=pid))
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)
-        _reap(pid)
+        reap(pid)
         self.pid_file.unlink(missing_ok=True)
         logger.info("kafka broker stopped %s", kv(pid=pid))
         return True
@@ -359,7 +345,7 @@ class LocalKafkaBroker:
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
             while self._alive(pid):
-                _reap(pid)
+                reap(pid)
                 time.sleep(0.1)
 
     def _log_tail(self, lines: int = 25) -> str:
@@ -371,14 +357,6 @@ class LocalKafkaBroker:
             except OSError:
                 continue
         return "\n".join(tail[-lines:]) if tail else "(no log)"
-
-
-def _reap(pid: int) -> None:
-    """Collect a child's exit status so it does not linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def new_cluster_id() -> str:

@@ -26,6 +26,7 @@ from pymongo.errors import PyMongoError
 
 from iot_lakehouse.errors import DependencyError, MongoError
 from iot_lakehouse.logs import kv, rotate_if_large
+from iot_lakehouse.processes import alive, read_pid, reap
 from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -188,25 +189,11 @@ class LocalMongoServer:
 
     # -- inspection ---------------------------------------------------------------------------
     def _pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.pid_file)
 
     @staticmethod
     def _alive(pid: int) -> bool:
-        """True if process ``pid`` exists and is not a zombie."""
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-        except OSError:
-            return True  # no /proc: it exists
+        return alive(pid)
 
     def _ours(self, pid: int | None) -> bool:
         """True if ``pid`` is alive and runs this folder's server."""
@@ -351,15 +338,15 @@ class LocalMongoServer:
         # from here on the pid alone: an exiting process's command line reads empty
         deadline = time.monotonic() + timeout
         while self._alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
+            reap(pid)
             time.sleep(0.1)
         if self._alive(pid):
             logger.warning("mongo server did not stop in time, killing it %s", kv(pid=pid))
             os.kill(pid, signal.SIGKILL)
             while self._alive(pid):
-                _reap(pid)
+                reap(pid)
                 time.sleep(0.1)
-        _reap(pid)
+        reap(pid)
         self.pid_file.unlink(missing_ok=True)
         self._drop_pid(pid)
         logger.info("mongo server stopped %s", kv(pid=pid))
@@ -389,11 +376,3 @@ class LocalMongoServer:
         except OSError:
             return "(no log)"
         return "\n".join(tail) if tail else "(empty log)"
-
-
-def _reap(pid: int) -> None:
-    """Collect a child's exit status so it does not linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -32,6 +32,7 @@ from typing import Any
 
 from iot_lakehouse.errors import ClusterError, DependencyError
 from iot_lakehouse.logs import kv
+from iot_lakehouse.processes import alive, reap
 
 logger = logging.getLogger(__name__)
 
@@ -247,19 +248,8 @@ def wait_until_ready(
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    reap(pid)  # if it is our child and has exited
+    return alive(pid)
 
 
 def _is_spark_daemon(pid: int) -> bool:

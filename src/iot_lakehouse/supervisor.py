@@ -286,11 +286,11 @@ def run_all(
     if with_mongo and not settings.serving_mongo_uri:
         from iot_lakehouse.mongo_server import LocalMongoServer
 
-        mongo = LocalMongoServer(settings)
-        if mongo.status().running:
-            mongo = None  # someone else's start: theirs to stop
+        server = LocalMongoServer(settings)
+        started_before = server.status().running  # someone else's start: theirs to stop
         try:
-            (mongo or LocalMongoServer(settings)).start()
+            server.start()
+            mongo = None if started_before else server
         except Exception:
             if started_broker:
                 broker.stop()
