@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -10,13 +12,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "iot_lakehouse", *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -33,3 +36,19 @@ def test_the_license_file_is_the_license_pyproject_names() -> None:
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_health_exits_0_only_while_the_driver_runs_with_its_jobs_up(tmp_path: Path) -> None:
+    env = {"IOT_RUNTIME_DIR": str(tmp_path)}
+    done = run_cli("health", env=env)
+    assert done.returncode == 1 and "no job states" in done.stdout
+    states = tmp_path / "job_states.json"
+    states.write_text(json.dumps({"pid": os.getpid(), "jobs": {"bronze": "up", "gold": "up"}}))
+    done = run_cli("health", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bronze=up gold=up" in done.stdout
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    states.write_text(json.dumps({"pid": gone.pid, "jobs": {"bronze": "up"}}))
+    done = run_cli("health", env=env)
+    assert done.returncode == 1 and "not running" in done.stdout

@@ -12,6 +12,7 @@ image runs uv.lock's pyspark on Java 17 with the venv on PATH.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shlex
 import tomllib
@@ -39,8 +40,20 @@ KAFKA = "kafka"
 KAFKA_INIT = "kafka-init"
 MASTER = "spark-master"
 WORKER = "spark-worker"
-JOBS = ("bronze", "silver", "gold", "alerts", "serve")
-REQUIRED_SERVICES = {KAFKA, KAFKA_INIT, MASTER, WORKER, *JOBS, "generator", "mongo"}
+# Services that run jobs: the four pipeline jobs in one driver, as ./start_all.sh runs them.
+JOB_SERVICES = {"jobs": ["bronze", "silver", "gold", "alerts"], "serve": ["serve"]}
+MONITORING = ("metrics", "prometheus", "grafana")
+REQUIRED_SERVICES = {
+    KAFKA, KAFKA_INIT, MASTER, WORKER, *JOB_SERVICES, "generator", "dashboard", "mongo",
+    *MONITORING,
+}  # fmt: skip
+# Optional parts: started only with `docker compose --profile <name> up`.
+PROFILES = {
+    "mongo": "mongo", "serve": "mongo", "metrics": "monitoring", "prometheus": "monitoring",
+    "grafana": "monitoring",
+}  # fmt: skip
+PROMETHEUS_PORT = 9090  # prom/prometheus' default --web.listen-address
+GRAFANA_DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "iot-lakehouse.json"
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 SPARK_MASTER_DEFAULT_PORT = 7077
@@ -347,11 +360,13 @@ def test_project_services_settings_are_honoured(services: dict[str, Service]) ->
 
 def test_commands_are_valid_cli_invocations(services: dict[str, Service]) -> None:
     args = cli_args(services)
-    for job in JOBS:
-        assert command_of(services[job])[:1] == [CLI], f"{job} must run `{CLI} run {job}`"
-        assert args[job].command == "run", f"{job} runs `{args[job].command}`, not `run {job}`"
-        assert args[job].job == [job], f"service {job} runs the {args[job].job} job(s)"
-        assert not args[job].available_now, f"{job} must stream, not drain and exit"
+    for name, jobs in JOB_SERVICES.items():
+        expected = f"`{CLI} run {' '.join(jobs)}`"
+        assert command_of(services[name])[:1] == [CLI], f"{name} must run {expected}"
+        assert args[name].command == "run", f"{name} runs `{args[name].command}`, not {expected}"
+        assert args[name].job == jobs, f"service {name} runs the {args[name].job} job(s)"
+        assert not args[name].available_now, f"{name} must stream, not drain and exit"
+    assert set(job_services(services)) == set(JOB_SERVICES), "one service per driver"
     assert args["generator"].command == "generate", "the generator service must run `generate`"
 
 
@@ -694,3 +709,90 @@ def test_dockerignore_keeps_what_the_dockerfile_copies(dockerfile: list[str]) ->
     assert "uv.lock" in sources, f"{DOCKERFILE.name} must COPY uv.lock"
     kept_out = [path for path in needed if ignored(path)]
     assert not kept_out, f"{DOCKERIGNORE.name} leaves out {kept_out}, which the image needs"
+
+
+# ---------------------------------------------------------------- health, profiles, monitoring
+
+
+def test_optional_parts_sit_behind_their_profiles(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        profiles = service.get("profiles") or []
+        expected = [PROFILES[name]] if name in PROFILES else []
+        assert profiles == expected, f"{name} has profiles {profiles}, expected {expected}"
+
+
+def probed_url(service: Service) -> tuple[int, str]:
+    """(port, path) of the localhost URL a healthcheck opens."""
+    match = re.search(r"http://localhost:(\d+)(/[^'\"\s]*)", healthcheck_text(service))
+    assert match, f"healthcheck {healthcheck_text(service)!r} opens no http://localhost URL"
+    return int(match[1]), match[2]
+
+
+def test_long_running_project_services_have_healthchecks_on_what_they_serve(
+    services: dict[str, Service],
+) -> None:
+    jobs = (services["jobs"].get("healthcheck") or {}).get("test") or []
+    assert jobs[:1] == ["CMD"], f"jobs' healthcheck must be an exec form: {jobs}"
+    assert parse_cli("jobs", [str(arg) for arg in jobs[2:]]).command == "health", (
+        f"jobs' healthcheck must run `{CLI} health` (the driver and each job up): {jobs}"
+    )
+    assert jobs[1] == CLI
+    served = {  # service: (the port its settings listen on, the address it binds, path)
+        "generator": ("generator_api_port", "generator_api_host", "/health"),
+        "dashboard": ("dashboard_port", "dashboard_host", "/_stcore/health"),
+        "metrics": ("metrics_port", "metrics_host", "/metrics"),
+    }
+    for name, (port_field, host_field, path) in served.items():
+        settings = settings_of(name, services[name])
+        port = getattr(settings, port_field)
+        assert probed_url(services[name]) == (port, path), (
+            f"{name}'s healthcheck must open http://localhost:{port}{path}"
+        )
+        assert getattr(settings, host_field) == "0.0.0.0", (
+            f"{name} must listen on 0.0.0.0 in its container to be reached from outside it"
+        )
+        if name != "metrics":  # Prometheus reaches metrics inside the network
+            assert port in published(services[name]), f"{name} must publish its port {port}"
+
+
+def test_prometheus_scrapes_the_metrics_service(services: dict[str, Service]) -> None:
+    prometheus = services["prometheus"]
+    flags = dict(arg.partition("=")[::2] for arg in command_of(prometheus))
+    config_file = flags.get("--config.file", "")
+    (source,) = [m[0] for m in mounts(prometheus) if m[1] == config_file]
+    config = yaml.safe_load((ROOT / source).read_text())
+    targets = [
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    ]
+    port = settings_of("metrics", services["metrics"]).metrics_port
+    assert targets == [f"metrics:{port}"], f"Prometheus scrapes {targets}, not metrics:{port}"
+    assert probed_url(prometheus)[0] == PROMETHEUS_PORT
+    assert published(prometheus).get(PROMETHEUS_PORT), "Prometheus' UI must be published"
+
+
+def test_grafana_shows_the_projects_dashboard_from_prometheus(
+    services: dict[str, Service],
+) -> None:
+    grafana = services["grafana"]
+    folders = {target: ROOT / source for source, target, _ in mounts(grafana) if source[0] == "."}
+    provisioning = folders["/etc/grafana/provisioning"]
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["url"] == f"http://prometheus:{PROMETHEUS_PORT}"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "iot-lakehouse.yml").read_text())[
+        "providers"
+    ]
+    dashboards = folders.get(provider["options"]["path"])
+    assert dashboards is not None, "the dashboards folder must be mounted at the provider's path"
+    assert (dashboards / GRAFANA_DASHBOARD.name).resolve() == GRAFANA_DASHBOARD
+    home = env_of(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/{GRAFANA_DASHBOARD.name}"
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
+    assert dashboard["panels"], "the dashboard has no panels"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]

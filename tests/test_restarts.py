@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
 from iot_lakehouse.errors import JobError, JobRefused
-from iot_lakehouse.restarts import RestartPolicy, keep_running
+from iot_lakehouse.restarts import JobStates, RestartPolicy, jobs_health, keep_running
 
 
 def test_the_wait_doubles_with_each_failure_in_a_row_up_to_its_cap() -> None:
@@ -94,3 +95,25 @@ def test_keep_running_never_retries_a_refusal_nor_after_stop() -> None:
     with pytest.raises(JobError):
         keep_running(fails_and_stops, policy, stop, (JobError,), lambda *_: None)
     assert calls == [1, 2]
+
+
+def test_jobs_health_is_good_only_while_the_writer_runs_with_every_job_up(tmp_path: Path) -> None:
+    path = tmp_path / "job_states.json"
+    healthy, line = jobs_health(path, lambda pid: True)
+    assert not healthy and "no job states" in line
+    states = JobStates(path, {})
+    healthy, line = jobs_health(path, lambda pid: True)
+    assert not healthy, "no file written yet: nothing to judge"
+    states.set("bronze", "up")
+    states.set("silver", "up,restarts=2")
+    healthy, line = jobs_health(path, lambda pid: True)
+    assert healthy, line
+    assert "bronze=up" in line and "silver=up,restarts=2" in line
+    healthy, line = jobs_health(path, lambda pid: False)
+    assert not healthy and "not running" in line
+    states.set("gold", "restarting")
+    healthy, line = jobs_health(path, lambda pid: True)
+    assert not healthy and "not up: gold" in line
+    path.write_text("not json")
+    healthy, line = jobs_health(path, lambda pid: True)
+    assert not healthy and "cannot read" in line

@@ -145,13 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
         "throughput, lag and end-to-end latency",
     ).add_argument("--json", action="store_true", help="one JSON object instead of text")
     sub.add_parser(
+        "health",
+        help="exit 0 if the driver running several jobs here is alive with every job up, 1 if "
+        "not, with each job's state (for container healthchecks)",
+    )
+    sub.add_parser(
         "metrics",
         help="serve the pipeline's figures in Prometheus' text format on "
-        "http://127.0.0.1:PORT/metrics (rows, lag, freshness, batches, latency, DLQ reasons, "
-        "alert types)",
+        "http://METRICS_HOST:PORT/metrics (default 127.0.0.1; rows, lag, freshness, batches, "
+        "latency, DLQ reasons, alert types)",
     ).add_argument("--port", type=int, default=None, help="default: METRICS_PORT (9108)")
     dashboard = sub.add_parser(
-        "dashboard", help="the live web dashboard (Streamlit) on 127.0.0.1:DASHBOARD_PORT"
+        "dashboard",
+        help="the live web dashboard (Streamlit) on DASHBOARD_HOST:DASHBOARD_PORT (127.0.0.1:8501)",
     )
     dashboard.add_argument(
         "--port", type=int, default=None, help="TCP port (default: DASHBOARD_PORT, 8501)"
@@ -353,6 +359,13 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from iot_lakehouse.dashboard import run_dashboard
 
         return run_dashboard(settings, args.port)
+    if args.command == "health":
+        from iot_lakehouse.processes import alive
+        from iot_lakehouse.restarts import JOB_STATES_FILE, jobs_health
+
+        healthy, line = jobs_health(settings.runtime_dir / JOB_STATES_FILE, alive)
+        print(line)
+        return 0 if healthy else 1
     if args.command == "metrics":
         from iot_lakehouse.prometheus import serve_metrics
 
@@ -365,7 +378,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             serve_metrics(settings, port, stop)
         except OSError as exc:
             raise ConfigError(
-                f"cannot serve /metrics on 127.0.0.1:{port}: {exc.strerror or exc}. Stop what "
+                f"cannot serve /metrics on {settings.metrics_host}:{port}: "
+                f"{exc.strerror or exc}. Stop what "
                 "listens there or give another --port (METRICS_PORT)."
             ) from exc
         return 0

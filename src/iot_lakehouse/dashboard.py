@@ -564,8 +564,8 @@ def ensure_port_free(port: int, host: str = HOST) -> None:
             ) from None
 
 
-def streamlit_command(port: int) -> list[str]:
-    """``streamlit run`` of the app on HOST:port: headless, no usage statistics, no file
+def streamlit_command(port: int, host: str = HOST) -> list[str]:
+    """``streamlit run`` of the app on host:port: headless, no usage statistics, no file
     watcher. The app reads its settings from the environment, like this process."""
     return [
         sys.executable,
@@ -573,7 +573,7 @@ def streamlit_command(port: int) -> list[str]:
         "streamlit",
         "run",
         str(APP_SCRIPT),
-        f"--server.address={HOST}",
+        f"--server.address={host}",
         f"--server.port={port}",
         "--server.headless=true",
         "--server.fileWatcherType=none",
@@ -584,22 +584,23 @@ def streamlit_command(port: int) -> list[str]:
 
 
 def run_dashboard(settings: Settings, port: int | None = None) -> int:
-    """Serve the dashboard on 127.0.0.1 (``port``, default DASHBOARD_PORT) until Ctrl-C or
-    SIGTERM; return the exit status (0 when stopped)."""
+    """Serve the dashboard on DASHBOARD_HOST (127.0.0.1) and ``port`` (default DASHBOARD_PORT)
+    until Ctrl-C or SIGTERM; return the exit status (0 when stopped)."""
     port = settings.dashboard_port if port is None else port
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port {port}: use a TCP port from 1 to 65535")
-    ensure_port_free(port)
+    host = settings.dashboard_host
+    ensure_port_free(port, host)
     logger.info(
         "dashboard starting %s",
         kv(
-            url=f"http://{HOST}:{port}",
+            url=f"http://{host}:{port}",
             lakehouse=settings.lakehouse_path,
             dlq=settings.dlq_path,
             refresh_s=settings.dashboard_refresh_seconds,
         ),
     )
-    proc = subprocess.Popen(streamlit_command(port))
+    proc = subprocess.Popen(streamlit_command(port, host))
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         proc.terminate()

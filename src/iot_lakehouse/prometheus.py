@@ -167,9 +167,10 @@ def registry_for(settings: Settings) -> CollectorRegistry:
 
 
 def serve_metrics(settings: Settings, port: int, stop: threading.Event) -> None:
-    """Serve ``/metrics`` on 127.0.0.1:``port`` until ``stop`` is set."""
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry_for(settings))
-    logger.info("metrics endpoint up %s", kv(url=f"http://127.0.0.1:{port}/metrics"))
+    """Serve ``/metrics`` on METRICS_HOST (127.0.0.1) and ``port`` until ``stop`` is set."""
+    host = settings.metrics_host
+    server, thread = start_http_server(port, addr=host, registry=registry_for(settings))
+    logger.info("metrics endpoint up %s", kv(url=f"http://{host}:{port}/metrics"))
     try:
         stop.wait()
     finally:

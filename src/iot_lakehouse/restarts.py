@@ -112,3 +112,30 @@ def read_job_states(path: Path, pid: int) -> dict[str, str]:
         return {}
     jobs = written.get("jobs")
     return {str(k): str(v) for k, v in jobs.items()} if isinstance(jobs, dict) else {}
+
+
+def jobs_health(path: Path, alive: Callable[[int], bool]) -> tuple[bool, str]:
+    """Whether the driver that wrote ``path`` (``JobStates``) still runs with every job ``up``,
+    and a line saying what was found; for ``iot-lakehouse health`` (a container healthcheck)."""
+    try:
+        written = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False, (
+            f"no job states at {path}: no driver running several jobs has started here "
+            "(`iot-lakehouse run bronze silver gold alerts` and `all` write them)"
+        )
+    except (OSError, ValueError) as exc:
+        return False, f"cannot read the job states at {path}: {exc}"
+    pid = written.get("pid") if isinstance(written, dict) else None
+    jobs = written.get("jobs") if isinstance(written, dict) else None
+    if not isinstance(pid, int) or not isinstance(jobs, dict):
+        return False, f"{path} is not a job states file (pid and jobs expected)"
+    if not alive(pid):
+        return False, f"the driver that wrote {path} (pid {pid}) is not running"
+    if not jobs:
+        return False, f"the driver (pid {pid}) has not started its jobs yet"
+    line = " ".join(f"{job}={state}" for job, state in jobs.items())
+    down = [job for job, state in jobs.items() if not str(state).startswith("up")]
+    if down:
+        return False, f"not up: {', '.join(down)} ({line}); see the driver's log"
+    return True, f"driver pid {pid}: {line}"

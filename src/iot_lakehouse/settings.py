@@ -244,7 +244,9 @@ class Settings:
     log_backups: int = 3
     generator_api_host: str = "127.0.0.1"
     generator_api_port: int = 18000  # 0: no control API
+    dashboard_host: str = "127.0.0.1"  # 0.0.0.0 in a container, published on loopback
     dashboard_port: int = 8501
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108  # `iot-lakehouse metrics`: Prometheus' /metrics
     dashboard_refresh_seconds: int = 5
     # The serving job (`run serve`) writes to this MongoDB; empty: the local MongoDB-protocol
@@ -339,7 +341,9 @@ class Settings:
             log_backups=_int(e, "LOG_BACKUPS", d.log_backups, 1),
             generator_api_host=e.get("GENERATOR_API_HOST") or d.generator_api_host,
             generator_api_port=_int(e, "GENERATOR_API_PORT", d.generator_api_port, 0),
+            dashboard_host=e.get("DASHBOARD_HOST") or d.dashboard_host,
             dashboard_port=_int(e, "DASHBOARD_PORT", d.dashboard_port, 1),
+            metrics_host=e.get("METRICS_HOST") or d.metrics_host,
             metrics_port=_int(e, "METRICS_PORT", d.metrics_port, 1),
             dashboard_refresh_seconds=_int(
                 e, "DASHBOARD_REFRESH_SECONDS", d.dashboard_refresh_seconds, 1
