@@ -27,11 +27,11 @@ WORKDIR /app
 # project itself. --frozen: never re-resolve, so the image has uv.lock's pyspark and delta-spark.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-dev --all-extras --no-install-project
 COPY src ./src
 COPY spark ./spark
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev
+    uv sync --frozen --no-dev --all-extras
 
 # Run as a plain user. /data (tables, checkpoints, DLQ) and /jars (the JVM jar cache) are where
 # docker-compose.yml mounts its volumes; a new named volume takes this ownership. The user also

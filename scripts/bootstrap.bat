@@ -9,7 +9,7 @@ where uv >nul 2>nul || (
 where java >nul 2>nul || (echo error: Java 17 is missing: install a JDK 17 and run again & exit /b 2)
 where mvn >nul 2>nul || (echo error: Maven is missing: install Apache Maven and run again & exit /b 2)
 pushd "%~dp0.."
-uv sync --frozen --quiet || (popd & echo error: uv sync failed & exit /b 2)
+uv sync --frozen --all-extras --quiet || (popd & echo error: uv sync failed & exit /b 2)
 uv run --frozen --quiet iot-lakehouse deps >nul || (popd & echo error: resolving the JVM libraries failed & exit /b 2)
 popd
 exit /b 0

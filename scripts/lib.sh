@@ -35,7 +35,7 @@ iot_bootstrap() {
   fi
   iot_apt_install java openjdk-17-jre-headless
   iot_apt_install mvn maven
-  (cd "$IOT_ROOT" && uv sync --frozen --quiet) || iot_die "uv sync failed (see above)"
+  (cd "$IOT_ROOT" && uv sync --frozen --all-extras --quiet) || iot_die "uv sync failed (see above)"
   (cd "$IOT_ROOT" && uv run --frozen --quiet iot-lakehouse deps >/dev/null) \
     || iot_die "resolving the JVM libraries failed (see above)"
 }

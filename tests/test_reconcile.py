@@ -13,8 +13,8 @@ from pyspark.sql import functions as F
 
 from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
 from iot_lakehouse.generator import GeneratorConfig
-from iot_lakehouse.generator_api import delete_records
 from iot_lakehouse.jobs import JOBS, await_queries
+from iot_lakehouse.kafka_cleanup import delete_records
 from iot_lakehouse.reconcile import (
     Ledger,
     bronze_silver_ledger,

@@ -11,10 +11,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
+from iot_lakehouse import schemas
 from iot_lakehouse.gold import WINDOW_TABLES, create_gold_tables
 from iot_lakehouse.maintain import properties_to_set
 from iot_lakehouse.schemas import (
     CHANGE_FEED,
+    COLUMN_COMMENTS,
     DLQ_REJECTS,
     DLQ_STATS_COLUMNS,
     SILVER_DUPLICATES,
@@ -36,6 +38,15 @@ def test_a_new_table_gets_its_properties_and_maintain_finds_nothing_to_set(
     assert "delta.dataSkippingStatsColumns" not in DeltaTable(ledger).metadata().configuration
     assert properties_to_set(dlq_conf) == {}
     assert properties_to_set(DeltaTable(ledger).metadata().configuration) == {}
+    # every column carries its comment, as DESCRIBE shows it
+    described = {
+        row["col_name"]: row["comment"]
+        for row in spark.sql(f"DESCRIBE TABLE delta.`{dlq}`").collect()
+        if row["col_name"] and not row["col_name"].startswith("#")
+    }
+    assert {name: described[name] for name in DLQ_REJECTS.names} == {
+        name: COLUMN_COMMENTS[name] for name in DLQ_REJECTS.names
+    }
     # a second call on the existing table changes nothing
     version = DeltaTable(dlq).version()
     create_table_if_missing(spark, dlq, DLQ_REJECTS, ["rejected_date"], DLQ_STATS_COLUMNS)
@@ -94,3 +105,26 @@ def test_gold_tables_keep_a_change_data_feed_also_when_an_older_version_made_the
         (2, "b", "update_preimage"),
         (2, "c", "update_postimage"),
     ]
+
+
+def test_every_column_of_every_table_has_a_comment() -> None:
+    tables = {n: v for n, v in vars(schemas).items() if isinstance(v, StructType) and n.isupper()}
+    assert len(tables) >= 10
+    missing = {n: [f.name for f in t if f.name not in COLUMN_COMMENTS] for n, t in tables.items()}
+    assert not {n: m for n, m in missing.items() if m}, "add them to COLUMN_COMMENTS"
+    commented = schemas.with_comments(schemas.GOLD_ALERTS)
+    assert [(f.name, f.dataType, f.nullable) for f in commented] == [
+        (f.name, f.dataType, f.nullable) for f in schemas.GOLD_ALERTS
+    ]
+    assert commented["status"].metadata["comment"] == "fired or cleared"
+
+
+def test_a_column_added_to_an_older_table_gets_its_comment(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "ledger")
+    old = StructType([f for f in SILVER_DUPLICATES if f.name != "detected_at"])
+    spark.createDataFrame([], old).write.format("delta").save(path)
+    create_table_if_missing(spark, path, SILVER_DUPLICATES, [])
+    field = next(f for f in DeltaTable(path).schema().fields if f.name == "detected_at")
+    assert field.metadata["comment"] == COLUMN_COMMENTS["detected_at"]

@@ -424,7 +424,7 @@ class Pipeline:
         return tuple(out)
 
     def kafka_lag(self) -> int | None:
-        from iot_lakehouse.generator_api import read_bronze_progress
+        from iot_lakehouse.kafka_cleanup import read_bronze_progress
 
         ends = kafka_end_offsets(self.settings)
         if ends is None:
@@ -498,7 +498,7 @@ class TextbookJob:
 
     def consumed(self) -> dict[int, int]:
         """The offsets of its newest committed batch, per partition."""
-        from iot_lakehouse.generator_api import read_bronze_progress
+        from iot_lakehouse.kafka_cleanup import read_bronze_progress
 
         return read_bronze_progress(self.checkpoint, self.pipe.topic).offsets or {}
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import importlib.util
 import logging
 import signal
 import sys
@@ -285,13 +287,26 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 0 if mongo_status.running else 3
         return 0
     if args.command == "generate":
-        from iot_lakehouse.generator import config_from_args, run_generator
-        from iot_lakehouse.generator_api import control_api
+        from iot_lakehouse.generator import GeneratorController, config_from_args, run_generator
 
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
         config = config_from_args(args)
-        with control_api(config, settings, args.api_port) as controller:
+        api_port = settings.generator_api_port if args.api_port is None else args.api_port
+        serving: contextlib.AbstractContextManager[GeneratorController]
+        if api_port:
+            require_extra(
+                "api",
+                "fastapi",
+                "the generator's control API",
+                "or run the generator without it: --api-port 0 (GENERATOR_API_PORT=0)",
+            )
+            from iot_lakehouse.generator_api import control_api
+
+            serving = control_api(config, settings, api_port)
+        else:
+            serving = contextlib.nullcontext(GeneratorController(config))
+        with serving as controller:
             report = run_generator(config, settings, stop=stop, controller=controller)
         print(
             f"sent={report.sent} delivered={report.delivered} failed={report.failed} "
@@ -356,6 +371,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(status_json(settings) if args.json else status_report(settings))
         return 0
     if args.command == "dashboard":
+        require_extra("dashboard", "streamlit", "the dashboard")
         from iot_lakehouse.dashboard import run_dashboard
 
         return run_dashboard(settings, args.port)
@@ -415,6 +431,17 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_all(settings, args.duration, args.rate, args.sensors, args.with_mongo)
     raise AssertionError(args.command)
+
+
+def require_extra(extra: str, module: str, what: str, otherwise: str = "") -> None:
+    """Raise ConfigError saying how to install ``extra`` when ``module`` (which it brings)
+    is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"{what} needs the '{extra}' extra, which is not installed: "
+            f"pip install 'iot-lakehouse[{extra}]' (./start_all.sh installs every extra)"
+            + (f"; {otherwise}" if otherwise else "")
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -148,6 +148,126 @@ REDRIVE_HISTORY = StructType(
 )
 
 
+# What each column holds, as ``DESCRIBE`` shows it (the column's comment, set when a table is
+# created). One text per column name: a name means the same in every table that has it.
+COLUMN_COMMENTS = {
+    # bronze: the record as received
+    "raw_value": "the record's bytes exactly as received (any encoding)",
+    "payload": "raw_value decoded as UTF-8; null if it is not valid UTF-8",
+    "key": "the Kafka record key",
+    "topic": "Kafka topic the record was read from",
+    "partition": "Kafka partition the record was read from",
+    "offset": "Kafka offset of the record in its partition",
+    "kafka_timestamp": "Kafka timestamp of the bronze record",
+    "source_file": "the landing file the record came from (file source only)",
+    "ingest_time": "when bronze wrote the record",
+    "ingest_date": "date of ingest_time (partition column)",
+    # readings
+    "sensor_id": "the sensor's id",
+    "metric": "what was measured (temperature, humidity, …); null for sensor-level rows",
+    "value": "the reading's value, in unit",
+    "unit": "unit of the value (°C, %, hPa, …)",
+    "event_time": "when the reading was taken (UTC), from the record",
+    "event_date": "date of event_time (partition column)",
+    "location": "where the sensor stands",
+    "record_format": "shape of the bronze record: wide (one record, many metrics) or long",
+    "quality_flags": "codes of the warn-level rules the reading broke (kept, flagged)",
+    "alert_type": "kind of alert: HIGH_TEMP, SPIKE, SENSOR_SILENT, …",
+    "severity": "warning or critical",
+    "bronze_topic": "Kafka topic of the bronze record this row came from",
+    "bronze_partition": "Kafka partition of the bronze record this row came from",
+    "bronze_offset": "Kafka offset of the bronze record this row came from",
+    "bronze_ingest_time": "when bronze wrote the record this row came from",
+    "rule_version": "version of the silver rules that judged the reading",
+    "processed_at": "when silver wrote the row",
+    # _ops/alerts_clock
+    "clock": "the event time a wall-clock tick stands for (moves the alerts watermark)",
+    "written_at": "when the tick was written",
+    # the DLQ and redrives
+    "reasons": "reason codes of the rejection (docs/pipeline.md lists them)",
+    "detail": "the rejection in words",
+    "value_raw": "the value as it came, before any parsing",
+    "timestamp_raw": "the timestamp as it came, before any parsing",
+    "batch_id": "the micro-batch that wrote (or last changed) the row",
+    "rejected_at": "when the reading was rejected",
+    "rejected_date": "date of rejected_at (partition column)",
+    "kept_topic": "Kafka topic of the copy silver kept",
+    "kept_partition": "Kafka partition of the copy silver kept",
+    "kept_offset": "Kafka offset of the copy silver kept",
+    "detected_at": "when the job found it",
+    "rejected_under": "rule version the DLQ row was rejected under",
+    "judged_under": "rule version it was judged under again",
+    "outcome": "redriven (now valid, written to silver) or still_rejected",
+    "judged_at": "when it was judged again",
+    # _ops/quality: Great Expectations results
+    "job": "the job that ran the validation",
+    "rule_code": "the silver rule the expectation checks",
+    "criticality": "error (rejects) or warn (flags)",
+    "expectation": "the Great Expectations expectation type",
+    "column": "the column it checks",
+    "condition": "the rule's condition",
+    "element_count": "rows validated",
+    "unexpected_count": "rows that failed the expectation",
+    "success": "true if no row failed",
+    "error": "why the validation could not run, if it could not",
+    "suite_duration_ms": "how long the suite took",
+    "validated_at": "when the batch was validated",
+    # gold windows
+    "window_start": "start of the window (inclusive, UTC)",
+    "window_end": "end of the window (exclusive, UTC)",
+    "count": "readings in the window",
+    "avg": "mean of the values",
+    "min": "smallest value",
+    "max": "largest value",
+    "stddev": "sample standard deviation of the values",
+    "p50": "median (from value_sketch)",
+    "p95": "95th percentile (from value_sketch)",
+    "p99": "99th percentile (from value_sketch)",
+    "first_event_time": "earliest event time in the window",
+    "last_event_time": "latest event time in the window",
+    "m2": "sum of squared deviations from the mean (merges windows exactly)",
+    "value_sketch": "KLL quantile sketch of the values (merges windows)",
+    "is_final": "true once the watermark passed window_end: the row no longer changes",
+    "updated_at": "when the row last changed",
+    "active_sensors": "distinct sensors that reported (from sensor_sketch)",
+    "sensor_sketch": "theta sketch of the sensor ids (merges windows)",
+    "alert_count": "alerts fired in the window",
+    "affected_sensors": "distinct sensors with an alert (from sensor_sketch)",
+    # gold/alerts
+    "alert_id": "deterministic id of the alert (same alert, same id)",
+    "status": "fired or cleared",
+    "threshold": "the limit the value crossed, if the rule has one",
+    "baseline": "what the value was compared with (rolling mean, …), if anything",
+    "evidence": "the readings behind the alert, JSON",
+    "detector": "static (a silver rule) or stateful (a detector over time)",
+    # _ops/gold_late_readings and _ops/gold_progress
+    "watermark": "gold's watermark: readings with an earlier event time are late",
+    "lateness_seconds": "watermark minus event_time",
+    "max_event_time": "the newest event time gold has seen",
+    "next_watermark": "the watermark the next batch applies",
+    "readings": "readings in the batch",
+    "late_readings": "readings of the batch that came too late for gold",
+    "committed_at": "when the batch committed",
+}
+
+
+def with_comments(schema: StructType) -> StructType:
+    """``schema`` with each column's ``COLUMN_COMMENTS`` text as its comment."""
+    return StructType(
+        [
+            StructField(
+                f.name,
+                f.dataType,
+                f.nullable,
+                {**f.metadata, "comment": COLUMN_COMMENTS[f.name]}
+                if f.name in COLUMN_COMMENTS
+                else f.metadata,
+            )
+            for f in schema
+        ]
+    )
+
+
 # Every table is written by a streaming job, a commit per micro-batch: Delta's optimized write
 # (a shuffle before the write) and auto compaction (a synchronous OPTIMIZE inside the commit)
 # would run inside those batches. Compaction is ``iot-lakehouse maintain``'s, off the hot path.
@@ -179,13 +299,14 @@ def create_table_if_missing(
     stats_columns: Sequence[str] = (),
     properties: Mapping[str, str] | None = None,
 ) -> None:
-    """Create an empty Delta table at ``path`` with ``schema``, ``table_properties`` and
-    ``properties`` unless one exists; give an existing table (made by an older version) the
-    columns of ``schema`` and the ``properties`` it lacks."""
+    """Create an empty Delta table at ``path`` with ``schema`` (its columns commented from
+    ``COLUMN_COMMENTS``), ``table_properties`` and ``properties`` unless one exists; give an
+    existing table (made by an older version) the columns of ``schema`` and the
+    ``properties`` it lacks."""
     from delta.tables import DeltaTable
 
     discard_unfinished_creation(path)
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(with_comments(schema))
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     for key, value in {**table_properties(stats_columns), **(properties or {})}.items():
@@ -202,8 +323,18 @@ def create_table_if_missing(
     have = {f.name for f in spark.read.format("delta").load(path).schema}
     missing = [f for f in schema if f.name not in have]
     if missing:
-        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        columns = ", ".join(
+            f"`{f.name}` {f.dataType.simpleString()} COMMENT '{sql_text(COLUMN_COMMENTS[f.name])}'"
+            if f.name in COLUMN_COMMENTS
+            else f"`{f.name}` {f.dataType.simpleString()}"
+            for f in missing
+        )
         spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
+
+
+def sql_text(text: str) -> str:
+    """``text`` for inside a single-quoted SQL string literal."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def discard_unfinished_creation(path: str) -> bool:
