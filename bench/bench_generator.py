@@ -27,15 +27,15 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.generator import (
+from iot_lakehouse.logs import configure_logging
+from iot_lakehouse.settings import Settings, parse_bootstrap
+from iot_lakehouse.sources.generator import (
     BLOCK_SIZE,
     EventGenerator,
     GeneratorConfig,
     producer_config,
     run_generator,
 )
-from iot_lakehouse.logs import configure_logging
-from iot_lakehouse.settings import Settings, parse_bootstrap
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CLEAN = GeneratorConfig(start_time=START)

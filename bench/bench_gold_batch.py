@@ -29,9 +29,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from iot_lakehouse.runtime.spark_session import build_spark
+from iot_lakehouse.runtime.stream_metrics import read_stream_metrics
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.spark_session import build_spark
-from iot_lakehouse.stream_metrics import read_stream_metrics
 
 sys.path.insert(0, str(PROJECT_ROOT))  # the tests' input builder and job environment
 from tests.conftest import job_env

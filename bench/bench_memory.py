@@ -26,7 +26,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from iot_lakehouse.bench_runs import (
+from iot_lakehouse.benchmarks.bench_runs import (
     JOB_NAMES,
     Pipeline,
     ResourceSampler,
@@ -37,7 +37,7 @@ from iot_lakehouse.bench_runs import (
     trail_summary,
     utc_now,
 )
-from iot_lakehouse.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.settings import Settings
 
 GIB = 1024**3

@@ -30,11 +30,9 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.generator import GeneratorConfig
 from iot_lakehouse.logs import configure_logging
-from iot_lakehouse.rules import load_rules, split_judged
-from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.silver import (
+from iot_lakehouse.pipeline.rules import load_rules, split_judged
+from iot_lakehouse.pipeline.silver import (
     FIELDS_SCHEMA,
     SilverBatchWriter,
     create_silver_tables,
@@ -43,7 +41,9 @@ from iot_lakehouse.silver import (
     parse_records,
     to_silver_rows,
 )
-from iot_lakehouse.spark_session import build_spark
+from iot_lakehouse.runtime.spark_session import build_spark
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.sources.generator import GeneratorConfig
 
 sys.path.insert(0, str(PROJECT_ROOT))  # the tests' bronze builder
 from tests.conftest import write_generated_bronze
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--steps", default="scan,from_json,parse_records,explode,judge,checkpoint")
     args = parser.parse_args()
     configure_logging("bench-silver", "WARNING")
-    logging.getLogger("iot_lakehouse.silver").setLevel("INFO")  # write_batch's step times
+    logging.getLogger("iot_lakehouse.pipeline.silver").setLevel("INFO")  # write_batch's step times
     root = Path(tempfile.mkdtemp(prefix="bench-silver-"))
     try:
         settings = Settings.from_env({}).with_(

@@ -23,8 +23,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from iot_lakehouse import bench
-from iot_lakehouse.bench_runs import (
+from iot_lakehouse.benchmarks import bench
+from iot_lakehouse.benchmarks.bench_runs import (
     Pipeline,
     ResourceSampler,
     bench_env,
@@ -35,7 +35,7 @@ from iot_lakehouse.bench_runs import (
     run_replays,
     utc_now,
 )
-from iot_lakehouse.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.settings import Settings
 
 

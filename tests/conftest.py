@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from iot_lakehouse.generator import GeneratorConfig, run_generator
-from iot_lakehouse.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.logs import replace_root_handlers
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.runtime.spark_session import build_spark
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.spark_session import build_spark
+from iot_lakehouse.sources.generator import GeneratorConfig, run_generator
 
 
 def free_port() -> int:
@@ -68,7 +68,7 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 def ferretdb_bin_dir() -> Path:
     """The local MongoDB-protocol server's binary, in the project's cache
     (``.runtime/mongo/bin``), built there once if missing (Go, about 1.5 minutes)."""
-    from iot_lakehouse.mongo_server import install_ferretdb
+    from iot_lakehouse.runtime.mongo_server import install_ferretdb
 
     return install_ferretdb(Settings.from_env({})).parent
 
@@ -138,8 +138,8 @@ def write_generated_bronze(
     one minute after the last event, as records of ``topic``."""
     from pyspark.sql import functions as F
 
-    from iot_lakehouse.bronze import conform, to_bronze_events
-    from iot_lakehouse.generator import EventGenerator
+    from iot_lakehouse.pipeline.bronze import conform, to_bronze_events
+    from iot_lakehouse.sources.generator import EventGenerator
 
     assert config.count is not None
     generator = EventGenerator(config)
@@ -306,7 +306,7 @@ def commits(table_path: str) -> int:
 def stricter_rules(folder: Path) -> Path:
     """The packaged silver rules with a temperature ceiling of 22 °C, under another version
     (``stricter-…``): ordinary generated readings then cross it."""
-    from iot_lakehouse.rules import default_rules_file
+    from iot_lakehouse.pipeline.rules import default_rules_file
 
     text = default_rules_file().read_text()
     old = '{unit: "°C", min_value: -50, max_value: 50,'

@@ -9,13 +9,12 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.alerts import static_alerts, to_alert_rows
-from iot_lakehouse.generator import GeneratorConfig
-from iot_lakehouse.gold import (
-    ALERT_COUNTS_TABLE,
-    GOLD_TABLES,
+from iot_lakehouse.pipeline.alerts import ALERT_COUNTS_TABLE, static_alerts, to_alert_rows
+from iot_lakehouse.pipeline.gold import GOLD_TABLES, ROLLUPS
+from iot_lakehouse.pipeline.rules import load_rules, split_judged
+from iot_lakehouse.pipeline.silver import judge, to_dlq_rows, to_silver_rows
+from iot_lakehouse.pipeline.windows import (
     MICROS,
-    ROLLUPS,
     GoldTable,
     batch_partials,
     inserted_values,
@@ -23,9 +22,8 @@ from iot_lakehouse.gold import (
     rollup_rows,
     side,
 )
-from iot_lakehouse.rules import load_rules, split_judged
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.silver import judge, to_dlq_rows, to_silver_rows
+from iot_lakehouse.sources.generator import GeneratorConfig
 from tests.conftest import write_generated_bronze
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # event time of the first generated event

@@ -14,11 +14,11 @@ from confluent_kafka import Consumer
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.alerts import clock_tick_ms, start_alerts_stream, static_alerts
-from iot_lakehouse.detectors import FIRED, alert_id, default_alert_rules_file
-from iot_lakehouse.jobs import await_queries
-from iot_lakehouse.kafka_broker import LocalKafkaBroker
-from iot_lakehouse.rules import load_rules
+from iot_lakehouse.pipeline.alerts import clock_tick_ms, start_alerts_stream, static_alerts
+from iot_lakehouse.pipeline.detectors import FIRED, alert_id, default_alert_rules_file
+from iot_lakehouse.pipeline.jobs import await_queries
+from iot_lakehouse.pipeline.rules import load_rules
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.schemas import SILVER_READINGS
 from iot_lakehouse.settings import Settings
 from tests.conftest import checkpoint_commits, kill_repeatedly_then_finish

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from iot_lakehouse.bench import (
+from iot_lakehouse.benchmarks.bench import (
     BACKLOG_RATIO_TARGET,
     FRESHNESS_RATIO_TARGET,
     BenchReport,
@@ -41,7 +41,7 @@ from iot_lakehouse.bench import (
     stage_seconds,
     visibility_latencies,
 )
-from iot_lakehouse.bench_runs import (
+from iot_lakehouse.benchmarks.bench_runs import (
     NewestPlausibleEventTime,
     ProcessFacts,
     ResourceSampler,
@@ -50,8 +50,8 @@ from iot_lakehouse.bench_runs import (
     kafka_ceilings,
     processing_rate,
 )
+from iot_lakehouse.runtime.spark_session import tuning
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.spark_session import tuning
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -375,7 +375,7 @@ def test_the_textbook_rows_print_both_columns_and_the_ratio() -> None:
 
 
 def test_the_textbook_jobs_batch_lines_become_rows_of_its_rate() -> None:
-    from iot_lakehouse.bench_textbook import BATCH_MESSAGE
+    from iot_lakehouse.benchmarks.bench_textbook import BATCH_MESSAGE
 
     def line(batch: int, at: str, rows: int, ms: int) -> str:
         context = {"batch_id": batch, "batch_time": at, "input_rows": rows}
@@ -398,7 +398,7 @@ def test_the_textbook_jobs_batch_lines_become_rows_of_its_rate() -> None:
 
 @pytest.mark.usefixtures("restore_logging")
 def test_the_textbook_job_logs_each_batch_with_input_once(tmp_path: Path) -> None:
-    from iot_lakehouse.bench_textbook import BATCH_MESSAGE, log_new_batches
+    from iot_lakehouse.benchmarks.bench_textbook import BATCH_MESSAGE, log_new_batches
     from iot_lakehouse.logs import configure_logging
 
     def progress(batch: int, rows: int) -> dict:
@@ -495,7 +495,7 @@ def test_stage_seconds_read_a_real_json_log_line(tmp_path: Path) -> None:
     from iot_lakehouse.logs import configure_logging, kv
 
     configure_logging("silver", "INFO", "json", tmp_path)
-    logging.getLogger("iot_lakehouse.silver").info(
+    logging.getLogger("iot_lakehouse.pipeline.silver").info(
         "silver batch %s", kv(job="silver", batch_id=3, judge_s=1.5, delta_appends_s=0.5)
     )
     lines = (tmp_path / "silver.log").read_text().splitlines()

@@ -16,12 +16,12 @@ from typing import Any
 from confluent_kafka import Producer
 from deltalake import DeltaTable
 
-from iot_lakehouse.bench import progress_rows
-from iot_lakehouse.bench_runs import processing_rate
-from iot_lakehouse.bench_textbook import BATCH_MESSAGE, metric_ranges
-from iot_lakehouse.generator import EventGenerator, GeneratorConfig
-from iot_lakehouse.rules import DOUBLE_MAX
+from iot_lakehouse.benchmarks.bench import progress_rows
+from iot_lakehouse.benchmarks.bench_runs import processing_rate
+from iot_lakehouse.benchmarks.bench_textbook import BATCH_MESSAGE, metric_ranges
+from iot_lakehouse.pipeline.rules import DOUBLE_MAX
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.sources.generator import EventGenerator, GeneratorConfig
 from tests.conftest import job_env
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -124,7 +124,12 @@ def test_the_textbook_job_keeps_exactly_the_parseable_in_range_readings(
     with open(log, "wb") as out:
         done = subprocess.run(
             [
-                *(sys.executable, "-m", "iot_lakehouse.bench_textbook", "--available-now"),
+                *(
+                    sys.executable,
+                    "-m",
+                    "iot_lakehouse.benchmarks.bench_textbook",
+                    "--available-now",
+                ),
                 *("--bootstrap-servers", settings.kafka_bootstrap_servers),
                 *("--topic", settings.kafka_topic, "--table", str(table)),
                 *("--checkpoint", str(tmp_path / "checkpoint"), "--starting-offsets", "earliest"),

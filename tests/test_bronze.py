@@ -18,21 +18,23 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from iot_lakehouse.bronze import conform, sized, start_bronze_stream, to_bronze_events
 from iot_lakehouse.errors import BrokerError, JobError, JobRefused
-from iot_lakehouse.generator import EventGenerator, GeneratorConfig
-from iot_lakehouse.jobs import job_starter, run_in_session
-from iot_lakehouse.kafka_broker import LocalKafkaBroker
-from iot_lakehouse.reconcile import (
+from iot_lakehouse.ops.reconcile import (
     bronze_silver_ledger,
     kafka_bronze_ledger,
     socket_bronze_ledger,
 )
+from iot_lakehouse.ops.status import delta_row_count
+from iot_lakehouse.pipeline.bronze import conform, start_bronze_stream, to_bronze_events
+from iot_lakehouse.pipeline.jobs import job_starter, run_in_session
+from iot_lakehouse.pipeline.silver import start_silver_stream
+from iot_lakehouse.pipeline.streaming import sized
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.runtime.kafka_offsets import kafka_watermarks
+from iot_lakehouse.runtime.stream_metrics import read_stream_metrics
 from iot_lakehouse.schemas import BRONZE_EVENTS
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.silver import start_silver_stream
-from iot_lakehouse.status import delta_row_count, kafka_watermarks
-from iot_lakehouse.stream_metrics import read_stream_metrics
+from iot_lakehouse.sources.generator import EventGenerator, GeneratorConfig
 from tests.conftest import kill_repeatedly_then_finish, produce
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -94,12 +96,12 @@ def expected_values(config: GeneratorConfig, count: int) -> list[bytes]:
 def test_a_sink_runs_interpreted_while_the_drivers_batches_are_small(
     spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from iot_lakehouse import stream_metrics
-    from iot_lakehouse.spark_session import EXPRESSION_MODE, GENERATED, INTERPRETED
+    from iot_lakehouse.runtime import stream_metrics
+    from iot_lakehouse.runtime.spark_session import EXPRESSION_MODE, GENERATED, INTERPRETED
 
     latest: dict[str, int] = {}
     monkeypatch.setattr(stream_metrics, "LATEST_INPUT_ROWS", latest)
-    monkeypatch.setattr("iot_lakehouse.bronze.LATEST_INPUT_ROWS", latest)
+    monkeypatch.setattr("iot_lakehouse.pipeline.bronze.LATEST_INPUT_ROWS", latest)
     seen: list[str] = []
 
     def sink(batch: DataFrame, _batch_id: int) -> None:
@@ -372,7 +374,7 @@ def test_bronze_refuses_a_topic_deleted_and_created_again(
     with pytest.raises(JobError, match=r"refuses topic"):
         ingest()
     # the job stops at once: a restart would find the same topic
-    caplog.set_level(logging.ERROR, logger="iot_lakehouse.jobs")
+    caplog.set_level(logging.ERROR, logger="iot_lakehouse.pipeline.jobs")
     with pytest.raises(JobRefused, match=r"refuses topic"):
         run_in_session(
             spark, "bronze", job_starter("bronze", "kafka"), settings, True, threading.Event()
@@ -421,7 +423,7 @@ def test_socket_source_lands_each_line_once_with_unique_coordinates(
     settings = settings.with_(trigger_interval="1 second")
     lines = [v for v in landing_lines(400, seed=5) if is_utf8(v)]
     first, second = lines[:250], lines[250:]
-    with caplog.at_level(logging.WARNING, logger="iot_lakehouse.bronze"):
+    with caplog.at_level(logging.WARNING, logger="iot_lakehouse.pipeline.bronze"):
         socket_lines_into_bronze(spark, settings, 0, [*first, b""], len(first))
     assert "a debugging source with no replay" in caplog.text
     bronze = spark.read.format("delta").load(settings.bronze_events_path)

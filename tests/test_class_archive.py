@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from iot_lakehouse import class_archive, jvm_deps
 from iot_lakehouse.errors import DependencyError
+from iot_lakehouse.runtime import class_archive, jvm_deps
+from iot_lakehouse.runtime.spark_session import driver_java_options
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.spark_session import driver_java_options
 
 
 def test_the_fingerprint_changes_with_any_jar_and_only_then(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_a_job_driver_loads_spark_and_delta_from_the_archive_deps_built(tmp_path
     )
     code = (
         "from iot_lakehouse.settings import Settings\n"
-        "from iot_lakehouse.spark_session import build_spark\n"
+        "from iot_lakehouse.runtime.spark_session import build_spark\n"
         "spark = build_spark(Settings.from_env({}).with_(spark_master='local[1]'), 'cds-test')\n"
         f"spark.range(3).write.format('delta').save({str(tmp_path / 't')!r})\n"
         "spark.stop()\n"

@@ -18,10 +18,8 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from iot_lakehouse.generator import GeneratorConfig
-from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.silver import start_silver_stream
-from iot_lakehouse.spark_cluster import (
+from iot_lakehouse.pipeline.silver import start_silver_stream
+from iot_lakehouse.runtime.spark_cluster import (
     ClusterConfig,
     ClusterError,
     alive_workers,
@@ -29,6 +27,8 @@ from iot_lakehouse.spark_cluster import (
     master_state,
     start_cluster,
 )
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.sources.generator import GeneratorConfig
 from tests.conftest import free_port, job_env, write_generated_bronze
 
 APP_NAME = "iot-lakehouse-silver"  # jobs.run_job names the application after the job

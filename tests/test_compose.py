@@ -25,9 +25,9 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from iot_lakehouse import jvm_deps
-from iot_lakehouse.cli import build_parser
 from iot_lakehouse.errors import ConfigError
+from iot_lakehouse.interfaces.cli import build_parser
+from iot_lakehouse.runtime import jvm_deps
 from iot_lakehouse.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from iot_lakehouse.gold import GoldBatchWriter, create_gold_tables
-from iot_lakehouse.rules import load_rules
+from iot_lakehouse.pipeline.gold import GoldBatchWriter, create_gold_tables
+from iot_lakehouse.pipeline.rules import load_rules
+from iot_lakehouse.pipeline.silver import SilverBatchWriter, create_silver_tables
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.silver import SilverBatchWriter, create_silver_tables
 from tests.test_gold import READINGS, at, reading
 from tests.test_silver import LONG_OK, WIDE_OK, bronze_df
 

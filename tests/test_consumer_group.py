@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from iot_lakehouse.consumer_group import kafka_end_offsets
+from iot_lakehouse.runtime.consumer_group import kafka_end_offsets
+from iot_lakehouse.runtime.kafka_offsets import kafka_watermarks
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.status import kafka_watermarks
 from tests.conftest import job_env, produce
 
 

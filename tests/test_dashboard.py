@@ -27,10 +27,10 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from iot_lakehouse import dashboard as d
 from iot_lakehouse.errors import ConfigError
+from iot_lakehouse.interfaces import dashboard as d
+from iot_lakehouse.runtime.stream_metrics import Latency, append_rows, progress_row
 from iot_lakehouse.settings import PROJECT_ROOT, Settings, interval_seconds
-from iot_lakehouse.stream_metrics import Latency, append_rows, progress_row
 from tests.conftest import free_port
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

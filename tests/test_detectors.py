@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from iot_lakehouse.detectors import (
+from iot_lakehouse.errors import ConfigError
+from iot_lakehouse.pipeline.detectors import (
     CLEARED,
     FIRED,
     STATEFUL_TYPES,
@@ -23,7 +24,6 @@ from iot_lakehouse.detectors import (
     on_silence_timer,
     process_readings,
 )
-from iot_lakehouse.errors import ConfigError
 
 RULES = load_alert_rules()
 T0 = 1_767_600_000_000  # ms
@@ -228,7 +228,7 @@ def test_the_rule_file_configures_every_detector() -> None:
     ],
 )
 def test_bad_rule_files_say_what_is_wrong(tmp_path: Path, edit: object, message: str) -> None:
-    from iot_lakehouse.detectors import default_alert_rules_file
+    from iot_lakehouse.pipeline.detectors import default_alert_rules_file
 
     path = tmp_path / "rules.yml"
     path.write_text(edit(default_alert_rules_file().read_text()))  # type: ignore[operator]

@@ -11,13 +11,13 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.dlq import REDRIVEN, STILL_REJECTED, dlq_list, history_path, redrive
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.generator import GeneratorConfig
-from iot_lakehouse.reconcile import bronze_silver_ledger
-from iot_lakehouse.rules import load_rules
+from iot_lakehouse.ops.dlq import REDRIVEN, STILL_REJECTED, dlq_list, history_path, redrive
+from iot_lakehouse.ops.reconcile import bronze_silver_ledger
+from iot_lakehouse.pipeline.rules import load_rules
+from iot_lakehouse.pipeline.silver import start_silver_stream
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.silver import start_silver_stream
+from iot_lakehouse.sources.generator import GeneratorConfig
 from tests.conftest import stricter_rules, write_generated_bronze
 
 

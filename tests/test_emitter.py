@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from iot_lakehouse import emitter
-from iot_lakehouse.emitter import (
+from iot_lakehouse.errors import ConfigError, LakehouseError
+from iot_lakehouse.sources import emitter
+from iot_lakehouse.sources.emitter import (
     Batch,
     EmitterConfig,
     add_emitter_parser,
@@ -37,7 +38,6 @@ from iot_lakehouse.emitter import (
     run_emitter,
     run_emitter_command,
 )
-from iot_lakehouse.errors import ConfigError, LakehouseError
 
 TYPES = [("temperature", "°C", 21.5), ("humidity", "%", 40.0), ("co2", "ppm", 650.0)]
 

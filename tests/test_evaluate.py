@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.evaluate import evaluate, format_scores, load_ground_truth, scores_json
+from iot_lakehouse.ops.evaluate import evaluate, format_scores, load_ground_truth, scores_json
 
 T = pd.Timestamp("2026-01-01T00:00:00Z")
 

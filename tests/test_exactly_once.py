@@ -8,8 +8,8 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql.types import LongType, StructField, StructType
 
-from iot_lakehouse import exactly_once
-from iot_lakehouse.exactly_once import append_once, marked_batch, write_mark
+from iot_lakehouse.pipeline import exactly_once
+from iot_lakehouse.pipeline.exactly_once import append_once, marked_batch, write_mark
 from iot_lakehouse.schemas import create_table_if_missing
 
 APP = "iot-lakehouse-test:0b6f3f7e-query"

@@ -22,18 +22,18 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
 
-from iot_lakehouse.alerts import start_alerts_stream
-from iot_lakehouse.bronze import start_bronze_stream
-from iot_lakehouse.checkpoints import refuse_lost_checkpoint, unreadable_checkpoint_files
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.gold import start_gold_stream
-from iot_lakehouse.jobs import await_queries, storage_problem
-from iot_lakehouse.kafka_broker import LocalKafkaBroker
-from iot_lakehouse.layers import layer_table_paths
-from iot_lakehouse.reconcile import reconcile
+from iot_lakehouse.ops.reconcile import reconcile
+from iot_lakehouse.pipeline.alerts import start_alerts_stream
+from iot_lakehouse.pipeline.bronze import start_bronze_stream
+from iot_lakehouse.pipeline.checkpoints import refuse_lost_checkpoint, unreadable_checkpoint_files
+from iot_lakehouse.pipeline.gold import start_gold_stream
+from iot_lakehouse.pipeline.jobs import await_queries, storage_problem
+from iot_lakehouse.pipeline.layers import layer_table_paths
+from iot_lakehouse.pipeline.silver import start_silver_stream
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.runtime.kafka_offsets import kafka_watermarks
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.silver import start_silver_stream
-from iot_lakehouse.status import kafka_watermarks
 from tests.conftest import broker_settings, commits, fill, job_env
 
 SILVER = "silver"

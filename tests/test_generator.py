@@ -25,7 +25,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.generator import (
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.runtime.kafka_offsets import kafka_watermarks
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.sources.generator import (
     BLOCK_SIZE,
     KINDS,
     LONG_FIELDS,
@@ -48,9 +51,6 @@ from iot_lakehouse.generator import (
     run_generator,
     write_manifest,
 )
-from iot_lakehouse.kafka_broker import LocalKafkaBroker
-from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.status import kafka_watermarks
 
 START = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -478,7 +478,7 @@ def test_delivery_tracker_counts_and_logs_each_distinct_error_once(
     tracker = _DeliveryTracker()
     timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
     too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
-    with caplog.at_level(logging.WARNING, logger="iot_lakehouse.generator"):
+    with caplog.at_level(logging.WARNING, logger="iot_lakehouse.sources.generator"):
         for err in [None, None, timed_out, timed_out, None, too_large, timed_out]:
             tracker.on_delivery(err, cast(Any, _FakeMessage()))
     assert (tracker.delivered, tracker.failed) == (3, 4)
@@ -490,7 +490,7 @@ def test_delivery_tracker_counts_and_logs_each_distinct_error_once(
 
 def test_librdkafka_log_repeats_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     log = _LibrdkafkaLog()
-    with caplog.at_level(logging.DEBUG, logger="iot_lakehouse.generator.librdkafka"):
+    with caplog.at_level(logging.DEBUG, logger="iot_lakehouse.sources.generator.librdkafka"):
         for ms in (0, 3, 12):
             log.log(logging.ERROR, "%s [%s] %s", "FAIL", "p-1", f"refused (after {ms}ms)")
         log.log(logging.ERROR, "%s [%s] %s", "FAIL", "p-1", "other failure")
@@ -523,9 +523,9 @@ def test_generate_command_produces_exactly_count_to_the_real_broker(
     import sys
     import uuid
 
-    from iot_lakehouse.kafka_broker import LocalKafkaBroker
+    from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
+    from iot_lakehouse.runtime.kafka_offsets import kafka_end_offsets
     from iot_lakehouse.settings import PROJECT_ROOT
-    from iot_lakehouse.status import kafka_end_offsets
 
     settings = kafka_settings.with_(kafka_topic=f"gen-{uuid.uuid4().hex[:8]}")
     LocalKafkaBroker(settings).create_topics()
@@ -577,7 +577,7 @@ def test_generate_command_produces_exactly_count_to_the_real_broker(
 
 
 def test_anomaly_scenario_injects_labelled_anomalies(tmp_path: Path) -> None:
-    from iot_lakehouse.generator import ANOMALY_PLAN, EPISODE_S, GroundTruthWriter
+    from iot_lakehouse.sources.generator import ANOMALY_PLAN, EPISODE_S, GroundTruthWriter
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     config = GeneratorConfig(

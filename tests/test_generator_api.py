@@ -27,17 +27,17 @@ from typing import Any
 
 import pytest
 
-from iot_lakehouse.generator import (
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
+from iot_lakehouse.runtime.kafka_offsets import kafka_watermarks
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.sources.generator import (
     ANOMALY_PLAN,
     MAX_RATE,
     EventGenerator,
     GeneratorConfig,
     GeneratorController,
 )
-from iot_lakehouse.generator_api import own_hostnames, refusal
-from iot_lakehouse.kafka_broker import LocalKafkaBroker
-from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.status import kafka_watermarks
+from iot_lakehouse.sources.generator_api import own_hostnames, refusal
 from tests.conftest import free_port, job_env
 from tests.test_kafka_cleanup import write_bronze_checkpoint
 

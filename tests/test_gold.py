@@ -13,28 +13,30 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from iot_lakehouse.generator import GeneratorConfig
-from iot_lakehouse.gold import (
+from iot_lakehouse.ops.reconcile import silver_gold_ledger
+from iot_lakehouse.pipeline.gold import (
     GOLD_TABLES,
-    QUANTILES,
     ROLLUPS,
     WINDOW_TABLES,
-    BatchWatermarks,
     GoldBatchWriter,
-    GoldTable,
-    batch_scalars,
     create_gold_tables,
-    percentile_rank_error,
     split_late,
     start_gold_stream,
-    window_start_range,
     with_lateness,
+)
+from iot_lakehouse.pipeline.silver import start_silver_stream
+from iot_lakehouse.pipeline.windows import (
+    QUANTILES,
+    BatchWatermarks,
+    GoldTable,
+    batch_scalars,
+    percentile_rank_error,
+    window_start_range,
     with_window,
 )
-from iot_lakehouse.reconcile import silver_gold_ledger
+from iot_lakehouse.runtime.stream_metrics import read_stream_metrics
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.silver import start_silver_stream
-from iot_lakehouse.stream_metrics import read_stream_metrics
+from iot_lakehouse.sources.generator import GeneratorConfig
 from tests.conftest import (
     commits,
     kill_repeatedly_then_finish,

@@ -20,15 +20,15 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
-from iot_lakehouse.checkpoints import delta_table_exists
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.jobs import JOBS, pipeline_order, run_jobs, wait_for_upstream
-from iot_lakehouse.reconcile import bronze_silver_ledger
-from iot_lakehouse.restarts import JOB_STATES_FILE, read_job_states
+from iot_lakehouse.ops.reconcile import bronze_silver_ledger
+from iot_lakehouse.pipeline.checkpoints import delta_table_exists
+from iot_lakehouse.pipeline.jobs import JOBS, pipeline_order, run_jobs, wait_for_upstream
+from iot_lakehouse.runtime.restarts import JOB_STATES_FILE, read_job_states
+from iot_lakehouse.runtime.spark_session import FAIR_SCHEDULER_POOLS
+from iot_lakehouse.runtime.stream_metrics import job_of_query, read_stream_metrics
 from iot_lakehouse.schemas import create_table_if_missing
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.spark_session import FAIR_SCHEDULER_POOLS
-from iot_lakehouse.stream_metrics import job_of_query, read_stream_metrics
 from tests.conftest import checkpoint_commits, commits, fill, job_env, produce
 
 

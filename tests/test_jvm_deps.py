@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from iot_lakehouse import jvm_deps
 from iot_lakehouse.errors import DependencyError
+from iot_lakehouse.runtime import jvm_deps
 from iot_lakehouse.settings import Settings
 
 

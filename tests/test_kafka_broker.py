@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from iot_lakehouse.kafka_broker import LocalKafkaBroker, min_heap, server_properties
+from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker, min_heap, server_properties
 from tests.conftest import broker_settings
 
 
@@ -57,7 +57,7 @@ def test_a_cluster_id_starting_with_a_dash_formats(
 ) -> None:
     # URL-safe base64 ids start with "-" 1 time in 64; kafka-storage once read that as an option.
     monkeypatch.setattr(
-        "iot_lakehouse.kafka_broker.new_cluster_id", lambda: "-Ab3ZQx9Rfa1Y2b3c4d5eA"
+        "iot_lakehouse.runtime.kafka_broker.new_cluster_id", lambda: "-Ab3ZQx9Rfa1Y2b3c4d5eA"
     )
     broker = LocalKafkaBroker(broker_settings(tmp_path))
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from iot_lakehouse.kafka_cleanup import BronzeProgress, plan_clean, read_bronze_progress
+from iot_lakehouse.runtime.kafka_cleanup import BronzeProgress, plan_clean, read_bronze_progress
 from iot_lakehouse.settings import Settings
 
 

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.maintain import (
+from iot_lakehouse.ops.maintain import (
     DELTA_RETENTION_CHECK,
     MIB,
     SHORT_RETENTION_FLAG,

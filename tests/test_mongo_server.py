@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from iot_lakehouse import mongo_server
 from iot_lakehouse.errors import DependencyError, MongoError
-from iot_lakehouse.mongo_server import (
+from iot_lakehouse.runtime import mongo_server
+from iot_lakehouse.runtime.mongo_server import (
     FERRETDB_VERSION,
     LocalMongoServer,
     ferretdb_binary,

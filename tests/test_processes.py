@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from iot_lakehouse.processes import alive, read_pid, reap
+from iot_lakehouse.runtime.processes import alive, read_pid, reap
 
 
 def test_a_running_process_is_alive_and_an_ended_one_is_not(tmp_path: Path) -> None:

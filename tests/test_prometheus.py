@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from deltalake import DeltaTable
 from prometheus_client.parser import text_string_to_metric_families
 
-from iot_lakehouse.prometheus import serve_metrics
+from iot_lakehouse.interfaces.prometheus import serve_metrics
+from iot_lakehouse.ops.status import delta_row_count
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.status import delta_row_count
 from tests.conftest import free_port, produce
 from tests.test_compose import GRAFANA_DASHBOARD
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.generator import EventGenerator, GeneratorConfig
-from iot_lakehouse.quality import GX_EXPECTATIONS, QualityValidator, unexpected_by_rule
-from iot_lakehouse.rules import EXPECTATIONS, load_rules
+from iot_lakehouse.pipeline.quality import GX_EXPECTATIONS, QualityValidator, unexpected_by_rule
+from iot_lakehouse.pipeline.rules import EXPECTATIONS, load_rules
+from iot_lakehouse.pipeline.silver import SilverBatchWriter, create_silver_tables
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.silver import SilverBatchWriter, create_silver_tables
+from iot_lakehouse.sources.generator import EventGenerator, GeneratorConfig
 from tests.test_silver import REASON_CASES, bronze_df
 
 
@@ -92,7 +92,7 @@ def test_gx_unexpected_counts_equal_dlq_counts_per_rule(
 
 def test_validator_reports_one_result_per_check(spark: SparkSession) -> None:
     ruleset = load_rules()
-    from iot_lakehouse.silver import judge
+    from iot_lakehouse.pipeline.silver import judge
 
     judged = judge(
         bronze_df(

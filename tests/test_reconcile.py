@@ -11,11 +11,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.bronze import conform, start_bronze_stream, to_bronze_events
-from iot_lakehouse.generator import GeneratorConfig
-from iot_lakehouse.jobs import JOBS, await_queries
-from iot_lakehouse.kafka_cleanup import delete_records
-from iot_lakehouse.reconcile import (
+from iot_lakehouse.ops.reconcile import (
     Ledger,
     bronze_silver_ledger,
     kafka_bronze_ledger,
@@ -23,10 +19,14 @@ from iot_lakehouse.reconcile import (
     reconcile,
     silver_gold_ledger,
 )
-from iot_lakehouse.rules import default_rules_file
+from iot_lakehouse.pipeline.bronze import conform, start_bronze_stream, to_bronze_events
+from iot_lakehouse.pipeline.jobs import JOBS, await_queries
+from iot_lakehouse.pipeline.rules import default_rules_file
+from iot_lakehouse.pipeline.silver import start_silver_stream
+from iot_lakehouse.runtime.kafka_cleanup import delete_records
+from iot_lakehouse.runtime.kafka_offsets import kafka_watermarks
 from iot_lakehouse.settings import Settings
-from iot_lakehouse.silver import start_silver_stream
-from iot_lakehouse.status import kafka_watermarks
+from iot_lakehouse.sources.generator import GeneratorConfig
 from tests.conftest import produce, write_generated_bronze
 
 INGEST = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)

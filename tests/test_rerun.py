@@ -16,12 +16,13 @@ from pyspark.sql.types import BinaryType
 from pyspark.testing import assertDataFrameEqual
 
 from iot_lakehouse.errors import JobError
-from iot_lakehouse.generator import GeneratorConfig
-from iot_lakehouse.gold import ALERT_COUNTS_TABLE, GOLD_TABLES
-from iot_lakehouse.jobs import JOBS, await_queries, lock_file
-from iot_lakehouse.reconcile import bronze_silver_ledger, silver_gold_ledger
-from iot_lakehouse.rerun import layers_to_rebuild, rerun
+from iot_lakehouse.ops.reconcile import bronze_silver_ledger, silver_gold_ledger
+from iot_lakehouse.ops.rerun import layers_to_rebuild, rerun
+from iot_lakehouse.pipeline.alerts import ALERT_COUNTS_TABLE
+from iot_lakehouse.pipeline.gold import GOLD_TABLES
+from iot_lakehouse.pipeline.jobs import JOBS, await_queries, lock_file
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
+from iot_lakehouse.sources.generator import GeneratorConfig
 from tests.conftest import stricter_rules, write_generated_bronze
 
 DAY1, DAY2 = date(2026, 1, 5), date(2026, 1, 6)
@@ -118,7 +119,7 @@ def test_rerun_silver_cascade_after_a_rule_change_equals_a_fresh_pipeline(
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from iot_lakehouse.jobs import job_lock\n"
+            "from iot_lakehouse.pipeline.jobs import job_lock\n"
             "from iot_lakehouse.settings import Settings\n"
             f"with job_lock(Settings.from_env({{}}).with_(lakehouse_path={settings.lakehouse_path!r}), 'silver'):\n"  # noqa: E501
             "    print('locked', flush=True); time.sleep(60)\n",

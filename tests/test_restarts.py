@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from iot_lakehouse.errors import JobError, JobRefused
-from iot_lakehouse.restarts import JobStates, RestartPolicy, jobs_health, keep_running
+from iot_lakehouse.runtime.restarts import JobStates, RestartPolicy, jobs_health, keep_running
 
 
 def test_the_wait_doubles_with_each_failure_in_a_row_up_to_its_cap() -> None:

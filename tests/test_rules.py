@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from iot_lakehouse.errors import ConfigError
-from iot_lakehouse.rules import load_rules, split_valid_invalid
+from iot_lakehouse.pipeline.rules import load_rules, split_valid_invalid
 
 
 def test_packaged_rules_load_with_expanded_checks() -> None:

@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from iot_lakehouse import schemas
-from iot_lakehouse.gold import WINDOW_TABLES, create_gold_tables
-from iot_lakehouse.maintain import properties_to_set
+from iot_lakehouse.ops.maintain import properties_to_set
+from iot_lakehouse.pipeline.gold import WINDOW_TABLES, create_gold_tables
 from iot_lakehouse.schemas import (
     CHANGE_FEED,
     COLUMN_COMMENTS,

@@ -18,9 +18,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.jobs import await_queries
-from iot_lakehouse.mongo_server import LocalMongoServer
-from iot_lakehouse.serving import (
+from iot_lakehouse.pipeline.jobs import await_queries
+from iot_lakehouse.pipeline.serving import (
     ALERTS_COLLECTION,
     LATEST_COLLECTION,
     alert_document,
@@ -32,6 +31,7 @@ from iot_lakehouse.serving import (
     start_serving_stream,
     stored_sensors,
 )
+from iot_lakehouse.runtime.mongo_server import LocalMongoServer
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from tests.conftest import checkpoint_commits, free_port, job_env, kill_repeatedly_then_finish
 from tests.test_alerts import run_alerts, scenario, write_silver

@@ -9,18 +9,18 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from iot_lakehouse.bronze import start_bronze_stream
-from iot_lakehouse.reconcile import bronze_silver_ledger, reconcile
-from iot_lakehouse.rules import RuleSet, load_rules
-from iot_lakehouse.settings import Settings
-from iot_lakehouse.silver import (
+from iot_lakehouse.ops.reconcile import bronze_silver_ledger, reconcile
+from iot_lakehouse.pipeline.bronze import start_bronze_stream
+from iot_lakehouse.pipeline.rules import RuleSet, load_rules
+from iot_lakehouse.pipeline.silver import (
     SilverBatchWriter,
     classify_readings,
     create_silver_tables,
     judge,
     start_silver_stream,
 )
-from iot_lakehouse.stream_metrics import read_stream_metrics
+from iot_lakehouse.runtime.stream_metrics import read_stream_metrics
+from iot_lakehouse.settings import Settings
 from tests.conftest import (
     commits,
     kill_repeatedly_then_finish,

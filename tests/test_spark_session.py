@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iot_lakehouse.spark_session import GENERATED, INTERPRETED, expression_mode
+from iot_lakehouse.runtime.spark_session import GENERATED, INTERPRETED, expression_mode
 
 
 def test_small_batches_everywhere_run_interpreted() -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from iot_lakehouse.settings import Settings
-from iot_lakehouse.status import (
+from iot_lakehouse.ops.status import (
     PipelineCounts,
     open_alerts,
     read_open_alerts,
@@ -18,7 +17,8 @@ from iot_lakehouse.status import (
     status_json,
     status_report,
 )
-from iot_lakehouse.stream_metrics import Latency, append_rows, progress_row
+from iot_lakehouse.runtime.stream_metrics import Latency, append_rows, progress_row
+from iot_lakehouse.settings import Settings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

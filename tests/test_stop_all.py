@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from iot_lakehouse.interfaces.supervisor import spawn, stop_children
+from iot_lakehouse.runtime.processes import process_started
 from iot_lakehouse.settings import PROJECT_ROOT
-from iot_lakehouse.supervisor import process_started, spawn, stop_children
 from tests.conftest import free_port
 
 # Command lines the old `pkill -f` patterns matched: another checkout's emitter and job.

@@ -12,7 +12,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
-from iot_lakehouse.stream_metrics import (
+from iot_lakehouse.runtime.stream_metrics import (
     STREAM_METRICS,
     Latency,
     StreamMetricsRecorder,

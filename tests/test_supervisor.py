@@ -18,10 +18,15 @@ from typing import IO, Any
 import pytest
 from deltalake import DeltaTable
 
-from iot_lakehouse.restarts import JOB_STATES_FILE, JobStates, RestartPolicy, read_job_states
+from iot_lakehouse.interfaces.supervisor import Child, component_health, supervise
+from iot_lakehouse.runtime.restarts import (
+    JOB_STATES_FILE,
+    JobStates,
+    RestartPolicy,
+    read_job_states,
+)
+from iot_lakehouse.runtime.stream_metrics import read_stream_metrics
 from iot_lakehouse.settings import PROJECT_ROOT
-from iot_lakehouse.stream_metrics import read_stream_metrics
-from iot_lakehouse.supervisor import Child, component_health, supervise
 from tests.conftest import free_port
 
 EVERY_JOB = {"bronze", "silver", "gold", "alerts"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from iot_lakehouse.cli import main
+from iot_lakehouse.interfaces.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["run", "silver", *sys.argv[1:]]))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from iot_lakehouse.cli import main
+from iot_lakehouse.interfaces.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["run", "bronze", *sys.argv[1:]]))

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from iot_lakehouse.cli import main
+from iot_lakehouse.interfaces.cli import main
 
 sys.exit(main())

@@ -1,0 +1,2 @@
+"""The benchmark harness of ``iot-lakehouse bench``: its arithmetic, its runs, the textbook
+job."""

@@ -1,0 +1,1 @@
+"""How users reach it: the command line, the dashboard, the Prometheus endpoint."""

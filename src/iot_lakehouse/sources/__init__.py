@@ -1,0 +1,1 @@
+"""Where readings come from: the generator (and its control API) and the file emitter."""
