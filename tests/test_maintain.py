@@ -304,3 +304,36 @@ def test_optimize_then_vacuum_default_and_short_retention(
     expected = [(r.sensor_id, r.value, r.event_date) for r in expected_rows(spark).collect()]
     assert deltalake_rows(path) == sorted(expected, key=by_key)
     assert spark.conf.get(DELTA_RETENTION_CHECK, None) == check_before  # restored
+
+
+def test_vacuum_only_removes_what_merges_replaced_and_nothing_else(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from delta.tables import DeltaTable as DeltaTableJvm
+
+    path = str(tmp_path / "gold")
+    rows = [(f"s{i}", float(i), DATES[0]) for i in range(20)]
+    for i in range(4):  # 4 small files, then MERGEs that each replace one of them
+        spark.createDataFrame(rows[i * 5 : i * 5 + 5], SCHEMA).coalesce(1).write.format(
+            "delta"
+        ).mode("append").save(path)
+    for i in range(3):
+        update = spark.createDataFrame([(f"s{i * 5}", 100.0 + i, DATES[0])], SCHEMA)
+        DeltaTableJvm.forPath(spark, path).alias("t").merge(
+            update.alias("u"), "t.sensor_id = u.sensor_id"
+        ).whenMatchedUpdateAll().execute()
+    table = LakehouseTable("gold/test", path)
+    on_disk = data_files_on_disk(path)
+    [done] = maintain(
+        spark,
+        [table],
+        MaintainOptions(vacuum_only=True, retention_hours=0, allow_short_retention=True),
+    )
+    assert done.error is None and done.optimize is None and done.properties_set == {}
+    assert done.before.needs_optimize, "OPTIMIZE would have had work: vacuum-only skipped it"
+    assert done.vacuum is not None and done.vacuum.files_deleted == 3
+    current = {str(Path(p)) for p in DeltaTable(path).file_uris()}
+    assert data_files_on_disk(path) == current and len(on_disk) == len(current) + 3
+    assert not any(c.get("operation") == "OPTIMIZE" for c in DeltaTable(path).history(10))
+    values = sorted(r.value for r in spark.read.format("delta").load(path).collect())
+    assert values[-3:] == [100.0, 101.0, 102.0] and len(values) == 20

@@ -185,3 +185,10 @@ def test_a_port_given_on_the_command_line_is_checked_too() -> None:
     with pytest.raises(ConfigError, match="SOCKET_PORT=0: use a TCP port from 1 to 65535"):
         Settings.from_env({}).with_(socket_port=0).validate()
     Settings.from_env({"GENERATOR_API_PORT": "0"}).validate()  # 0: no control API
+
+
+def test_gold_file_retention_is_a_duration() -> None:
+    assert Settings.from_env({}).gold_file_retention_hours == 24
+    assert Settings.from_env({"GOLD_FILE_RETENTION": "90 minutes"}).gold_file_retention_hours == 1.5
+    with pytest.raises(ConfigError, match="GOLD_FILE_RETENTION"):
+        Settings.from_env({"GOLD_FILE_RETENTION": "soon"}).validate()

@@ -18,7 +18,15 @@ from typing import IO, Any
 import pytest
 from deltalake import DeltaTable
 
-from iot_lakehouse.interfaces.supervisor import Child, component_health, supervise
+from iot_lakehouse.interfaces.cli import build_parser
+from iot_lakehouse.interfaces.supervisor import (
+    Child,
+    Compaction,
+    component_health,
+    maintenance_commands,
+    supervise,
+)
+from iot_lakehouse.ops.maintain import lakehouse_tables, options_from_args, select_tables
 from iot_lakehouse.runtime.restarts import (
     JOB_STATES_FILE,
     JobStates,
@@ -26,7 +34,7 @@ from iot_lakehouse.runtime.restarts import (
     read_job_states,
 )
 from iot_lakehouse.runtime.stream_metrics import read_stream_metrics
-from iot_lakehouse.settings import PROJECT_ROOT
+from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from tests.conftest import free_port
 
 EVERY_JOB = {"bronze", "silver", "gold", "alerts"}
@@ -307,3 +315,38 @@ def test_a_child_that_died_is_started_again_after_its_backoff_and_one_that_finis
         for proc in started:
             proc.kill()
             proc.wait()
+
+
+def test_maintenance_compacts_ops_then_vacuums_only_the_merged_gold_tables() -> None:
+    settings = Settings.from_env({"GOLD_FILE_RETENTION": "6 hours"})
+    ops, gold = (build_parser().parse_args(list(c)) for c in maintenance_commands(settings))
+    assert ops.tables == ["_ops/"] and not ops.vacuum_only
+    options = options_from_args(gold)  # the retention passes the maintain's own checks
+    assert options.vacuum_only and options.retention_hours == 6
+    chosen = {t.name for t in select_tables(lakehouse_tables(settings), options.tables)}
+    assert "gold/sensor_metrics_10m_sliding" in chosen and "gold/alert_counts_5m" in chosen
+    assert "gold/alerts" not in chosen, "the serving job streams gold/alerts: 7 days for it"
+    assert all(name.startswith("gold/") for name in chosen)
+
+
+def test_maintenance_runs_its_commands_in_turn_once_per_interval(tmp_path: Path) -> None:
+    ran: list[list[str]] = []
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def run(args: list[str]) -> Child:
+        ran.append(args)
+        procs.append(subprocess.Popen(["true"]))
+        procs[-1].wait()
+        return Child("maintain", procs[-1], tmp_path / "m.out", args=tuple(args))
+
+    compaction = Compaction(100.0, 100.0, (("maintain", "a"), ("maintain", "b")))
+    assert not compaction.due(99.0)
+    assert compaction.due(100.0)
+    compaction.start(100.0, run)
+    assert compaction.due(101.0), "the next command follows as soon as the first ended"
+    compaction.start(101.0, run)
+    assert ran == [["maintain", "a"], ["maintain", "b"]]
+    assert not compaction.due(150.0), "then nothing until the next interval"
+    assert compaction.due(200.0)
+    compaction.start(200.0, run)
+    assert ran[-1] == ["maintain", "a"]

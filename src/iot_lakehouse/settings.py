@@ -224,6 +224,8 @@ class Settings:
     # how often `all` compacts the _ops tables (a small file per batch or flush) while the jobs
     # run: `maintain --table _ops/`; empty or 0: never
     ops_compact_interval: str = "1 hour"
+    # how long gold's window tables keep the files their MERGEs replaced (`all` VACUUMs them)
+    gold_file_retention: str = "24 hours"
     gold_watermark: str = "10 minutes"
     gold_percentile_k: int = 200
     gold_max_files_per_trigger: int = 100
@@ -319,6 +321,7 @@ class Settings:
             job_restarts=_int(e, "JOB_RESTARTS", d.job_restarts, 0),
             job_healthy_seconds=_int(e, "JOB_HEALTHY_SECONDS", d.job_healthy_seconds, 1),
             ops_compact_interval=e.get("OPS_COMPACT_INTERVAL", d.ops_compact_interval),
+            gold_file_retention=e.get("GOLD_FILE_RETENTION") or d.gold_file_retention,
             kafka_consumer_group=e.get("KAFKA_CONSUMER_GROUP", d.kafka_consumer_group).strip(),
             quality_every_n_batches=_int(
                 e, "QUALITY_EVERY_N_BATCHES", d.quality_every_n_batches, 0
@@ -380,6 +383,7 @@ class Settings:
         duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
         duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
         _ = self.ops_compact_seconds
+        duration_seconds(self.gold_file_retention, "GOLD_FILE_RETENTION")
         for name, port, lowest in (
             ("GENERATOR_API_PORT", self.generator_api_port, 0),  # 0: no control API
             ("SOCKET_PORT", self.socket_port, 1),
@@ -462,6 +466,10 @@ class Settings:
         if text in ("", "0"):
             return 0
         return duration_seconds(text, "OPS_COMPACT_INTERVAL")
+
+    @property
+    def gold_file_retention_hours(self) -> float:
+        return duration_seconds(self.gold_file_retention, "GOLD_FILE_RETENTION") / 3600
 
     @property
     def gold_watermark_seconds(self) -> int:

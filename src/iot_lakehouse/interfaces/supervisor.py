@@ -175,29 +175,47 @@ def supervise(
     return died
 
 
+def maintenance_commands(settings: Settings) -> tuple[tuple[str, ...], ...]:
+    """What ``all`` runs every OPS_COMPACT_INTERVAL, one after the other, while the jobs write:
+    OPTIMIZE and VACUUM of the append-only ``_ops`` tables, then a VACUUM alone of the gold
+    tables kept by MERGE (each batch replaces some of their files) with GOLD_FILE_RETENTION."""
+    from iot_lakehouse.ops.maintain import SHORT_RETENTION_FLAG, merged_window_tables
+
+    gold = [arg for name in merged_window_tables(settings) for arg in ("--table", name)]
+    hours = f"{settings.gold_file_retention_hours:g}"
+    return (
+        ("maintain", "--table", OPS_FOLDER),
+        ("maintain", "--vacuum-only", "--retention-hours", hours, SHORT_RETENTION_FLAG, *gold),
+    )
+
+
 @dataclass
 class Compaction:
-    """``maintain --table _ops/`` as a child every ``every_s`` seconds while ``all`` runs
-    (OPTIMIZE of append-only tables, then VACUUM: the jobs go on writing meanwhile)."""
+    """The ``commands`` (``maintenance_commands``) as children, one after the other, every
+    ``every_s`` seconds while ``all`` runs: the jobs go on writing meanwhile."""
 
     every_s: float
     next_at: float
+    commands: tuple[tuple[str, ...], ...]
     child: Child | None = None
+    pending: list[tuple[str, ...]] = field(default_factory=list)
 
     def due(self, now: float) -> bool:
         running = self.child is not None and self.child.proc.poll() is None
-        return self.every_s > 0 and now >= self.next_at and not running
+        return self.every_s > 0 and not running and (bool(self.pending) or now >= self.next_at)
 
     def start(self, now: float, run: Callable[[list[str]], Child]) -> None:
         if self.child is not None:
             logger.info(
-                "ops compaction ended %s",
+                "maintenance ended %s",
                 kv(exit_code=self.child.proc.returncode, log=self.child.log),
             )
             if self.child.record is not None:
                 self.child.record.unlink(missing_ok=True)
-        self.child = run(["maintain", "--table", OPS_FOLDER])
-        self.next_at = now + self.every_s
+        if not self.pending:  # a new round
+            self.pending = list(self.commands)
+            self.next_at = now + self.every_s
+        self.child = run(list(self.pending.pop(0)))
 
 
 def start_downstream_jobs(
@@ -315,7 +333,9 @@ def run_all(
             return spawn(child.name, list(child.args), settings.logs_dir, pids_dir=pids_dir)
 
         compaction = Compaction(
-            settings.ops_compact_seconds, time.monotonic() + settings.ops_compact_seconds
+            settings.ops_compact_seconds,
+            time.monotonic() + settings.ops_compact_seconds,
+            maintenance_commands(settings),
         )
 
         def run_maintain(args: list[str]) -> Child:

@@ -410,6 +410,7 @@ class MaintainOptions:
 
     tables: tuple[str, ...] = ()
     report_only: bool = False
+    vacuum_only: bool = False  # no OPTIMIZE, no property change: safe beside MERGE writers
     retention_hours: float = RULES.retention_hours
     allow_short_retention: bool = False
     where: str | None = None  # OPTIMIZE partition filter (one table only)
@@ -424,6 +425,12 @@ def add_maintain_arguments(parser: argparse.ArgumentParser) -> None:
         "--report-only",
         action="store_true",
         help="only print the small-file report: no OPTIMIZE, VACUUM or property change",
+    )
+    add(
+        "--vacuum-only",
+        action="store_true",
+        help="only VACUUM: no OPTIMIZE and no property change, so a job that MERGEs into the "
+        "table meanwhile never loses its commit to maintenance (what `all` runs on gold)",
     )
     add(
         "--table",
@@ -473,6 +480,7 @@ def options_from_args(args: argparse.Namespace) -> MaintainOptions:
     options = MaintainOptions(
         tables=tuple(args.tables or ()),
         report_only=args.report_only,
+        vacuum_only=args.vacuum_only,
         retention_hours=args.retention_hours,
         allow_short_retention=args.allow_short_retention,
         where=args.where,
@@ -622,8 +630,9 @@ def maintain_table(
     optimized: OptimizeResult | None = None
     vacuumed: VacuumResult | None = None
     try:
-        properties = set_recommended_properties(spark, table, before.missing_properties)
-        if before.needs_optimize or options.where:
+        if not options.vacuum_only:
+            properties = set_recommended_properties(spark, table, before.missing_properties)
+        if not options.vacuum_only and (before.needs_optimize or options.where):
             optimized = optimize_table(spark, table, options.where)
         vacuumed = vacuum_table(
             spark, table, options.retention_hours, options.allow_short_retention, options.rules
@@ -655,6 +664,15 @@ def maintain(
 ) -> list[TableOutcome]:
     """Maintain each table in turn (``spark`` may be None when report-only)."""
     return [maintain_table(spark, table, options) for table in tables]
+
+
+def merged_window_tables(settings: Settings) -> tuple[str, ...]:
+    """Names of the gold tables jobs keep by MERGE (every window table and the alert counts):
+    each batch replaces files of them, which only VACUUM removes."""
+    from iot_lakehouse.pipeline.alerts import ALERT_COUNTS_TABLE
+    from iot_lakehouse.pipeline.gold import WINDOW_TABLES
+
+    return tuple(f"gold/{t.name}" for t in (*WINDOW_TABLES, ALERT_COUNTS_TABLE))
 
 
 def run_maintain(settings: Settings, args: argparse.Namespace) -> int:
