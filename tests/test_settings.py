@@ -188,7 +188,7 @@ def test_a_port_given_on_the_command_line_is_checked_too() -> None:
 
 
 def test_gold_file_retention_is_a_duration() -> None:
-    assert Settings.from_env({}).gold_file_retention_hours == 24
+    assert Settings.from_env({}).gold_file_retention_hours == 6
     assert Settings.from_env({"GOLD_FILE_RETENTION": "90 minutes"}).gold_file_retention_hours == 1.5
     with pytest.raises(ConfigError, match="GOLD_FILE_RETENTION"):
         Settings.from_env({"GOLD_FILE_RETENTION": "soon"}).validate()

@@ -225,7 +225,7 @@ class Settings:
     # run: `maintain --table _ops/`; empty or 0: never
     ops_compact_interval: str = "1 hour"
     # how long gold's window tables keep the files their MERGEs replaced (`all` VACUUMs them)
-    gold_file_retention: str = "24 hours"
+    gold_file_retention: str = "6 hours"
     gold_watermark: str = "10 minutes"
     gold_percentile_k: int = 200
     gold_max_files_per_trigger: int = 100
