@@ -1,7 +1,8 @@
 """A long run of ``./start_all.sh`` with faults, as a user leaves it running for days.
 
     uv run python bench/long_run.py [--minutes 120] [--kill-at 30] [--broker-restart-at 60]
-                                    [--sample-minutes 5] [--out long_run.jsonl]
+                                    [--kill-python-workers-at 63] [--sample-minutes 5]
+                                    [--out long_run.jsonl]
 
 Run it in a clone of its own (it uses that clone's lakehouse, logs and broker). It starts
 ``./start_all.sh --duration`` at the default rate, and while it runs:
@@ -10,6 +11,9 @@ Run it in a clone of its own (it uses that clone's lakehouse, logs and broker). 
   ``all``; its JVM goes with it), which ``all`` must start again;
 - at ``--broker-restart-at`` minutes, stops the broker (``iot-lakehouse kafka stop``), waits
   30 s and starts it again; the generator and the jobs must ride it out;
+- at ``--kill-python-workers-at`` minutes, SIGKILLs the jobs driver's Python workers (Spark's
+  ``pyspark.daemon`` and its workers): the job whose task was in one fails and must be
+  started again alone while the others go on;
 - every ``--sample-minutes``, records the size of the logs folder, of each ``_ops`` table (files
   and bytes), every process' restarts as ``all`` counts them, and ``status --json``.
 
@@ -21,6 +25,7 @@ Exit status 0 when the jobs stayed up or were restarted and reconcile balances.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -64,6 +69,33 @@ def jobs_driver_pid(runtime: Path) -> int | None:
     return None
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def python_workers(driver_pid: int | None) -> list[int]:
+    """Pids of the ``pyspark.daemon`` processes (Spark's Python workers) descending from the
+    jobs driver: its JVM's daemon and the daemon's workers."""
+    if driver_pid is None:
+        return []
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"pyspark.daemon" not in (proc / "cmdline").read_bytes():
+                continue
+        except OSError:
+            continue
+        ancestor: int | None = int(proc.name)
+        while ancestor not in (None, 0, 1, driver_pid):
+            ancestor = parent_of(ancestor)
+        if ancestor == driver_pid:
+            found.append(int(proc.name))
+    return sorted(found)
+
+
 def sample(elapsed_min: float, out: Path, log: Path) -> dict[str, Any]:
     lakehouse = ROOT / "lakehouse"
     ops = {
@@ -103,6 +135,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=120)
     parser.add_argument("--kill-at", type=float, default=30)
     parser.add_argument("--broker-restart-at", type=float, default=60)
+    parser.add_argument("--kill-python-workers-at", type=float, default=63)
     parser.add_argument("--sample-minutes", type=float, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "long_run.jsonl")
     args = parser.parse_args()
@@ -117,7 +150,7 @@ def main() -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    killed = restarted = False
+    killed = restarted = workers_killed = False
     next_sample = args.sample_minutes
     events: list[str] = []
     while run_all.poll() is None:
@@ -141,6 +174,14 @@ def main() -> int:
                 f"(exit {again.returncode})"
             )
             restarted = True
+            print(events[-1], flush=True)
+        if not workers_killed and minute >= args.kill_python_workers_at:
+            pids = python_workers(jobs_driver_pid(ROOT / ".runtime"))
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            events.append(f"{minute:.1f} min: SIGKILL to the Python workers {pids}")
+            workers_killed = True
             print(events[-1], flush=True)
         if minute >= next_sample:
             sample(minute, args.out, log)
