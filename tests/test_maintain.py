@@ -154,6 +154,7 @@ def test_every_lakehouse_table_is_listed_and_selectable(tmp_path: Path) -> None:
         "_ops/quality",
         "_ops/gold_late_readings",
         "_ops/gold_progress",
+        "_ops/alerts_clock",
         "_ops/stream_metrics",
     ]
     assert dict((t.name, t.path) for t in tables)["dlq/silver_rejects"] == str(

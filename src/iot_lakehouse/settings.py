@@ -405,25 +405,31 @@ class Settings:
         """Location of a table below LAKEHOUSE_PATH, e.g. ``bronze/sensor_events``."""
         return f"{self.lakehouse_path.rstrip('/')}/{relative}"
 
+    def _catalog_path(self, name: str) -> str:
+        """Where the catalog's table ``name`` lives (``catalog.TABLES``)."""
+        from iot_lakehouse.catalog import table
+
+        return table(name).path(self)
+
     def checkpoint_path(self, job: str) -> str:
         """Checkpoint folder of one streaming job: ``LAKEHOUSE_PATH/_checkpoints/<job>``."""
         return self.table_path(f"_checkpoints/{job}")
 
     @property
     def bronze_events_path(self) -> str:
-        return self.table_path("bronze/sensor_events")
+        return self._catalog_path("bronze/sensor_events")
 
     @property
     def silver_readings_path(self) -> str:
-        return self.table_path("silver/readings")
+        return self._catalog_path("silver/readings")
 
     @property
     def silver_duplicates_path(self) -> str:
-        return self.table_path("_ops/silver_duplicates")
+        return self._catalog_path("_ops/silver_duplicates")
 
     @property
     def quality_results_path(self) -> str:
-        return self.table_path("_ops/quality")
+        return self._catalog_path("_ops/quality")
 
     def gold_path(self, table: str) -> str:
         """Location of a gold table, e.g. ``gold_path("sensor_metrics_5m")``."""
@@ -431,15 +437,15 @@ class Settings:
 
     @property
     def stream_metrics_path(self) -> str:
-        return self.table_path("_ops/stream_metrics")
+        return self._catalog_path("_ops/stream_metrics")
 
     @property
     def gold_late_readings_path(self) -> str:
-        return self.table_path("_ops/gold_late_readings")
+        return self._catalog_path("_ops/gold_late_readings")
 
     @property
     def gold_progress_path(self) -> str:
-        return self.table_path("_ops/gold_progress")
+        return self._catalog_path("_ops/gold_progress")
 
     def source_limits(self, **limits: int | str) -> dict[str, str]:
         """Per-trigger source limits (``maxOffsetsPerTrigger=…``) as reader options; none with
@@ -485,15 +491,15 @@ class Settings:
 
     @property
     def alerts_path(self) -> str:
-        return self.gold_path("alerts")
+        return self._catalog_path("gold/alerts")
 
     @property
     def alerts_clock_path(self) -> str:
-        return self.table_path("_ops/alerts_clock")
+        return self._catalog_path("_ops/alerts_clock")
 
     @property
     def dlq_rejects_path(self) -> str:
-        return f"{self.dlq_path.rstrip('/')}/silver_rejects"
+        return self._catalog_path("dlq/silver_rejects")
 
     @property
     def kafka_host(self) -> str:

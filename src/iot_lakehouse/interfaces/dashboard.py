@@ -139,16 +139,11 @@ def load_stream_metrics(settings: Settings, now: datetime) -> list[dict[str, Any
 
 
 def table_paths(settings: Settings) -> dict[str, str]:
-    """The tables whose row counts the dashboard shows, in pipeline order."""
-    return {
-        "bronze/sensor_events": settings.bronze_events_path,
-        "silver/readings": settings.silver_readings_path,
-        "dlq/silver_rejects": settings.dlq_rejects_path,
-        "_ops/silver_duplicates": settings.silver_duplicates_path,
-        "gold/sensor_metrics_5m": settings.gold_path("sensor_metrics_5m"),
-        "_ops/gold_late_readings": settings.gold_late_readings_path,
-        "gold/alerts": settings.alerts_path,
-    }
+    """The tables whose row counts the dashboard shows (the catalog's ``on_dashboard``), in
+    pipeline order."""
+    from iot_lakehouse.catalog import TABLES
+
+    return {t.name: t.path(settings) for t in TABLES if t.on_dashboard}
 
 
 def table_counts(settings: Settings) -> dict[str, int | None]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from iot_lakehouse.catalog import table
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
 from iot_lakehouse.pipeline.checkpoints import delta_table_exists
@@ -40,7 +41,6 @@ from iot_lakehouse.pipeline.silver import (
     to_duplicate_rows,
     to_silver_rows,
 )
-from iot_lakehouse.schemas import REDRIVE_HISTORY, create_table_if_missing
 from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ DLQ_ROW_KEY = (*LINEAGE, "metric")
 
 def history_path(settings: Settings) -> str:
     """Where the redrive history table lives: ``DLQ_PATH/redrive_history``."""
-    return f"{settings.dlq_path.rstrip('/')}/redrive_history"
+    return table("dlq/redrive_history").path(settings)
 
 
 # --- list ---
@@ -185,7 +185,7 @@ def _redrive_locked(spark: SparkSession, settings: Settings, ruleset: RuleSet) -
     from delta.tables import DeltaTable
 
     create_silver_tables(spark, settings)
-    create_table_if_missing(spark, history_path(settings), REDRIVE_HISTORY, [])
+    table("dlq/redrive_history").create_if_missing(spark, settings)
     dlq = spark.read.format("delta").load(settings.dlq_rejects_path).localCheckpoint(eager=True)
     rejudged = rejudge(dlq, ruleset).localCheckpoint(eager=True)
     outcomes = row_outcomes(rejudged).localCheckpoint(eager=True)

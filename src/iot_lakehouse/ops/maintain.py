@@ -85,28 +85,10 @@ class LakehouseTable:
 
 
 def lakehouse_tables(settings: Settings) -> tuple[LakehouseTable, ...]:
-    """Every Delta table the jobs write, in pipeline order (ARCHITECTURE.md, docs/pipeline.md)."""
-    from iot_lakehouse.ops.dlq import history_path
-    from iot_lakehouse.pipeline.alerts import ALERT_COUNTS_TABLE
-    from iot_lakehouse.pipeline.gold import WINDOW_TABLES
+    """Every Delta table of the catalog, in its (pipeline) order."""
+    from iot_lakehouse.catalog import TABLES
 
-    gold = [
-        LakehouseTable(f"gold/{t.name}", settings.gold_path(t.name))
-        for t in (*WINDOW_TABLES, ALERT_COUNTS_TABLE)
-    ]
-    return (
-        LakehouseTable("bronze/sensor_events", settings.bronze_events_path),
-        LakehouseTable("silver/readings", settings.silver_readings_path),
-        *gold,
-        LakehouseTable("gold/alerts", settings.alerts_path),
-        LakehouseTable("dlq/silver_rejects", settings.dlq_rejects_path),
-        LakehouseTable("dlq/redrive_history", history_path(settings)),
-        LakehouseTable("_ops/silver_duplicates", settings.silver_duplicates_path),
-        LakehouseTable("_ops/quality", settings.quality_results_path),
-        LakehouseTable("_ops/gold_late_readings", settings.gold_late_readings_path),
-        LakehouseTable("_ops/gold_progress", settings.gold_progress_path),
-        LakehouseTable("_ops/stream_metrics", settings.stream_metrics_path),
-    )
+    return tuple(LakehouseTable(t.name, t.path(settings)) for t in TABLES)
 
 
 def select_tables(
@@ -667,12 +649,11 @@ def maintain(
 
 
 def merged_window_tables(settings: Settings) -> tuple[str, ...]:
-    """Names of the gold tables jobs keep by MERGE (every window table and the alert counts):
+    """Names of the tables jobs keep by MERGE (gold's window tables and the alert counts):
     each batch replaces files of them, which only VACUUM removes."""
-    from iot_lakehouse.pipeline.alerts import ALERT_COUNTS_TABLE
-    from iot_lakehouse.pipeline.gold import WINDOW_TABLES
+    from iot_lakehouse.catalog import TABLES
 
-    return tuple(f"gold/{t.name}" for t in (*WINDOW_TABLES, ALERT_COUNTS_TABLE))
+    return tuple(t.name for t in TABLES if t.merged)
 
 
 def run_maintain(settings: Settings, args: argparse.Namespace) -> int:

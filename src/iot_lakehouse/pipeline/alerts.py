@@ -43,6 +43,7 @@ from pyspark.sql.streaming.stateful_processor import (
 )
 from pyspark.sql.types import StringType, StructField, StructType
 
+from iot_lakehouse.catalog import table
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
 from iot_lakehouse.pipeline.checkpoints import delta_source_options
@@ -75,7 +76,6 @@ from iot_lakehouse.schemas import (
     CHANGE_FEED,
     GOLD_ALERT_COUNTS,
     GOLD_ALERTS,
-    create_table_if_missing,
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
@@ -457,9 +457,9 @@ class AlertCountsWriter:
 
 # --- wiring ---
 def create_alert_tables(spark: SparkSession, settings: Settings) -> None:
-    create_table_if_missing(spark, settings.alerts_path, GOLD_ALERTS, [], properties=CHANGE_FEED)
+    table("gold/alerts").create_if_missing(spark, settings, properties=CHANGE_FEED)
     ALERT_COUNTS_TABLE.create_if_missing(spark, settings)
-    create_table_if_missing(spark, settings.alerts_clock_path, ALERTS_CLOCK, [])
+    table("_ops/alerts_clock").create_if_missing(spark, settings)
 
 
 def _silver_stream(spark: SparkSession, settings: Settings, part: str) -> DataFrame:

@@ -30,6 +30,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
+from iot_lakehouse.catalog import table
 from iot_lakehouse.errors import JobError
 from iot_lakehouse.logs import kv
 from iot_lakehouse.pipeline.checkpoints import (
@@ -42,9 +43,7 @@ from iot_lakehouse.pipeline.exactly_once import append_once
 from iot_lakehouse.pipeline.streaming import require_columns, start_foreach_batch
 from iot_lakehouse.schemas import (
     BRONZE_EVENTS,
-    BRONZE_PARTITION_COLUMNS,
     KAFKA_SOURCE_COLUMNS,
-    create_table_if_missing,
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
@@ -264,9 +263,7 @@ def start_socket_stream(
         events = conform(socket_lines_to_bronze_events(lines, topic, start_ms))
         append_once(events, settings.bronze_events_path, app["id"], batch_id)
 
-    create_table_if_missing(
-        spark, settings.bronze_events_path, BRONZE_EVENTS, list(BRONZE_PARTITION_COLUMNS)
-    )
+    table("bronze/sensor_events").create_if_missing(spark, settings)
     # Spark's socket source cannot resume: its offsets start again at every start and a
     # checkpoint of an earlier run makes the query fail ("offsets committed out of order").
     # Each run starts a new one; the time-based offsets keep the rows of every run apart.
@@ -298,9 +295,7 @@ def start_bronze_stream(
     if source == "socket":
         return start_socket_stream(spark, settings, available_now, checkpoint)
     # Before the topic's identity is recorded beside the table's files.
-    create_table_if_missing(
-        spark, settings.bronze_events_path, BRONZE_EVENTS, list(BRONZE_PARTITION_COLUMNS)
-    )
+    table("bronze/sensor_events").create_if_missing(spark, settings)
     if source == "kafka":
         bind_topic_identity(spark, settings, path)
         resume = bronze_resume_offsets(spark, settings, path)

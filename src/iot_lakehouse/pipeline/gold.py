@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.types import TimestampType
 
+from iot_lakehouse import catalog
 from iot_lakehouse.logs import kv
 from iot_lakehouse.pipeline.checkpoints import delta_source_options
 from iot_lakehouse.pipeline.exactly_once import append_once
@@ -57,7 +58,6 @@ from iot_lakehouse.schemas import (
     GOLD_LOCATION_METRICS,
     GOLD_PROGRESS,
     GOLD_SENSOR_METRICS,
-    create_table_if_missing,
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
@@ -308,8 +308,8 @@ def create_gold_tables(spark: SparkSession, settings: Settings) -> None:
     """Create every gold table, the late-readings table and the progress log if missing."""
     for table in WINDOW_TABLES:
         table.create_if_missing(spark, settings)
-    create_table_if_missing(spark, settings.gold_late_readings_path, GOLD_LATE_READINGS, [])
-    create_table_if_missing(spark, settings.gold_progress_path, GOLD_PROGRESS, [])
+    catalog.table("_ops/gold_late_readings").create_if_missing(spark, settings)
+    catalog.table("_ops/gold_progress").create_if_missing(spark, settings)
 
 
 def start_gold_stream(

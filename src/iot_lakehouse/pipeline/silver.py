@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
+from iot_lakehouse.catalog import table
 from iot_lakehouse.logs import kv
 from iot_lakehouse.pipeline.console import echo_batch
 from iot_lakehouse.pipeline.exactly_once import append_once
@@ -42,11 +43,7 @@ from iot_lakehouse.pipeline.streaming import require_columns, start_foreach_batc
 from iot_lakehouse.runtime.spark_session import materialise, run_side_by_side
 from iot_lakehouse.runtime.stream_metrics import kafka_time_quantiles, record_batch_latency
 from iot_lakehouse.schemas import (
-    DLQ_REJECTS,
     DLQ_STATS_COLUMNS,
-    SILVER_DUPLICATES,
-    SILVER_READINGS,
-    create_table_if_missing,
     query_app_id,
 )
 from iot_lakehouse.settings import Settings
@@ -522,11 +519,9 @@ class SilverBatchWriter:
 
 def create_silver_tables(spark: SparkSession, settings: Settings) -> None:
     """Create silver, the DLQ and the duplicate ledger if they do not exist yet."""
-    create_table_if_missing(spark, settings.silver_readings_path, SILVER_READINGS, ["event_date"])
-    create_table_if_missing(
-        spark, settings.dlq_rejects_path, DLQ_REJECTS, ["rejected_date"], DLQ_STATS_COLUMNS
-    )
-    create_table_if_missing(spark, settings.silver_duplicates_path, SILVER_DUPLICATES, [])
+    table("silver/readings").create_if_missing(spark, settings)
+    table("dlq/silver_rejects").create_if_missing(spark, settings, DLQ_STATS_COLUMNS)
+    table("_ops/silver_duplicates").create_if_missing(spark, settings)
 
 
 def start_silver_stream(

@@ -200,7 +200,7 @@ class GoldTable:
     def create_if_missing(self, spark: SparkSession, settings: Settings) -> None:
         create_table_if_missing(
             spark, settings.gold_path(self.name), self.schema, [], self.stats_columns, CHANGE_FEED
-        )
+        )  # the catalog declares it as gold/<name> with this schema (tests/test_catalog.py)
 
     @property
     def slide_seconds(self) -> int:
