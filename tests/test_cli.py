@@ -89,7 +89,10 @@ def test_the_core_installs_alone_and_a_command_names_the_extra_it_needs(tmp_path
             [python, *args], capture_output=True, text=True, timeout=300, check=False, env=env
         )
 
-    core_modules = "jobs silver gold alerts status prometheus reconcile generator serving"
+    core_modules = (
+        "pipeline.jobs pipeline.silver pipeline.gold pipeline.alerts pipeline.serving ops.status "
+        "ops.reconcile interfaces.prometheus sources.generator catalog"
+    )
     imported = run(
         "-c",
         "import importlib, importlib.util; "
