@@ -27,7 +27,7 @@ from confluent_kafka.cimpl import NewTopic
 from iot_lakehouse.errors import BrokerError, DependencyError
 from iot_lakehouse.logs import kv
 from iot_lakehouse.runtime import jvm_deps
-from iot_lakehouse.runtime.processes import alive, read_pid, reap
+from iot_lakehouse.runtime.processes import alive, read_pid, reap, wait_until_ready
 from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -253,18 +253,16 @@ class LocalKafkaBroker:
                 start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BrokerError(
-                    f"The Kafka broker exited at start-up (code {proc.returncode}). Last lines of "
-                    f"{self.log_file}:\n{self._log_tail()}\nIf the port is taken, set "
-                    "KAFKA_BOOTSTRAP_SERVERS to a free one."
-                )
-            if self.list_topics(timeout=2.0) is not None:
-                break
-            time.sleep(0.5)
-        else:
+        outcome = wait_until_ready(
+            proc, lambda: self.list_topics(timeout=2.0) is not None, timeout, every=0.5
+        )
+        if outcome == "exited":
+            raise BrokerError(
+                f"The Kafka broker exited at start-up (code {proc.returncode}). Last lines of "
+                f"{self.log_file}:\n{self._log_tail()}\nIf the port is taken, set "
+                "KAFKA_BOOTSTRAP_SERVERS to a free one."
+            )
+        if outcome == "timed out":
             self.stop()
             raise BrokerError(
                 f"The Kafka broker did not accept clients within {timeout:.0f} s. "

@@ -26,7 +26,14 @@ from pymongo.errors import PyMongoError
 
 from iot_lakehouse.errors import DependencyError, MongoError
 from iot_lakehouse.logs import kv, rotate_if_large
-from iot_lakehouse.runtime.processes import PIDS_DIR, alive, read_pid, reap, record_pid
+from iot_lakehouse.runtime.processes import (
+    PIDS_DIR,
+    alive,
+    read_pid,
+    reap,
+    record_pid,
+    wait_until_ready,
+)
 from iot_lakehouse.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -301,20 +308,18 @@ class LocalMongoServer:
             )
         self.pid_file.write_text(str(proc.pid))
         self._record_pid(proc.pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                self._drop_pid(proc.pid)
-                raise MongoError(
-                    f"The MongoDB server (FerretDB) exited at start-up (code {proc.returncode}). "
-                    f"Last lines of {self.log_file}:\n{self._log_tail()}\nIf port {self.port} is "
-                    "taken, set MONGO_PORT to a free one."
-                )
-            if self.build_info(timeout_ms=1000) is not None:
-                break
-            time.sleep(0.2)
-        else:
+        outcome = wait_until_ready(
+            proc, lambda: self.build_info(timeout_ms=1000) is not None, timeout, every=0.2
+        )
+        if outcome == "exited":
+            self.pid_file.unlink(missing_ok=True)
+            self._drop_pid(proc.pid)
+            raise MongoError(
+                f"The MongoDB server (FerretDB) exited at start-up (code {proc.returncode}). "
+                f"Last lines of {self.log_file}:\n{self._log_tail()}\nIf port {self.port} is "
+                "taken, set MONGO_PORT to a free one."
+            )
+        if outcome == "timed out":
             self.stop()
             raise MongoError(
                 f"The MongoDB server (FerretDB) did not answer at {self.uri} within "

@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 PIDS_DIR = "pids"  # under the runtime folder: the pid records stop_all.sh acts on
 
@@ -70,3 +73,18 @@ def record_pid(pids_dir: Path, pid: int, match: str, role: str) -> Path | None:
     tmp.write_text(f"pid={pid}\nstarted={started}\nmatch={match}\nrole={role}\n")
     os.replace(tmp, record)
     return record
+
+
+def wait_until_ready(
+    proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, every: float
+) -> Literal["ready", "exited", "timed out"]:
+    """Poll a server just started until ``ready()`` holds (every ``every`` seconds), it
+    exits, or ``timeout`` seconds pass; which of them happened first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return "exited"
+        if ready():
+            return "ready"
+        time.sleep(every)
+    return "timed out"
