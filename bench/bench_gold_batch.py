@@ -7,11 +7,16 @@ Builds one silver table of generated readings (the input of the gold five-kill t
 ``iot-lakehouse run gold --available-now`` on a fresh copy of it, one silver file a batch, as
 the tests run a job process (``local[1]``, a 1 GiB driver). Per variant it prints the time from
 process start to the first batch's trigger, the first batch (cold JVM), the later batches'
-mean, the batches and readings per batch (from ``_ops/stream_metrics``), the wall time, the
+mean and the last four's, the megabytes of data files gold's commits wrote per batch (all
+batches, the last four: a MERGE writes back every file it touches whole, so this grows with the
+table unless the files it touches stay small), the batches and readings per batch (from
+``_ops/stream_metrics``), the wall time, the
 Spark jobs and Delta commits per batch (from Spark's event log), and the classes Spark's code
 generator compiled and the seconds it took (its ``Code generated in`` log lines). Variants
 differ only in what ``VARIANTS`` gives them; a variant cannot undo a setting of the project's own
-(``spark_session.tuning``: the session's settings win over ``--conf``).
+(``spark_session.tuning``: the session's settings win over ``--conf``). The ``baseline``
+variant runs the job of another revision (``--baseline REV``, checked out in a git worktree),
+for a change of the project's own code side by side.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Variant:
     spark_conf: dict[str, str] = field(default_factory=dict)
     java_options: str = ""
     about: str = ""
+    baseline: bool = False  # run the job of the --baseline revision, not of this tree
 
 
 VARIANTS = {
@@ -61,6 +67,7 @@ VARIANTS = {
         {"spark.sql.codegen.maxFields": "1000"},
         about="whole-stage code generation also for plans of many (nested) fields: Delta's log",
     ),
+    "baseline": Variant(baseline=True, about="the project's code at --baseline REV"),
     "files-in-crc": Variant(
         {"spark.databricks.delta.allFilesInCrc.enabled": "true"},
         about="Delta keeps the file list of small tables in the .crc file",
@@ -68,8 +75,9 @@ VARIANTS = {
 }
 
 
-def build_input(root: Path, events: int, parts: int) -> None:
-    """Silver readings of ``events`` generated events in ``parts`` files, under ``root``."""
+def build_input(root: Path, events: int, parts: int, rate: float, sensors: int) -> None:
+    """Silver readings of ``events`` generated events (``rate`` a second from ``sensors``
+    sensors: ``events / rate`` seconds of event time) in ``parts`` files, under ``root``."""
     from tests.test_gold import KILL_TEST_INPUT, build_silver, gold_settings
 
     settings = Settings.from_env({}).with_(
@@ -80,7 +88,7 @@ def build_input(root: Path, events: int, parts: int) -> None:
         runtime_dir=root / "runtime",
     )
     spark = build_spark(settings, "bench-gold-batch-input")
-    config = replace(KILL_TEST_INPUT, count=events)
+    config = replace(KILL_TEST_INPUT, count=events, rate=rate, sensors=sensors)
     build_silver(spark, gold_settings(settings), config, parts=parts)
     spark.stop()
 
@@ -129,7 +137,34 @@ def event_log_counts(folder: Path) -> tuple[int, int]:
     return jobs, commits
 
 
-def run_variant(name: str, variant: Variant, source: Path, work: Path) -> dict[str, float]:
+def gold_bytes_written(lakehouse: Path, since: datetime | None = None) -> int:
+    """Bytes of the data files the commits of every gold table added (a MERGE adds the files
+    it rewrote whole), of the commits made at ``since`` or later (all without it)."""
+    written = 0
+    after_ms = 0 if since is None else since.timestamp() * 1000
+    for commit in lakehouse.glob("gold/*/_delta_log/*.json"):
+        actions = [json.loads(line) for line in commit.open()]
+        info = next(a["commitInfo"] for a in actions if "commitInfo" in a)
+        if info["timestamp"] >= after_ms:
+            written += sum(a["add"]["size"] for a in actions if "add" in a)
+    return written
+
+
+def baseline_tree(revision: str, root: Path) -> Path:
+    """A checkout of ``revision`` of this repository under ``root`` (a git worktree)."""
+    tree = root / "baseline"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), revision],
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return tree
+
+
+def run_variant(
+    name: str, variant: Variant, source: Path, work: Path, baseline: Path | None
+) -> dict[str, float]:
     """One ``run gold --available-now`` on a fresh copy of ``source``; its figures."""
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(source, work)
@@ -149,8 +184,13 @@ def run_variant(name: str, variant: Variant, source: Path, work: Path) -> dict[s
     env = job_env(  # as the tests run a job process: local[1], a 1 GiB driver, no GX
         settings,
         GOLD_MAX_FILES_PER_TRIGGER="1",
+        SNAPSHOT_IN_FIRST_BATCH="false",  # one silver file a batch from the first on
         PYSPARK_SUBMIT_ARGS=" ".join(f"--conf {k}={v}" for k, v in conf.items()) + " pyspark-shell",
     )
+    if variant.baseline:
+        if baseline is None:
+            raise SystemExit(f"variant {name} needs --baseline REV")
+        env["PYTHONPATH"] = str(baseline / "src")  # ahead of the editable install of this tree
     compiles = work / "compiles.log"
     log_config = work / "log4j2.properties"
     log_config.write_text(COMPILE_LOG_CONFIG.format(path=compiles))
@@ -183,6 +223,11 @@ def run_variant(name: str, variant: Variant, source: Path, work: Path) -> dict[s
         "to_first_trigger_s": (batches[0]["batch_time"] - started).total_seconds(),
         "first_batch_s": batches[0]["batch_duration_ms"] / 1000,
         "later_batch_s": statistics.mean(r["batch_duration_ms"] for r in batches[1:]) / 1000,
+        "last_batches_s": statistics.mean(r["batch_duration_ms"] for r in batches[-4:]) / 1000,
+        "written_mb_per_batch": gold_bytes_written(work / "lakehouse") / len(batches) / 1e6,
+        "last_written_mb_per_batch": (
+            gold_bytes_written(work / "lakehouse", batches[-4]["batch_time"]) / 4 / 1e6
+        ),
         "wall_s": wall,
         "batches": len(batches),
         "rows_per_batch": statistics.mean(r["input_rows"] for r in batches),
@@ -200,6 +245,11 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=6000)
     parser.add_argument("--parts", type=int, default=8, help="bronze files (a silver batch each)")
+    parser.add_argument("--rate", type=float, default=10.0, help="events a second of event time")
+    parser.add_argument("--sensors", type=int, default=40)
+    parser.add_argument(
+        "--baseline", metavar="REV", help="git revision the `baseline` variant runs the job of"
+    )
     args = parser.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -207,22 +257,36 @@ def main() -> None:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     with tempfile.TemporaryDirectory(prefix="bench-gold-batch-") as tmp:
         root = Path(tmp)
-        print(f"building silver: {args.events} events in {args.parts} files …", flush=True)
-        build_input(root / "input", args.events, args.parts)
+        hours = args.events / args.rate / 3600
+        print(
+            f"building silver: {args.events} events ({hours:.1f} h of event time, "
+            f"{args.sensors} sensors) in {args.parts} files …",
+            flush=True,
+        )
+        build_input(root / "input", args.events, args.parts, args.rate, args.sensors)
+        baseline = baseline_tree(args.baseline, root) if args.baseline else None
         rows = []  # a variant named twice runs twice: the spread of one setting
-        for name in names:
-            print(f"variant {name}: {VARIANTS[name].about} …", flush=True)
-            rows.append((name, run_variant(name, VARIANTS[name], root / "input", root / "run")))
+        try:
+            for name in names:
+                print(f"variant {name}: {VARIANTS[name].about} …", flush=True)
+                figures = run_variant(name, VARIANTS[name], root / "input", root / "run", baseline)
+                rows.append((name, figures))
+        finally:
+            if baseline is not None:
+                subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], check=False)
     base = rows[0][1]
     print(
         f"\n{'variant':22} {'to 1st trigger':>14} {'1st batch':>10} {'later batch':>12} "
+        f"{'last 4':>7} {'MB written':>11} {'last 4':>8} "
         f"{'wall':>8} {'vs ' + names[0]:>9} {'batches':>8} {'rows/batch':>11} {'jobs/batch':>11} "
         f"{'commits/batch':>14} {'compiles':>9} {'compiling':>10}"
     )
     for name, r in rows:
         print(
             f"{name:22} {r['to_first_trigger_s']:13.1f}s {r['first_batch_s']:9.1f}s "
-            f"{r['later_batch_s']:11.1f}s {r['wall_s']:7.1f}s {r['wall_s'] / base['wall_s']:8.2f}x "
+            f"{r['later_batch_s']:11.1f}s {r['last_batches_s']:6.1f}s "
+            f"{r['written_mb_per_batch']:8.2f}/b {r['last_written_mb_per_batch']:6.2f}/b "
+            f"{r['wall_s']:7.1f}s {r['wall_s'] / base['wall_s']:8.2f}x "
             f"{r['batches']:8.0f} {r['rows_per_batch']:11.0f} "
             f"{r['jobs_per_batch']:11.1f} {r['commits_per_batch']:14.1f} "
             f"{r['compiles']:9.0f} {r['compile_s']:9.1f}s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -427,6 +428,55 @@ def test_gold_equals_a_batch_recomputation_from_silver(
         else:  # per location
             reference = recomputed(final_readings, table, *location_measures())
         assert_measures_equal(rolled, reference, table)
+
+
+def changing_commits(path: str) -> list[list[dict]]:
+    """The actions of each MERGE and UPDATE commit of the Delta table at ``path``, oldest
+    first."""
+    commits = []
+    for log in sorted(Path(path, "_delta_log").glob("*.json")):
+        actions = [json.loads(line) for line in log.read_text().splitlines()]
+        operation = next(a["commitInfo"]["operation"] for a in actions if "commitInfo" in a)
+        if operation in ("MERGE", "UPDATE"):
+            commits.append(actions)
+    return commits
+
+
+def test_a_batch_rewrites_the_files_of_its_own_hours_only(
+    spark: SparkSession, settings: Settings
+) -> None:
+    settings = gold_settings(settings).with_(gold_max_files_per_trigger=1)
+    config = GeneratorConfig(
+        sensors=5,
+        rate=0.5,
+        count=6000,
+        seed=5,
+        late_fraction=0.05,  # a few minutes late: they update windows of the batch before
+        late_max_seconds=300.0,
+        start_time=START,
+    )  # 3 h 20 min of event time in 4 silver batches: under an hour a gold batch
+    build_silver(spark, settings, config)
+    query = start_gold_stream(spark, settings, available_now=True)
+    query.awaitTermination(600)
+    assert query.exception() is None
+
+    path = settings.gold_path("sensor_metrics_5m")
+    table = spark.read.format("delta").load(path)
+    hours = {
+        str(r[0]) for r in table.select(F.date_format("window_hour", "HH:mm")).distinct().collect()
+    }
+    assert {"08:00", "09:00", "10:00", "11:00"} <= hours, hours  # (07:00: late readings)
+    commits = changing_commits(path)  # the MERGEs, and the UPDATEs that mark windows final
+    rewritten = [
+        {a["remove"]["partitionValues"]["window_hour"] for a in actions if "remove" in a}
+        for actions in commits
+    ]
+    assert len(commits) >= 6 and sum(map(len, rewritten)) >= 4, rewritten
+    assert all(len(hours) <= 2 for hours in rewritten), rewritten  # its hour, the one before
+    first_hours = ("2026-01-05T07", "2026-01-05T08")
+    assert not any(h.startswith(first_hours) for hours in rewritten[-2:] for h in hours), rewritten
+    ledger = silver_gold_ledger(spark, settings)
+    assert ledger.ok, ledger
 
 
 def test_a_rebuild_after_maintain_files_no_compacted_reading_as_late(

@@ -3,13 +3,17 @@ they pay."""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pytest
 from delta.tables import DeltaTable as DeltaTableJvm
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType
+from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from iot_lakehouse import schemas
 from iot_lakehouse.ops.maintain import properties_to_set
@@ -105,6 +109,53 @@ def test_gold_tables_keep_a_change_data_feed_also_when_an_older_version_made_the
         (2, "b", "update_preimage"),
         (2, "c", "update_postimage"),
     ]
+
+
+def test_window_tables_are_partitioned_by_the_period_their_windows_start_in(
+    spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings.from_env({}).with_(lakehouse_path=str(tmp_path / "lake"))
+    create_gold_tables(spark, settings)
+    for table in WINDOW_TABLES:
+        partitions = DeltaTable(settings.gold_path(table.name)).metadata().partition_columns
+        assert partitions == (["window_hour"] if table.window_seconds < 3600 else ["window_date"])
+
+    # Delta computes the partition from window_start, and a filter on window_start prunes it.
+    schema = StructType(
+        [StructField("window_start", TimestampType()), StructField("v", LongType())]
+    )
+    hourly = [schemas.WINDOW_HOUR]
+    path = str(tmp_path / "hourly")
+    create_table_if_missing(spark, path, schema, ["window_hour"], generated=hourly)
+    start = datetime(2026, 1, 1, 10, 55, tzinfo=UTC)
+    rows = spark.createDataFrame([(start + timedelta(minutes=5 * i), i) for i in range(3)], schema)
+    rows.write.format("delta").mode("append").save(path)
+    files = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()
+    assert sorted(str(f["partition.window_hour"])[:13] for f in files) == [
+        "2026-01-01 10",
+        "2026-01-01 11",
+    ]
+    plan = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col("window_start") >= F.lit(start + timedelta(minutes=5)))
+        ._jdf.queryExecution()
+        .executedPlan()
+        .toString()
+    )
+    assert "window_hour" in plan.split("PartitionFilters:")[1].split("]")[0], plan
+
+    # A table an older version made unpartitioned keeps its layout and rows (Delta cannot
+    # repartition in place), with a warning that says how to rebuild it.
+    older = str(tmp_path / "older")
+    create_table_if_missing(spark, older, schema, [])
+    rows.write.format("delta").mode("append").save(older)
+    with caplog.at_level(logging.WARNING, logger="iot_lakehouse.schemas"):
+        create_table_if_missing(spark, older, schema, ["window_hour"], generated=hourly)
+    assert DeltaTable(older).metadata().partition_columns == []
+    assert DeltaTable(older).to_pyarrow_table().num_rows == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and older in warnings[0] and "rerun" in warnings[0], warnings
 
 
 def test_every_column_of_every_table_has_a_comment() -> None:

@@ -32,6 +32,7 @@ class Table:
     written_by: str  # the job (or command) that writes it
     schema: StructType | None  # None: written by deltalake with its own schema (stream metrics)
     partition_by: tuple[str, ...] = ()
+    generated: tuple[schemas.GeneratedColumn, ...] = ()  # columns Delta computes (partitions)
     merged: bool = False  # kept by MERGE: each batch replaces files, which `all` VACUUMs
     on_dashboard: bool = False  # its row count is on the dashboard
 
@@ -54,14 +55,34 @@ class Table:
             spark,
             self.path(settings),
             self.schema,
-            list(self.partition_by),
+            self.partition_by,
             stats_columns,
             properties,
+            self.generated,
         )
 
 
-def _window(name: str, schema: StructType, layer: str = "gold", dashboard: bool = False) -> Table:
-    return Table(f"gold/{name}", layer, layer, schema, merged=True, on_dashboard=dashboard)
+def _window(
+    name: str,
+    schema: StructType,
+    period: schemas.GeneratedColumn,
+    layer: str = "gold",
+    dashboard: bool = False,
+) -> Table:
+    """A window table kept by MERGE, partitioned by the ``period`` its windows start in."""
+    return Table(
+        f"gold/{name}",
+        layer,
+        layer,
+        schema,
+        (period.name,),
+        (period,),
+        merged=True,
+        on_dashboard=dashboard,
+    )
+
+
+HOUR, DATE = schemas.WINDOW_HOUR, schemas.WINDOW_DATE
 
 
 # In pipeline order: the order of `maintain`'s report and of the dashboard's row counts.
@@ -82,14 +103,16 @@ TABLES: tuple[Table, ...] = (
         ("event_date",),
         on_dashboard=True,
     ),
-    _window("sensor_metrics_5m", schemas.GOLD_SENSOR_METRICS, dashboard=True),
-    _window("sensor_metrics_10m_sliding", schemas.GOLD_SENSOR_METRICS),
-    _window("location_metrics_5m", schemas.GOLD_LOCATION_METRICS),
-    _window("sensor_metrics_1h", schemas.GOLD_SENSOR_METRICS),
-    _window("sensor_metrics_1d", schemas.GOLD_SENSOR_METRICS),
-    _window("location_metrics_1h", schemas.GOLD_LOCATION_METRICS),
-    _window("location_metrics_1d", schemas.GOLD_LOCATION_METRICS),
-    _window("alert_counts_5m", schemas.GOLD_ALERT_COUNTS, layer="alerts"),
+    # Windows shorter than an hour: a partition per hour (a few files each); the hourly and
+    # daily rollups: a partition per day.
+    _window("sensor_metrics_5m", schemas.GOLD_SENSOR_METRICS, HOUR, dashboard=True),
+    _window("sensor_metrics_10m_sliding", schemas.GOLD_SENSOR_METRICS, HOUR),
+    _window("location_metrics_5m", schemas.GOLD_LOCATION_METRICS, HOUR),
+    _window("sensor_metrics_1h", schemas.GOLD_SENSOR_METRICS, DATE),
+    _window("sensor_metrics_1d", schemas.GOLD_SENSOR_METRICS, DATE),
+    _window("location_metrics_1h", schemas.GOLD_LOCATION_METRICS, DATE),
+    _window("location_metrics_1d", schemas.GOLD_LOCATION_METRICS, DATE),
+    _window("alert_counts_5m", schemas.GOLD_ALERT_COUNTS, HOUR, layer="alerts"),
     Table("gold/alerts", "alerts", "alerts", schemas.GOLD_ALERTS, on_dashboard=True),
     Table(
         "dlq/silver_rejects",

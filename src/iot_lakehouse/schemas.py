@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -227,6 +228,8 @@ COLUMN_COMMENTS = {
     "last_event_time": "latest event time in the window",
     "m2": "sum of squared deviations from the mean (merges windows exactly)",
     "value_sketch": "KLL quantile sketch of the values (merges windows)",
+    "window_hour": "the hour window_start falls in (generated; the partition)",
+    "window_date": "the UTC date window_start falls in (generated; the partition)",
     "is_final": "true once the watermark passed window_end: the row no longer changes",
     "updated_at": "when the row last changed",
     "active_sensors": "distinct sensors that reported (from sensor_sketch)",
@@ -291,27 +294,61 @@ def table_properties(stats_columns: Sequence[str] = ()) -> dict[str, str]:
     return {**TABLE_PROPERTIES, "delta.dataSkippingStatsColumns": ",".join(stats_columns)}
 
 
+@dataclass(frozen=True)
+class GeneratedColumn:
+    """A column Delta computes from others on every write (``GENERATED ALWAYS AS``). As a
+    partition column it also lets Delta derive partition filters from a query's filter on the
+    column it comes from."""
+
+    name: str
+    type: str  # SQL type
+    expression: str  # SQL over the table's columns
+
+
+# A gold window table is partitioned by the period its windows start in, so a MERGE rewrites
+# the files of the periods its batch touches, not every window since the table began.
+WINDOW_HOUR = GeneratedColumn("window_hour", "TIMESTAMP", "date_trunc('HOUR', window_start)")
+WINDOW_DATE = GeneratedColumn("window_date", "DATE", "CAST(window_start AS DATE)")
+
+
 def create_table_if_missing(
     spark: SparkSession,
     path: str,
     schema: StructType,
-    partition_by: list[str],
+    partition_by: Sequence[str],
     stats_columns: Sequence[str] = (),
     properties: Mapping[str, str] | None = None,
+    generated: Sequence[GeneratedColumn] = (),
 ) -> None:
     """Create an empty Delta table at ``path`` with ``schema`` (its columns commented from
-    ``COLUMN_COMMENTS``), ``table_properties`` and ``properties`` unless one exists; give an
-    existing table (made by an older version) the columns of ``schema`` and the
-    ``properties`` it lacks."""
+    ``COLUMN_COMMENTS``), the ``generated`` columns, ``table_properties`` and ``properties``
+    unless one exists; give an existing table (made by an older version) the columns of
+    ``schema`` and the ``properties`` it lacks, and warn if its partitioning differs (Delta
+    cannot change it in place)."""
     from delta.tables import DeltaTable
+    from pyspark.errors import AnalysisException
 
     discard_unfinished_creation(path)
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(with_comments(schema))
-    if partition_by:
-        builder = builder.partitionedBy(*partition_by)
-    for key, value in {**table_properties(stats_columns), **(properties or {})}.items():
-        builder = builder.property(key, value)
-    builder.execute()
+    # An existing table keeps its layout here (a CREATE IF NOT EXISTS of another layout fails).
+    if not DeltaTable.isDeltaTable(spark, path):
+        builder = DeltaTable.create(spark).location(path).addColumns(with_comments(schema))
+        for column in generated:
+            builder = builder.addColumn(
+                column.name,
+                column.type,
+                generatedAlwaysAs=column.expression,
+                comment=COLUMN_COMMENTS[column.name],
+            )
+        if partition_by:
+            builder = builder.partitionedBy(*partition_by)
+        for key, value in {**table_properties(stats_columns), **(properties or {})}.items():
+            builder = builder.property(key, value)
+        try:
+            builder.execute()
+        except AnalysisException:
+            if not DeltaTable.isDeltaTable(spark, path):
+                raise
+            # another process created it meanwhile: go on with the table it made
     table = f"delta.`{path.replace('`', '``')}`"
     if properties:
         rows = spark.sql(f"SHOW TBLPROPERTIES {table}").collect()
@@ -330,6 +367,21 @@ def create_table_if_missing(
             for f in missing
         )
         spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
+    if partition_by and list(partition_by) != partition_columns(spark, path):
+        logger.warning(
+            "the table is not partitioned as this version makes it (an older version made it): "
+            "it works, but slower. To rebuild it: stop the jobs, move the table's folder "
+            "aside, then run `iot-lakehouse rerun <the layer that writes it>` %s",
+            kv(table=path, partitioned_by=",".join(partition_by)),
+        )
+
+
+def partition_columns(spark: SparkSession, path: str) -> list[str]:
+    """The partition columns of the Delta table at ``path``."""
+    table = f"delta.`{path.replace('`', '``')}`"
+    detail = spark.sql(f"DESCRIBE DETAIL {table}").first()
+    assert detail is not None, "DESCRIBE DETAIL gives one row"
+    return [str(c) for c in detail["partitionColumns"]]
 
 
 def sql_text(text: str) -> str:

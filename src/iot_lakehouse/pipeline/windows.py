@@ -20,11 +20,9 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StructType
 
+from iot_lakehouse import catalog
 from iot_lakehouse.pipeline.console import echo_batch
-from iot_lakehouse.schemas import (
-    CHANGE_FEED,
-    create_table_if_missing,
-)
+from iot_lakehouse.schemas import CHANGE_FEED
 from iot_lakehouse.settings import Settings, duration_seconds
 
 logger = logging.getLogger(__name__)
@@ -198,9 +196,10 @@ class GoldTable:
         return ("window_start", "window_end", *self.keys, "batch_id", *newest)
 
     def create_if_missing(self, spark: SparkSession, settings: Settings) -> None:
-        create_table_if_missing(
-            spark, settings.gold_path(self.name), self.schema, [], self.stats_columns, CHANGE_FEED
-        )  # the catalog declares it as gold/<name> with this schema (tests/test_catalog.py)
+        """Create the catalog's ``gold/<name>`` (the same schema: tests/test_catalog.py) with
+        file statistics on the columns that matter and its change data feed."""
+        table = catalog.table(f"gold/{self.name}")
+        table.create_if_missing(spark, settings, self.stats_columns, CHANGE_FEED)
 
     @property
     def slide_seconds(self) -> int:
@@ -449,11 +448,17 @@ def upsert_window_rows(
         .execute()
     )
     if marks.passed_window_end():
-        # Mark rows final whose window end the watermark has now passed.
+        # Mark rows final whose window end the watermark has now passed. A row not yet final
+        # ends after the last watermark (no batch inserts a window that ended before it), so
+        # the files of older hours are skipped by their statistics, not read.
+        becomes_final = ~F.col("is_final") & (
+            F.col("window_end") <= micros_literal(marks.next_watermark_us)
+        )
+        if marks.watermark_us is not None:
+            since = (marks.watermark_us // grid - 1) * grid
+            becomes_final &= F.col("window_end") > micros_literal(since)
         DeltaTable.forPath(spark, path).update(
-            condition=~F.col("is_final")
-            & (F.col("window_end") <= micros_literal(marks.next_watermark_us)),
-            set={"is_final": F.lit(True)},
+            condition=becomes_final, set={"is_final": F.lit(True)}
         )
 
 
