@@ -330,7 +330,8 @@ def create_table_if_missing(
 
     discard_unfinished_creation(path)
     # An existing table keeps its layout here (a CREATE IF NOT EXISTS of another layout fails).
-    if not DeltaTable.isDeltaTable(spark, path):
+    existed = DeltaTable.isDeltaTable(spark, path)
+    if not existed:
         builder = DeltaTable.create(spark).location(path).addColumns(with_comments(schema))
         for column in generated:
             builder = builder.addColumn(
@@ -349,7 +350,7 @@ def create_table_if_missing(
             if not DeltaTable.isDeltaTable(spark, path):
                 raise
             # another process created it meanwhile: go on with the table it made
-    table = f"delta.`{path.replace('`', '``')}`"
+    table = sql_table(path)
     if properties:
         rows = spark.sql(f"SHOW TBLPROPERTIES {table}").collect()
         current = {str(r["key"]): str(r["value"]) for r in rows}
@@ -367,7 +368,7 @@ def create_table_if_missing(
             for f in missing
         )
         spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
-    if partition_by and list(partition_by) != partition_columns(spark, path):
+    if existed and partition_by and list(partition_by) != partition_columns(spark, path):
         logger.warning(
             "the table is not partitioned as this version makes it (an older version made it): "
             "it works, but slower. To rebuild it: stop the jobs, move the table's folder "
@@ -378,10 +379,14 @@ def create_table_if_missing(
 
 def partition_columns(spark: SparkSession, path: str) -> list[str]:
     """The partition columns of the Delta table at ``path``."""
-    table = f"delta.`{path.replace('`', '``')}`"
-    detail = spark.sql(f"DESCRIBE DETAIL {table}").first()
+    detail = spark.sql(f"DESCRIBE DETAIL {sql_table(path)}").first()
     assert detail is not None, "DESCRIBE DETAIL gives one row"
     return [str(c) for c in detail["partitionColumns"]]
+
+
+def sql_table(path: str) -> str:
+    """The Delta table at ``path`` as a SQL identifier (``delta.`<path>```)."""
+    return f"delta.`{path.replace('`', '``')}`"
 
 
 def sql_text(text: str) -> str:
