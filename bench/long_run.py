@@ -15,7 +15,8 @@ Run it in a clone of its own (it uses that clone's lakehouse, logs and broker). 
   ``pyspark.daemon`` and its workers): the job whose task was in one fails and must be
   started again alone while the others go on;
 - every ``--sample-minutes``, records the size of the logs folder, of each ``_ops`` table (files
-  and bytes), every process' restarts as ``all`` counts them, and ``status --json``.
+  and bytes), of the lakehouse and each of its top folders, every process' restarts as ``all``
+  counts them, and ``status --json``.
 
 At the end it lets the jobs catch up (``run bronze silver gold alerts --available-now``), runs
 ``reconcile --json`` and prints one summary line per measure; the samples go to ``--out``.
@@ -119,13 +120,22 @@ def sample(elapsed_min: float, out: Path, log: Path) -> dict[str, Any]:
         "broker_logs_files_bytes": kafka_logs,
         "ops_files_bytes": ops,
         "lakehouse_bytes": folder_size(lakehouse)[1],
+        "layer_bytes": {
+            layer.name: folder_size(layer)[1]
+            for layer in sorted(lakehouse.glob("*"))
+            if layer.is_dir()
+        },
         "broker_home_bytes": folder_size(broker_home)[1],
         "all_line": last_line[0] if last_line else "",
         "counts": status_json.get("counts"),
     }
     with out.open("a") as handle:
         handle.write(json.dumps(row) + "\n")
-    print(json.dumps({k: row[k] for k in ("minute", "logs_files_bytes", "lakehouse_bytes")}))
+    print(
+        json.dumps(
+            {k: row[k] for k in ("minute", "logs_files_bytes", "lakehouse_bytes", "layer_bytes")}
+        )
+    )
     print("   ", row["all_line"][:400], flush=True)
     return row
 
