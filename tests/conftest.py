@@ -25,6 +25,9 @@ from iot_lakehouse.runtime.spark_session import build_spark
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
 from iot_lakehouse.sources.generator import GeneratorConfig, run_generator
 
+# Fixtures shared by the unit, integration and faults tests of one module.
+pytest_plugins = ["tests.support.maintain", "tests.support.serving"]
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -180,7 +183,7 @@ def job_env(settings: Settings, **overrides: str) -> dict[str, str]:
             "GOLD_TRIGGER_INTERVAL": "",  # every job on the 1-s trigger above
             "ALERTS_TRIGGER_INTERVAL": "",
             # Great Expectations costs a job seconds of CPU to import and is not what these
-            # runs test (tests/test_quality.py and test_silver.py do)
+            # runs test (tests/integration/test_quality.py and test_silver.py do)
             "QUALITY_EVERY_N_BATCHES": "0",
         }
     )
@@ -319,27 +322,35 @@ def stricter_rules(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def small_lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """The small real lakehouse of ``tests/lakehouse_builder.py``, built once for the readers
-    that only read it (the notebook and the dashboard tests); its folder is the parent of
-    ``lakehouse_path``."""
-    from tests.lakehouse_builder import build_lakehouse
+    """The small real lakehouse of ``tests/support/lakehouse_builder.py``, built once for the
+    readers that only read it (the notebook and the dashboard tests); its folder is the parent
+    of ``lakehouse_path``."""
+    from tests.support.lakehouse_builder import build_lakehouse
 
     return build_lakehouse(spark, tmp_path_factory.mktemp("small-lakehouse"))
 
 
-# Fixtures that start a JVM, a broker or a browser: a test using one (directly or through
-# another fixture) is an integration test. `./run_tests.sh --quick` runs the others.
+# Fixtures that start a JVM, a broker or a browser: tests/unit uses none of them.
 REAL_SERVICE_FIXTURES = frozenset(
     {"spark", "kafka_settings", "settings", "small_lakehouse", "browser", "cluster"}
 )
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a real service ``integration`` (``-m "not integration"``:
-    the quick loop), whether its module marks it or a fixture it uses starts one."""
+    """Mark the tests of tests/integration and tests/faults ``integration`` (they need a real
+    service); refuse a test in tests/unit that uses a fixture starting one."""
     for item in items:
-        if REAL_SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in ("integration", "faults"):
             item.add_marker(pytest.mark.integration)
+            continue
+        services = sorted(REAL_SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if services:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {', '.join(services)}, which start a real service: "
+                "move it to tests/integration (or tests/faults if it injects a failure)"
+            )
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 partitioning, the layer it belongs to and the job that writes it.
 
 The settings' table paths, the jobs' table creation, ``maintain``, ``all``'s scheduled VACUUM
-and the dashboard read it; ``tests/test_catalog.py`` holds gold's window-table definitions and
+and the dashboard read it; ``tests/unit/test_catalog.py`` holds gold's window-table definitions and
 the schemas to it.
 """
 

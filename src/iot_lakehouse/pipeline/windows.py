@@ -196,7 +196,7 @@ class GoldTable:
         return ("window_start", "window_end", *self.keys, "batch_id", *newest)
 
     def create_if_missing(self, spark: SparkSession, settings: Settings) -> None:
-        """Create the catalog's ``gold/<name>`` (the same schema: tests/test_catalog.py) with
+        """Create the catalog's ``gold/<name>`` (the same schema: tests/unit/test_catalog.py) with
         file statistics on the columns that matter and its change data feed."""
         table = catalog.table(f"gold/{self.name}")
         table.create_if_missing(spark, settings, self.stats_columns, CHANGE_FEED)

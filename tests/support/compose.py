@@ -1,0 +1,8 @@
+"""Helpers shared by the compose tests of tests/unit, tests/integration and tests/faults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+GRAFANA_DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "iot-lakehouse.json"
