@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import SparkSession
 
-from iot_lakehouse.ops.reconcile import (
-    kafka_bronze_ledger,
-)
+from iot_lakehouse.ops.reconcile import kafka_bronze_ledger
 from iot_lakehouse.ops.status import delta_row_count
 from iot_lakehouse.runtime.kafka_offsets import kafka_watermarks
 from iot_lakehouse.runtime.stream_metrics import read_stream_metrics

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from iot_lakehouse.benchmarks.bench_runs import (
-    kafka_ceilings,
-)
+from iot_lakehouse.benchmarks.bench_runs import kafka_ceilings
 from iot_lakehouse.settings import Settings
 
 

@@ -29,9 +29,7 @@ import pytest
 from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.runtime.kafka_offsets import kafka_watermarks
 from iot_lakehouse.settings import PROJECT_ROOT, Settings
-from iot_lakehouse.sources.generator import (
-    ANOMALY_PLAN,
-)
+from iot_lakehouse.sources.generator import ANOMALY_PLAN
 from tests.conftest import free_port, job_env
 from tests.support.kafka_cleanup import write_bronze_checkpoint
 

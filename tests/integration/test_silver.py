@@ -20,9 +20,7 @@ from iot_lakehouse.pipeline.silver import (
     start_silver_stream,
 )
 from iot_lakehouse.settings import Settings
-from tests.conftest import (
-    produce,
-)
+from tests.conftest import produce
 from tests.support.silver import LONG_OK, REASON_CASES, WIDE_OK, bronze_df
 
 

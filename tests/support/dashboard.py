@@ -1,4 +1,4 @@
-"""Helpers shared by the dashboard tests of tests/unit, tests/integration and tests/faults."""
+"""Helpers the dashboard tests of tests/integration and tests/unit share."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the generator tests of tests/unit, tests/integration and tests/faults."""
+"""Helpers the generator tests of tests/faults, tests/integration and tests/unit share."""
 
 from __future__ import annotations
 

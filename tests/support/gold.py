@@ -1,4 +1,4 @@
-"""Helpers shared by the gold tests of tests/unit, tests/integration and tests/faults."""
+"""Helpers the gold tests of tests/faults, tests/integration and tests/unit share."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from pyspark.sql import SparkSession
 from iot_lakehouse.pipeline.silver import start_silver_stream
 from iot_lakehouse.settings import Settings
 from iot_lakehouse.sources.generator import GeneratorConfig
-from tests.conftest import (
-    write_generated_bronze,
-)
+from tests.conftest import write_generated_bronze
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 READINGS = (

@@ -1,4 +1,4 @@
-"""Helpers shared by the jobs tests of tests/unit, tests/integration and tests/faults."""
+"""Helpers the jobs tests of tests/faults and tests/integration share."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the maintain tests of tests/unit, tests/integration and tests/faults."""
+"""Helpers the maintain tests of tests/integration and tests/unit share."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from datetime import date
 import pytest
 from pyspark.sql import SparkSession
 
-from iot_lakehouse.ops.maintain import (
-    add_maintain_arguments,
-)
+from iot_lakehouse.ops.maintain import add_maintain_arguments
 from iot_lakehouse.settings import Settings
 
 APPENDS = 20

@@ -1,4 +1,4 @@
-"""Helpers shared by the serving tests of tests/unit, tests/integration and tests/faults."""
+"""Helpers the serving tests of tests/faults, tests/integration and tests/unit share."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the silver tests of tests/unit, tests/integration and tests/faults."""
+"""Helpers of the silver tests (tests/integration), which the console and quality tests use too."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the stream_metrics tests of tests/unit, tests/integration and tests/faults."""
+"""Helpers the stream_metrics tests of tests/integration and tests/unit share."""
 
 from __future__ import annotations
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from iot_lakehouse.pipeline.gold import (
-    GOLD_TABLES,
-)
+from iot_lakehouse.pipeline.gold import GOLD_TABLES
 from iot_lakehouse.pipeline.windows import (
     BatchWatermarks,
     window_start_range,

@@ -6,9 +6,7 @@ from __future__ import annotations
 from pyspark.sql.types import StructType
 
 from iot_lakehouse import schemas
-from iot_lakehouse.schemas import (
-    COLUMN_COMMENTS,
-)
+from iot_lakehouse.schemas import COLUMN_COMMENTS
 
 
 def test_every_column_of_every_table_has_a_comment() -> None:
