@@ -22,6 +22,7 @@ from iot_lakehouse.benchmarks.bench import (
     BenchReport,
     Figure,
     Plan,
+    alert_latency_figures,
     backlog_figure,
     backlog_rate,
     caught_up,
@@ -275,6 +276,36 @@ def test_the_quick_plan_is_shorter_than_the_full_one() -> None:
     assert quick.replay_rows < full.replay_rows
     assert full.compare_rate == 2_000 and quick.compare_rate < full.compare_rate  # the issue
     assert quick.compare_s < full.compare_s
+    # the alert run reaches at least the spike, jump and outlier (end by 10 min) + the grace
+    assert 600 + 120 <= quick.alerts_s < full.alerts_s
+
+
+def test_alert_latency_pools_every_detection_and_judges_its_p95() -> None:
+    def score(alert: str, anomalies: int, latencies: tuple[float, ...]) -> dict[str, object]:
+        return {
+            "alert_type": alert,
+            "anomalies": anomalies,
+            "detected": len(latencies),
+            "latencies_s": latencies,
+        }
+
+    scores = [
+        score("HIGH_TEMP", 1, (4.0,)),
+        score("SUDDEN_CHANGE", 2, (6.0, 30.0)),
+        score("OUTLIER", 1, ()),  # missed: counts in recall, not in latency
+        score("RISING_TREND", 0, ()),  # not observable yet: in neither
+    ]
+    p50, p95, recall = alert_latency_figures(scores, 780.0)
+    assert (p50.ours, p95.ours) == (6.0, 30.0)  # nearest rank over 4, 6, 30
+    assert p95.met is False and p95.target == "<= 10" and not p95.higher_is_better
+    assert "SUDDEN_CHANGE 2/2 6.0, 30.0 s" in p95.detail and "OUTLIER 0/1" in p95.detail
+    assert "RISING_TREND" not in p95.detail and "13 min" in p95.detail
+    assert recall.ours == 0.75 and recall.detail == "3 of 4"
+    fast = alert_latency_figures([score("HIGH_TEMP", 1, (4.0,))], 780.0)
+    assert fast[1].met is True
+    # nothing detected: no latency, not met
+    none = alert_latency_figures([score("HIGH_TEMP", 1, ())], 780.0)
+    assert (none[1].ours, none[1].met, none[2].ours) == (None, False, 0.0)
 
 
 # --- ours against the textbook job ---------------------------------------------------------

@@ -64,6 +64,7 @@ def test_recall_precision_and_latency(tmp_path: Path) -> None:
     assert (high.alerts, high.explained) == (3, 2)
     assert high.precision == pytest.approx(2 / 3)
     assert high.latency_p50_s == 12.0  # the first detection
+    assert high.latencies_s == (12.0,)  # one per detected anomaly, not per alert
     silent = scores["SENSOR_SILENT"]
     assert (silent.anomalies, silent.detected, silent.alerts) == (1, 1, 1)
     assert silent.latency_p95_s == 20.0

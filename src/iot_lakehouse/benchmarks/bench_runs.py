@@ -46,11 +46,12 @@ from iot_lakehouse.interfaces.supervisor import (
     stop_children,
 )
 from iot_lakehouse.logs import kv
+from iot_lakehouse.ops.evaluate import evaluate_lakehouse
 from iot_lakehouse.ops.status import has_committed
 from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.runtime.kafka_offsets import kafka_end_offsets
 from iot_lakehouse.runtime.stream_metrics import read_stream_metrics
-from iot_lakehouse.settings import START_ALL_RATE, Settings
+from iot_lakehouse.settings import START_ALL_RATE, START_ALL_SENSORS, Settings
 from iot_lakehouse.sources.generator import EventGenerator, GeneratorConfig, producer_config
 
 logger = logging.getLogger(__name__)
@@ -331,13 +332,13 @@ class Pipeline:
             raise RuntimeError(f"{self.label} {' '.join(args)} exited {code}; see {child.log}")
         return time.monotonic() - started
 
-    def start_generator(self, rate: float, sensors: int = 1000) -> None:
+    def start_generator(self, rate: float, sensors: int = 1000, more: Iterable[str] = ()) -> None:
         self.spawn(
             "generator",
             [
                 "generate",
                 *("--rate", str(rate), "--sensors", str(sensors), "--format", "mixed"),
-                *("--seed", "7", *BAD_INPUT),
+                *("--seed", "7", *BAD_INPUT, *more),
             ],
         )
         self._wait_for(lambda: self._http("GET", "/health") is not None, 60, "generator API")
@@ -1039,9 +1040,9 @@ def run_bench(
     keep: bool = False,
     soak_rate: float | None = None,
 ) -> tuple[BenchReport, Path]:
-    """Run the chosen parts (``ceilings``, ``replay``, ``live``, ``soak``) and return the
-    report and the JSON file it was saved to. With ``textbook``, the replay and live parts also
-    run the textbook job beside ours. The soak runs at ``soak_rate``, else at
+    """Run the chosen parts (``ceilings``, ``replay``, ``live``, ``alerts``, ``soak``) and
+    return the report and the JSON file it was saved to. With ``textbook``, the replay and
+    live parts also run the textbook job beside ours. The soak runs at ``soak_rate``, else at
     ``bench.SOAK_DEFAULT_RATE``."""
     report = BenchReport(plan, utc_now().strftime("%Y-%m-%dT%H:%M:%S"), bench.machine_description())
     workdir = Path(tempfile.mkdtemp(prefix="iot-bench-"))
@@ -1064,6 +1065,8 @@ def run_bench(
             run_replays(report, plan, workdir, base_env, sampler, textbook, pipes)
         if "live" in parts:
             run_live(report, plan, workdir, base_env, sampler, textbook, pipes)
+        if "alerts" in parts:
+            run_alerts(report, plan, workdir, base_env, sampler, pipes)
         if "soak" in parts:
             rate = soak_rate or bench.SOAK_DEFAULT_RATE
             run_soak(report, plan, workdir, base_env, sampler, pipes, rate)
@@ -1195,6 +1198,57 @@ def run_live(
     if comparison is not None:
         for figure in bench.freshness_figures(comparison):
             report.add(figure)
+
+
+def run_alerts(
+    report: BenchReport,
+    plan: Plan,
+    workdir: Path,
+    base_env: dict[str, str],
+    sampler: ResourceSampler,
+    pipes: list[Pipeline],
+) -> None:
+    """Alert detection latency, live at start_all's defaults (``alert_latency``)."""
+    pipe = Pipeline("tuned", workdir / "alerts", base_env, sampler, "bench-alerts")
+    pipes.append(pipe)
+    LocalKafkaBroker(pipe.settings).create_topics()
+    try:
+        result = alert_latency(pipe, plan, workdir / "alerts" / "ground-truth.jsonl")
+    except RuntimeError as exc:
+        result = {"error": str(exc), "scores": []}
+    pipe.stop()
+    report.details["alerts"] = result
+    for figure in bench.alert_latency_figures(result["scores"], plan.alerts_s):
+        if result.get("error"):
+            figure.detail = result["error"]
+        report.add(figure)
+
+
+def alert_latency(pipe: Pipeline, plan: Plan, truth: Path) -> dict[str, Any]:
+    """The generator at start_all's rate and sensors with the anomaly scenario (``generate
+    --anomalies --ground-truth``), paced, so event time is the clock; the four jobs; after
+    ``plan.alerts_s`` the backlog drained, then ``evaluate-alerts``' scores of the anomalies
+    silver has seen ``ALERT_GRACE_S`` past: each detection's latency is its alert's
+    ``detected_at`` minus the anomalous reading's event time."""
+    truth.parent.mkdir(parents=True, exist_ok=True)
+    pipe.start_generator(
+        START_ALL_RATE, START_ALL_SENSORS, ("--anomalies", "--ground-truth", str(truth))
+    )
+    started = time.monotonic()
+    pipe.start_jobs()
+    while time.monotonic() - started < plan.alerts_s:
+        if pipe.exited():
+            raise RuntimeError(
+                f"{pipe.label}: {pipe.exited()} exited; see {pipe.settings.logs_dir}"
+            )
+        time.sleep(2)
+    drained = drain(pipe, 2 * plan.drain_s)
+    scores = evaluate_lakehouse(pipe.settings, truth, bench.ALERT_GRACE_S)
+    return {
+        "seconds": plan.alerts_s,
+        "drained_after": drained,
+        "scores": [{**asdict(s), "recall": s.recall, "precision": s.precision} for s in scores],
+    }
 
 
 def add_live_figures(report: BenchReport, ours: dict[str, Any]) -> None:

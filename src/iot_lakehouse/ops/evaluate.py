@@ -41,6 +41,7 @@ class TypeScore:
     explained: int
     latency_p50_s: float | None
     latency_p95_s: float | None
+    latencies_s: tuple[float, ...] = ()  # of each detection, in the ground truth's order
 
     @property
     def recall(self) -> float | None:
@@ -156,6 +157,7 @@ def evaluate(
             kind_of.get(alert_type),
             latency_p50_s=pct(latencies.get(alert_type, []), 0.5),
             latency_p95_s=pct(latencies.get(alert_type, []), 0.95),
+            latencies_s=tuple(latencies.get(alert_type, [])),
             **s,
         )
         for alert_type, s in sorted(results.items())
