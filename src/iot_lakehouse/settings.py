@@ -224,7 +224,8 @@ class Settings:
     # how often `all` compacts the _ops tables (a small file per batch or flush) while the jobs
     # run: `maintain --table _ops/`; empty or 0: never
     ops_compact_interval: str = "1 hour"
-    # how long gold's window tables keep the files their MERGEs replaced (`all` VACUUMs them)
+    # how long gold's window tables keep the files their MERGEs replaced (`all` VACUUMs them);
+    # whole hours, as Delta's VACUUM takes them
     gold_file_retention: str = "6 hours"
     gold_watermark: str = "10 minutes"
     gold_percentile_k: int = 200
@@ -383,7 +384,13 @@ class Settings:
         duration_seconds(self.alerts_watermark, "ALERTS_WATERMARK")
         duration_seconds(self.alerts_idle_grace, "ALERTS_IDLE_GRACE")
         _ = self.ops_compact_seconds
-        duration_seconds(self.gold_file_retention, "GOLD_FILE_RETENTION")
+        retention = self.gold_file_retention_hours
+        if retention < 1 or retention != round(retention):
+            raise ConfigError(
+                f"GOLD_FILE_RETENTION={self.gold_file_retention!r} is {retention:g} h: Delta's "
+                "VACUUM keeps whole hours (it rounds a fraction), so use a whole number of "
+                "hours, at least 1, e.g. '6 hours'"
+            )
         for name, port, lowest in (
             ("GENERATOR_API_PORT", self.generator_api_port, 0),  # 0: no control API
             ("SOCKET_PORT", self.socket_port, 1),

@@ -91,6 +91,8 @@ def test_short_retention_is_refused_without_the_flag() -> None:
     for part in ("168", "streaming", "checkpoint", "time travel", SHORT_RETENTION_FLAG):
         assert part in message
     check_retention(0, allow_short=True)
+    with pytest.raises(ConfigError, match="whole number of hours"):  # Delta would keep 1 h
+        check_retention(0.5, allow_short=True)
     with pytest.raises(ConfigError, match="negative"):
         check_retention(-1, allow_short=True)
 

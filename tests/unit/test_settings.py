@@ -189,6 +189,10 @@ def test_a_port_given_on_the_command_line_is_checked_too() -> None:
 
 def test_gold_file_retention_is_a_duration() -> None:
     assert Settings.from_env({}).gold_file_retention_hours == 6
-    assert Settings.from_env({"GOLD_FILE_RETENTION": "90 minutes"}).gold_file_retention_hours == 1.5
+    assert Settings.from_env({"GOLD_FILE_RETENTION": "120 minutes"}).gold_file_retention_hours == 2
+    # Delta's VACUUM rounds its retention to whole hours: a fraction or less than one is refused
+    for fraction in ("90 minutes", "30 minutes", "0 hours"):
+        with pytest.raises(ConfigError, match="whole number of hours"):
+            Settings.from_env({"GOLD_FILE_RETENTION": fraction}).validate()
     with pytest.raises(ConfigError, match="GOLD_FILE_RETENTION"):
         Settings.from_env({"GOLD_FILE_RETENTION": "soon"}).validate()

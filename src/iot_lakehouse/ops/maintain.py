@@ -242,10 +242,16 @@ class VacuumResult:
 def check_retention(
     hours: float, allow_short: bool = False, rules: MaintenanceRules = RULES
 ) -> None:
-    """Raise ConfigError for a VACUUM retention that is negative, or shorter than the safe
-    minimum without the explicit flag, saying what a short one can break."""
+    """Raise ConfigError for a VACUUM retention that is negative, not whole hours (Delta's
+    VACUUM rounds it), or shorter than the safe minimum without the explicit flag, saying what
+    a short one can break."""
     if hours < 0:
         raise ConfigError(f"--retention-hours {hours:g} is negative; use e.g. 168 (7 days)")
+    if hours != round(hours):
+        raise ConfigError(
+            f"--retention-hours {hours:g} is not a whole number of hours: Delta's VACUUM rounds "
+            "it to one and would keep files for that long instead; give whole hours, e.g. 6"
+        )
     if hours < rules.min_retention_hours and not allow_short:
         raise ConfigError(
             f"--retention-hours {hours:g} is below the safe minimum of "
