@@ -34,7 +34,7 @@ from tests.support.generator import (
 
 
 def test_generate_command_produces_exactly_count_to_the_real_broker(
-    kafka_settings: Settings,
+    kafka_settings: Settings, tmp_path: Path
 ) -> None:
     """``iot-lakehouse generate`` end to end: exit 0, every message acknowledged and in Kafka."""
 
@@ -46,7 +46,9 @@ def test_generate_command_produces_exactly_count_to_the_real_broker(
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "KAFKA_TOPIC": settings.kafka_topic,
-        "IOT_RUNTIME_DIR": str(settings.runtime_dir),
+        # a runtime folder of its own: its log is this run's alone (a generator another test
+        # SIGKILLed may have left a cut line in the shared one)
+        "IOT_RUNTIME_DIR": str(tmp_path / "runtime"),
         "GENERATOR_API_PORT": "0",  # no control API (test_generator_api.py has it)
         "LOG_FORMAT": "json",
     }
@@ -80,10 +82,8 @@ def test_generate_command_produces_exactly_count_to_the_real_broker(
     start = next(e for e in logged if e["message"] == "generator_start")
     assert start["component"] == "generate" and start["level"] == "INFO"
     assert start["context"]["topic"] == settings.kafka_topic and start["context"]["rate"] == 5000
-    log_file = settings.runtime_dir / "logs" / "generate.log"
-    assert [json.loads(line) for line in log_file.read_text().splitlines()][-len(logged) :] == (
-        logged
-    )
+    log_file = tmp_path / "runtime" / "logs" / "generate.log"
+    assert [json.loads(line) for line in log_file.read_text().splitlines()] == logged
     offsets = kafka_end_offsets(settings)
     assert offsets is not None and sum(offsets.values()) == 2500
     assert len([p for p, end in offsets.items() if end > 0]) == settings.kafka_topic_partitions
