@@ -12,7 +12,7 @@ fi
 source "$(dirname "$0")/scripts/lib.sh"
 iot_bootstrap
 if [[ ${#quick[@]} -eq 0 ]]; then
-  iot_apt_install chromium chromium  # headless browser of tests/integration/test_dashboard.py (Playwright)
+  iot_apt_install chromium chromium  # headless browser of the dashboard's integration test
 fi
 cd "$IOT_ROOT"
 echo "== ruff" && uv run --frozen ruff check src tests spark bench notebooks
