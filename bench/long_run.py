@@ -104,6 +104,10 @@ def sample(elapsed_min: float, out: Path, log: Path) -> dict[str, Any]:
         for table in sorted((lakehouse / "_ops").glob("*"))
         if table.is_dir()
     }
+    layers = {
+        layer.name: folder_size(layer)[1] for layer in sorted(lakehouse.glob("*")) if layer.is_dir()
+    }
+    top_files = sum(f.stat().st_size for f in lakehouse.glob("*") if f.is_file())
     logs = folder_size(ROOT / ".runtime" / "logs")
     broker_home = ROOT / ".runtime" / "kafka"
     broker_log = [f for f in broker_home.glob("broker.log*") if f.is_file()]
@@ -119,12 +123,8 @@ def sample(elapsed_min: float, out: Path, log: Path) -> dict[str, Any]:
         "logs_files_bytes": logs,
         "broker_logs_files_bytes": kafka_logs,
         "ops_files_bytes": ops,
-        "lakehouse_bytes": folder_size(lakehouse)[1],
-        "layer_bytes": {
-            layer.name: folder_size(layer)[1]
-            for layer in sorted(lakehouse.glob("*"))
-            if layer.is_dir()
-        },
+        "lakehouse_bytes": sum(layers.values()) + top_files,
+        "layer_bytes": layers,
         "broker_home_bytes": folder_size(broker_home)[1],
         "all_line": last_line[0] if last_line else "",
         "counts": status_json.get("counts"),

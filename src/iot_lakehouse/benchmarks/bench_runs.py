@@ -46,7 +46,7 @@ from iot_lakehouse.interfaces.supervisor import (
     stop_children,
 )
 from iot_lakehouse.logs import kv
-from iot_lakehouse.ops.evaluate import evaluate_lakehouse
+from iot_lakehouse.ops.evaluate import evaluate_lakehouse, score_dict
 from iot_lakehouse.ops.status import has_committed
 from iot_lakehouse.runtime.kafka_broker import LocalKafkaBroker
 from iot_lakehouse.runtime.kafka_offsets import kafka_end_offsets
@@ -1247,7 +1247,7 @@ def alert_latency(pipe: Pipeline, plan: Plan, truth: Path) -> dict[str, Any]:
     return {
         "seconds": plan.alerts_s,
         "drained_after": drained,
-        "scores": [{**asdict(s), "recall": s.recall, "precision": s.precision} for s in scores],
+        "scores": [score_dict(s) for s in scores],
     }
 
 

@@ -39,9 +39,15 @@ class TypeScore:
     pending: int
     alerts: int
     explained: int
-    latency_p50_s: float | None
-    latency_p95_s: float | None
     latencies_s: tuple[float, ...] = ()  # of each detection, in the ground truth's order
+
+    @property
+    def latency_p50_s(self) -> float | None:
+        return _quantile(self.latencies_s, 0.5)
+
+    @property
+    def latency_p95_s(self) -> float | None:
+        return _quantile(self.latencies_s, 0.95)
 
     @property
     def recall(self) -> float | None:
@@ -50,6 +56,10 @@ class TypeScore:
     @property
     def precision(self) -> float | None:
         return self.explained / self.alerts if self.alerts else None
+
+
+def _quantile(values: tuple[float, ...], q: float) -> float | None:
+    return float(pd.Series(values).quantile(q)) if values else None
 
 
 def load_ground_truth(path: Path) -> pd.DataFrame:
@@ -148,15 +158,10 @@ def evaluate(
         if len(near):
             s["explained"] += 1
 
-    def pct(values: list[float], q: float) -> float | None:
-        return float(pd.Series(values).quantile(q)) if values else None
-
     return [
         TypeScore(
             alert_type,
             kind_of.get(alert_type),
-            latency_p50_s=pct(latencies.get(alert_type, []), 0.5),
-            latency_p95_s=pct(latencies.get(alert_type, []), 0.95),
             latencies_s=tuple(latencies.get(alert_type, [])),
             **s,
         )
@@ -203,6 +208,15 @@ def format_scores(scores: list[TypeScore]) -> str:
 
 
 def scores_json(scores: list[TypeScore]) -> str:
-    return json.dumps(
-        [{**asdict(s), "recall": s.recall, "precision": s.precision} for s in scores], indent=2
-    )
+    return json.dumps([score_dict(s) for s in scores], indent=2)
+
+
+def score_dict(score: TypeScore) -> dict[str, Any]:
+    """A score with its derived figures (latency quantiles, recall, precision), for JSON."""
+    return {
+        **asdict(score),
+        "latency_p50_s": score.latency_p50_s,
+        "latency_p95_s": score.latency_p95_s,
+        "recall": score.recall,
+        "precision": score.precision,
+    }
