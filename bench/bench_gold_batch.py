@@ -78,7 +78,8 @@ VARIANTS = {
 def build_input(root: Path, events: int, parts: int, rate: float, sensors: int) -> None:
     """Silver readings of ``events`` generated events (``rate`` a second from ``sensors``
     sensors: ``events / rate`` seconds of event time) in ``parts`` files, under ``root``."""
-    from tests.test_gold import KILL_TEST_INPUT, build_silver, gold_settings
+    from tests.faults.test_gold import KILL_TEST_INPUT
+    from tests.support.gold import build_silver, gold_settings
 
     settings = Settings.from_env({}).with_(
         spark_master="local[2]",

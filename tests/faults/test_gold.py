@@ -46,7 +46,11 @@ def test_gold_job_killed_five_times_gives_the_same_tables(
     spark: SparkSession, settings: Settings, tmp_path: Path
 ) -> None:
     # one silver file a gold batch: a dozen batches or more, for five kills
-    settings = gold_settings(settings).with_(gold_max_files_per_trigger=1)
+    # 4 minutes: in 10 minutes of event time, readings up to 15 minutes late pass it and
+    # the first windows become final (so the hourly and daily rollups hold rows)
+    settings = gold_settings(settings).with_(
+        gold_max_files_per_trigger=1, gold_watermark="4 minutes"
+    )
     build_silver(spark, settings, KILL_TEST_INPUT, parts=8)
     reference = settings.with_(lakehouse_path=str(tmp_path / "reference"))
     shutil.copytree(settings.silver_readings_path, reference.silver_readings_path)
@@ -67,6 +71,7 @@ def test_gold_job_killed_five_times_gives_the_same_tables(
             ],
         ),
         GOLD_MAX_FILES_PER_TRIGGER="1",
+        GOLD_WATERMARK=settings.gold_watermark,
         SNAPSHOT_IN_FIRST_BATCH="false",
     )
 

@@ -188,7 +188,8 @@ def test_ten_thousand_sensors() -> None:
 # --- bad input kinds ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mixed_bad() -> tuple[EventGenerator, list[GeneratedEvent]]:
-    gen = make(**BAD_MIX, late_max_seconds=900)
+    # 17 minutes of event time: past the most lateness (15 minutes) from the start
+    gen = make(**BAD_MIX, late_max_seconds=900, rate=20.0)
     return gen, events(gen, 20 * BLOCK_SIZE)
 
 
@@ -299,13 +300,33 @@ def test_late_events_are_shifted_back_between_60s_and_the_maximum(
         record = json.loads(event.value) if event.kind in ("valid", "late") else None
         if record is None:
             continue
-        lag = (gen.nominal_time(i) - parse_ts(record["timestamp"])).total_seconds()
+        nominal = gen.nominal_time(i)
+        lag = (nominal - parse_ts(record["timestamp"])).total_seconds()
         if event.kind == "late":
-            assert 60.0 <= lag <= 900.0 + 0.001, lag
+            since_start = (nominal - START).total_seconds()
+            assert 60.0 <= lag <= min(900.0, since_start) + 0.001, (lag, since_start)
             lags.append(lag)
         else:
             assert 0.0 <= lag < 0.001, lag
     assert min(lags) < 200 and max(lags) > 760  # spread over the whole interval
+
+
+def test_no_event_time_lies_before_the_start_so_no_sensor_looks_silent_at_first(
+    mixed_bad: tuple[EventGenerator, list[GeneratedEvent]],
+) -> None:
+    # A late reading stamped minutes before the stream began would give its sensor a gap
+    # before its next reading: the silence detector would flag a sensor that never was silent.
+    gen, stream = mixed_bad
+    times = [
+        (i, parse_ts(json.loads(e.value)["timestamp"]))
+        for i, e in enumerate(stream)
+        if e.kind in ("valid", "late")
+    ]
+    assert min(t for _, t in times) >= START
+    late = [i for i, e in enumerate(stream) if e.kind == "late"]
+    # the least lateness is 60 s: no event of the first minute can be late, later ones are
+    assert (gen.nominal_time(late[0]) - START).total_seconds() >= 60.0
+    assert (gen.nominal_time(late[0]) - START).total_seconds() < 65.0
 
 
 def test_timestamps_follow_the_virtual_clock() -> None:
@@ -341,7 +362,11 @@ def test_config_validation(options: dict[str, Any], message: str) -> None:
 
 def test_fractions_may_sum_to_exactly_one() -> None:
     config = GeneratorConfig(
-        malformed_fraction=0.25, invalid_fraction=0.25, duplicate_fraction=0.25, late_fraction=0.25
+        malformed_fraction=0.25,
+        invalid_fraction=0.25,
+        duplicate_fraction=0.25,
+        late_fraction=0.25,
+        rate=20.0,  # 100 s: late readings need a minute of stream behind them
     )
     kinds = {e.kind for e in events(EventGenerator(config), 2000)}
     assert {"malformed", "invalid", "duplicate", "late"} <= kinds

@@ -470,11 +470,21 @@ class EventGenerator:
         format_u = rng.random(n)
         metric = rng.integers(0, len(METRICS), n)
         noise = rng.standard_normal((5, n))
-        late_shift_s = rng.uniform(LATE_MIN_SECONDS, cfg.late_max_seconds, n)
+        late_u = rng.random(n)  # where between the least and the most lateness an event falls
         variant = rng.integers(0, 1 << 30, n)
         aux = rng.random(n)
 
         code = np.searchsorted(self._thresholds, kind_u, side="right")
+        index = np.arange(block_index * n, (block_index + 1) * n, dtype=np.int64)
+        nominal = self._nominal_array(index)
+        # A late reading was held up on its way, not taken before the stream began: it lies
+        # LATE_MIN_SECONDS to late_max_seconds behind its nominal time but never before the
+        # start, so it invents no history (a sensor whose first reading lay minutes before the
+        # next would look silent). One that cannot be late by the least lateness is valid.
+        since_start_s = (nominal - self.start_ns) / _NS_PER_S
+        code[(code == _LATE) & (since_start_s < LATE_MIN_SECONDS)] = _VALID
+        most_s = np.minimum(cfg.late_max_seconds, since_start_s)
+        late_shift_s = LATE_MIN_SECONDS + late_u * (most_s - LATE_MIN_SECONDS)
         # A duplicate repeats the nearest earlier reading (valid or late) of the same block;
         # with none before it, the event is an ordinary valid one.
         pos = np.arange(n)
@@ -482,8 +492,6 @@ class EventGenerator:
         dup_source = np.where(code == _DUPLICATE, last_reading, -1)
         code[(code == _DUPLICATE) & (dup_source < 0)] = _VALID
 
-        index = np.arange(block_index * n, (block_index + 1) * n, dtype=np.int64)
-        nominal = self._nominal_array(index)
         shift = np.where(code == _LATE, np.rint(late_shift_s * _NS_PER_S).astype(np.int64), 0)
         event_ns = nominal - shift
         if cfg.anomalies:
@@ -1503,8 +1511,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--late-max-seconds",
         type=float,
         default=None,
-        help=f"late events are {LATE_MIN_SECONDS:g} s to this many seconds behind "
-        f"(default {d.late_max_seconds:g})",
+        help=f"late events are {LATE_MIN_SECONDS:g} s to this many seconds behind, never "
+        f"before the start (default {d.late_max_seconds:g})",
     )
     add(
         "--start-time",
