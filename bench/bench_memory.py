@@ -1,7 +1,7 @@
 """What the JVM settings do to the pipeline's memory and pace, side by side in one run.
 
     uv run python bench/bench_memory.py [--variants serial,g1] [--rounds 2] [--minutes 5]
-                                        [--rate 1000] [--variant NAME:KEY=VALUE,…]
+                                        [--rate 1000] [--variant NAME:KEY=VALUE,…] [--keep]
 
 Starts one private broker (free ports), then for each variant in turn (the variants
 alternating, ``--rounds`` times) the whole tuned pipeline as ``start_all`` starts it (the
@@ -151,6 +151,11 @@ def main() -> None:
         help="a variant of your own, e.g. 'old:PYTHONPATH=/tmp/old/src' (another checkout's "
         "code) or 'p1:SPARK_SHUFFLE_PARTITIONS=1'; add its NAME to --variants",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the working folder (each variant's lakehouse and job logs) and print it",
+    )
     args = parser.parse_args()
     for spec in args.variant:
         name, _, pairs = spec.partition(":")
@@ -175,7 +180,10 @@ def main() -> None:
                 print(show(label, result), flush=True)
     finally:
         broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     print("\nsummary (peak RSS of all processes together, GiB)")
     for label, result in results:
         print(show(label, result))

@@ -33,7 +33,11 @@ from iot_lakehouse import catalog
 from iot_lakehouse.logs import kv
 from iot_lakehouse.pipeline.checkpoints import delta_source_options
 from iot_lakehouse.pipeline.exactly_once import append_once
-from iot_lakehouse.pipeline.streaming import require_columns, start_foreach_batch
+from iot_lakehouse.pipeline.streaming import (
+    StageClock,
+    require_columns,
+    start_foreach_batch,
+)
 from iot_lakehouse.pipeline.windows import (
     MICROS,
     BatchWatermarks,
@@ -179,6 +183,7 @@ class GoldBatchWriter:
     def write_batch(self, silver_batch: DataFrame, batch_id: int) -> dict[str, int]:
         """Aggregate one batch into every gold table; return the counts of readings and late."""
         require_columns(silver_batch, GOLD_INPUT, "silver")
+        clock = StageClock()
         kafka_time = (
             F.col("kafka_timestamp")
             if "kafka_timestamp" in silver_batch.columns
@@ -203,6 +208,7 @@ class GoldBatchWriter:
             *kafka_time_quantiles(),
         )
         readings = judged.drop("kafka_timestamp", "_clock")
+        clock.lap("split")
         total, late_count, hi = int(stats["readings"]), int(stats["late"]), stats["hi"]
         clock_hi = stats["clock_hi"]
         if total == 0:
@@ -218,6 +224,7 @@ class GoldBatchWriter:
         on_time, late = split_late(readings)
         if late_count:
             self._append(to_late_rows(late), self.settings.gold_late_readings_path, batch_id)
+            clock.lap("late")
         if late_count < total:  # then event times exist, and so do lo and hi
             # One MERGE per table, side by side: much of a small MERGE's time is spent in the
             # driver (Delta log, planning), which threads overlap.
@@ -237,6 +244,7 @@ class GoldBatchWriter:
                     for table in GOLD_TABLES
                 ]
             )
+            clock.lap("merges")
             if marks.passed_window_end() and marks.next_watermark_us is not None:
                 # 5-minute windows became final: the hours and days that hold them again
                 run_side_by_side(
@@ -253,6 +261,7 @@ class GoldBatchWriter:
                         for rollup in ROLLUPS
                     ]
                 )
+                clock.lap("rollups")
         # Every column as epoch microseconds (values as data, not literals: the same code every
         # batch, see batch_scalars), the timestamps converted back.
         progress = self.spark.createDataFrame(
@@ -277,13 +286,20 @@ class GoldBatchWriter:
             ]
         )
         self._append(progress, self.settings.gold_progress_path, batch_id)
+        clock.lap("progress")
         record_batch_latency("kafka_to_gold", JOB_NAME, batch_id, stats)
         echo_changed_rows(self.spark, self.settings, GOLD_TABLES[0], batch_id)
         self._seen_us, self._last_batch = marks.max_event_us, batch_id
         counts = {"readings": total, "late": late_count}
         logger.info(
             "gold batch %s",
-            kv(job=JOB_NAME, batch_id=batch_id, **counts, watermark=iso(marks.next_watermark_us)),
+            kv(
+                job=JOB_NAME,
+                batch_id=batch_id,
+                **counts,
+                watermark=iso(marks.next_watermark_us),
+                **clock.seconds(),
+            ),
         )
         return counts
 

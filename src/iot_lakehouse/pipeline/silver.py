@@ -12,7 +12,6 @@ import functools
 import logging
 import operator
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,11 @@ from iot_lakehouse.pipeline.rules import (
     split_judged,
     with_rule_results,
 )
-from iot_lakehouse.pipeline.streaming import require_columns, start_foreach_batch
+from iot_lakehouse.pipeline.streaming import (
+    StageClock,
+    require_columns,
+    start_foreach_batch,
+)
 from iot_lakehouse.runtime.spark_session import materialise, run_side_by_side
 from iot_lakehouse.runtime.stream_metrics import kafka_time_quantiles, record_batch_latency
 from iot_lakehouse.schemas import (
@@ -356,22 +359,6 @@ def to_duplicate_rows(dups: DataFrame, batch_id: int) -> DataFrame:
         F.lit(batch_id).cast("long").alias("batch_id"),
         F.current_timestamp().alias("detected_at"),
     )
-
-
-class StageClock:
-    """Wall seconds of the steps of one batch, for the batch's log line (``<step>_s=…``)."""
-
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, step: str) -> None:
-        now = time.perf_counter()
-        self.laps[f"{step}_s"] = round(now - self.last, 3)
-        self.last = now
-
-    def seconds(self) -> dict[str, float]:
-        return dict(self.laps)
 
 
 @dataclass

@@ -4,6 +4,7 @@ every layer."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
@@ -14,6 +15,22 @@ from iot_lakehouse.errors import JobError
 from iot_lakehouse.runtime.spark_session import expression_mode, use_expression_mode
 from iot_lakehouse.runtime.stream_metrics import LATEST_INPUT_ROWS
 from iot_lakehouse.settings import Settings
+
+
+class StageClock:
+    """Wall seconds of the steps of one batch, for the batch's log line (``<step>_s=…``)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[f"{step}_s"] = round(now - self.last, 3)
+        self.last = now
+
+    def seconds(self) -> dict[str, float]:
+        return dict(self.laps)
 
 
 def require_columns(df: DataFrame, columns: tuple[str, ...], what: str) -> None:
