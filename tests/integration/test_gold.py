@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -79,8 +80,9 @@ def test_sliding_windows_give_each_reading_two_rows(spark: SparkSession) -> None
 
 
 def test_out_of_order_updates_its_window_late_data_is_kept_aside_and_replay_changes_nothing(
-    spark: SparkSession, settings: Settings
+    spark: SparkSession, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="iot_lakehouse.pipeline.gold")
     create_gold_tables(spark, settings)
     writer = GoldBatchWriter(spark, settings)
     batches = [
@@ -110,6 +112,18 @@ def test_out_of_order_updates_its_window_late_data_is_kept_aside_and_replay_chan
         {"readings": 3, "late": 1},
         {"readings": 2, "late": 0},
     ]
+    # Each batch's log line names the wall seconds of the steps it ran: the late append only
+    # with late readings, the rollups only when windows became final (the first batch).
+    steps = [
+        sorted(k for k, v in r.args[0].context.items() if k.endswith("_s") and v >= 0)
+        for r in caplog.records
+        if r.getMessage().startswith("gold batch")
+    ]
+    assert steps == [
+        ["merges_s", "progress_s", "rollups_s", "split_s"],
+        ["late_s", "merges_s", "progress_s", "split_s"],
+        ["merges_s", "progress_s", "split_s"],
+    ], steps
     s1 = F.col("sensor_id") == "s1"
     final = gold_row(spark, settings, "sensor_metrics_5m", s1 & (F.col("window_start") == at(0)))
     assert (final["count"], final["max"], final["is_final"], final["batch_id"]) == (
